@@ -1,0 +1,253 @@
+/**
+ * Continuations: a job's latched outcome plus a map of named callbacks that fire when the job ends.
+ *
+ * Contract:
+ * - The state is latched: `Running` until the first `complete(exit)`, then `Done(exit)` forever; a later `complete`
+ *   changes nothing.
+ * - `complete` fires every callback registered at that moment exactly once, each in its own fiber: a slow, failing or
+ *   dying callback neither delays nor stops the others, and its failure is logged with the callback's name.
+ * - A callback added after the latch is never silently dropped: `addOrRunNow` forks it at once with the latched exit
+ *   (it does not run inline: the caller gets back the fiber), `addOrFailIfDone` refuses with `AlreadyStopped`, which
+ *   carries the exit.
+ * - `fork(effect)` wires a job's end into the latch: success, typed failure, defect and interruption each become
+ *   `Done` with that exit, even when the job is interrupted before it started.
+ *
+ * Guarantees:
+ * - "Is it done? If not, insert the callback" is one atomic `Ref.modify`, and `complete` swaps the state to `Done` and
+ *   takes the callback map in one atomic `Ref.modify` too. Hence a callback added concurrently with `complete` runs
+ *   exactly once: either it was in the map `complete` took, or its add saw `Done` and fired it (or refused it).
+ * - No callback ever runs under a lock (there is none: the only critical sections are synchronous `Ref.modify`
+ *   functions), so a callback may add, remove, poll or await on the very handle that fired it.
+ * - Callback fibers belong to the handle's `Scope`: closing it interrupts stragglers, and callbacks fired after it
+ *   closed do not run.
+ * - Completion drops the callback map: a finished handle holds only its exit, so handles do not grow.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import type * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
+import * as Ref from "effect/Ref"
+import type * as Scope from "effect/Scope"
+
+/** A callback: receives the job's latched exit; its own result is ignored, its failure is logged. */
+export type Callback<A, E> = (exit: Exit.Exit<A, E>) => Effect.Effect<unknown, unknown>
+
+/** Which outcomes a callback fires on: `"success"`, `"failure"` (typed failure, defect or interruption) or both. */
+export type On = "success" | "failure" | "both"
+
+/** Per-callback options. */
+export interface CallbackOptions {
+  /** Fire only on a successful exit, only on a failed one, or on both (the default). */
+  readonly on?: On | undefined
+  /** Interrupt the callback (and log it) if it has not finished this long after it started. */
+  readonly timeout?: Duration.DurationInput | undefined
+}
+
+/**
+ * What `addOrRunNow` did: `Registered` (the job is running; the callback fires on completion), `Fired` (the job had
+ * already ended; the callback was forked at once with the latched exit) or `Skipped` (the job had already ended with an
+ * outcome the callback's `on` option excludes).
+ */
+export type AddResult<A, E> =
+  | { readonly _tag: "Registered" }
+  | { readonly _tag: "Fired"; readonly exit: Exit.Exit<A, E>; readonly fiber: Fiber.RuntimeFiber<void> }
+  | { readonly _tag: "Skipped"; readonly exit: Exit.Exit<A, E> }
+
+/** Raised by `addOrFailIfDone` when the job had already ended; carries the latched exit. */
+export class AlreadyStopped<A = unknown, E = unknown> extends Data.TaggedError("AlreadyStopped")<{
+  /** The name of the callback that was refused. */
+  readonly continuation: string
+  /** The job's latched exit. */
+  readonly exit: Exit.Exit<A, E>
+}> {
+  override get message(): string {
+    return `Continuation "${this.continuation}" was not added: the job already stopped`
+  }
+}
+
+/** A job handle: a latched `Running | Done(exit)` state plus named callbacks fired once when it ends. */
+export interface Continuations<in out A, in out E> {
+  /** Registers `callback` under `name` (replacing a namesake) while running; once done, forks it with the exit. */
+  readonly addOrRunNow: (
+    name: string,
+    callback: Callback<A, E>,
+    options?: CallbackOptions | undefined
+  ) => Effect.Effect<AddResult<A, E>>
+  /** Registers `callback` under `name` (replacing a namesake) while running; once done, fails with `AlreadyStopped`. */
+  readonly addOrFailIfDone: (
+    name: string,
+    callback: Callback<A, E>,
+    options?: CallbackOptions | undefined
+  ) => Effect.Effect<void, AlreadyStopped<A, E>>
+  /** Unregisters the callback named `name`; tells whether it was registered (always `false` once done). */
+  readonly remove: (name: string) => Effect.Effect<boolean>
+  /** Latches `exit` and fires every registered callback once; tells whether this call latched. */
+  readonly complete: (exit: Exit.Exit<A, E>) => Effect.Effect<boolean>
+  /** The latched exit, or `None` while running. */
+  readonly poll: Effect.Effect<Option.Option<Exit.Exit<A, E>>>
+  /** Waits for the latched exit. */
+  readonly await: Effect.Effect<Exit.Exit<A, E>>
+  /** Waits for the latched exit, then until every callback fiber fired so far (and any they fired) has finished. */
+  readonly settled: Effect.Effect<Exit.Exit<A, E>>
+  /** The number of registered callbacks (0 once done: completion drops the map). */
+  readonly size: Effect.Effect<number>
+}
+
+/** A job forked with `fork`: its continuations plus the fiber running it. */
+export interface Job<in out A, in out E> extends Continuations<A, E> {
+  /** The fiber running the job; interrupting it latches an interruption exit. */
+  readonly fiber: Fiber.RuntimeFiber<A, E>
+}
+
+interface Entry<A, E> {
+  readonly callback: Callback<A, E>
+  readonly on: On
+  readonly timeout: Duration.Duration | undefined
+}
+
+// The map is mutated in place, but only inside `Ref.modify` functions, which run synchronously and atomically; once
+// `complete` has taken it out of the state nothing else can reach it. Copying it on every add would make n adds O(n²).
+type State<A, E> =
+  | { readonly _tag: "Running"; readonly callbacks: Map<string, Entry<A, E>> }
+  | { readonly _tag: "Done"; readonly exit: Exit.Exit<A, E> }
+
+const registered: AddResult<never, never> = { _tag: "Registered" }
+
+const makeEntry = <A, E>(callback: Callback<A, E>, options: CallbackOptions | undefined): Entry<A, E> => ({
+  callback,
+  on: options?.on ?? "both",
+  timeout: options?.timeout === undefined ? undefined : Duration.decode(options.timeout)
+})
+
+const firesOn = (on: On, exit: Exit.Exit<unknown, unknown>): boolean =>
+  on === "both" || (on === "success") === Exit.isSuccess(exit)
+
+// Runs one callback to its end, never failing: its failure, defect or timeout is logged with its name.
+const runCallback = <A, E>(name: string, entry: Entry<A, E>, exit: Exit.Exit<A, E>): Effect.Effect<void> => {
+  const run = Effect.suspend(() => entry.callback(exit))
+  const timeout = entry.timeout
+  const bounded =
+    timeout === undefined
+      ? Effect.asVoid(run)
+      : Effect.flatMap(Effect.timeoutOption(run, timeout), (result) =>
+          Option.isNone(result)
+            ? Effect.logWarning(`Continuations callback timed out after ${Duration.format(timeout)}`)
+            : Effect.void
+        )
+  return bounded.pipe(
+    Effect.catchAllCause((cause) =>
+      Cause.isInterruptedOnly(cause)
+        ? Effect.logDebug("Continuations callback interrupted", cause)
+        : Effect.logWarning("Continuations callback failed", cause)
+    ),
+    Effect.annotateLogs("continuation", name)
+  )
+}
+
+const unsafeMake = <A, E>(
+  fibers: FiberSet.FiberSet<void, never>,
+  done: Deferred.Deferred<Exit.Exit<A, E>>
+): Continuations<A, E> => {
+  const state = Ref.unsafeMake<State<A, E>>({ _tag: "Running", callbacks: new Map() })
+
+  // The atomic step: either the callback is in the map `complete` will take, or the exit is returned.
+  const register = (name: string, entry: Entry<A, E>) =>
+    Ref.modify(state, (s): readonly [Exit.Exit<A, E> | undefined, State<A, E>] => {
+      if (s._tag === "Done") return [s.exit, s]
+      s.callbacks.set(name, entry)
+      return [undefined, s]
+    })
+
+  const fire = (name: string, entry: Entry<A, E>, exit: Exit.Exit<A, E>) =>
+    FiberSet.run(fibers, runCallback(name, entry, exit))
+
+  const addOrRunNow = (name: string, callback: Callback<A, E>, options?: CallbackOptions | undefined) =>
+    // Uninterruptible so that an add which saw `Done` always gets as far as forking the callback.
+    Effect.uninterruptible(
+      Effect.suspend(() => {
+        const entry = makeEntry(callback, options)
+        return Effect.flatMap(register(name, entry), (exit): Effect.Effect<AddResult<A, E>> => {
+          if (exit === undefined) return Effect.succeed(registered)
+          if (!firesOn(entry.on, exit)) return Effect.succeed({ _tag: "Skipped", exit })
+          return Effect.map(fire(name, entry, exit), (fiber) => ({ _tag: "Fired", exit, fiber }))
+        })
+      })
+    )
+
+  const addOrFailIfDone = (name: string, callback: Callback<A, E>, options?: CallbackOptions | undefined) =>
+    Effect.suspend(() =>
+      Effect.flatMap(register(name, makeEntry(callback, options)), (exit) =>
+        exit === undefined ? Effect.void : Effect.fail(new AlreadyStopped({ continuation: name, exit }))
+      )
+    )
+
+  const remove = (name: string) =>
+    Ref.modify(state, (s): readonly [boolean, State<A, E>] =>
+      s._tag === "Done" ? [false, s] : [s.callbacks.delete(name), s]
+    )
+
+  const complete = (exit: Exit.Exit<A, E>) =>
+    // Uninterruptible so that the callbacks taken out of the state are all forked and the latch is announced.
+    Effect.uninterruptible(
+      Effect.flatMap(
+        Ref.modify(state, (s): readonly [Map<string, Entry<A, E>> | undefined, State<A, E>] =>
+          s._tag === "Done" ? [undefined, s] : [s.callbacks, { _tag: "Done", exit }]
+        ),
+        (callbacks) =>
+          callbacks === undefined
+            ? Effect.succeed(false)
+            : Effect.forEach(
+                callbacks,
+                ([name, entry]) => (firesOn(entry.on, exit) ? fire(name, entry, exit) : Effect.void),
+                {
+                  discard: true
+                }
+              ).pipe(
+                // Announced after the forks, so `settled` cannot see an empty fiber set before they are in it.
+                Effect.zipRight(Deferred.succeed(done, exit)),
+                Effect.as(true)
+              )
+      )
+    )
+
+  const poll = Effect.map(Ref.get(state), (s) => (s._tag === "Done" ? Option.some(s.exit) : Option.none()))
+  const await_ = Deferred.await(done)
+
+  return {
+    addOrRunNow,
+    addOrFailIfDone,
+    remove,
+    complete,
+    poll,
+    await: await_,
+    settled: Effect.zipLeft(await_, FiberSet.awaitEmpty(fibers)),
+    size: Effect.map(Ref.get(state), (s) => (s._tag === "Done" ? 0 : s.callbacks.size))
+  }
+}
+
+/** Creates a running handle, completed by hand with `complete`; its callback fibers are interrupted with the scope. */
+export const make = <A, E = never>(): Effect.Effect<Continuations<A, E>, never, Scope.Scope> =>
+  Effect.map(Effect.zip(FiberSet.make<void, never>(), Deferred.make<Exit.Exit<A, E>>()), ([fibers, done]) =>
+    unsafeMake(fibers, done)
+  )
+
+/**
+ * Runs `effect` in a fiber owned by the scope and latches its exit (success, failure, defect or interruption) when it
+ * ends; closing the scope interrupts the job (latching the interruption) and then any straggling callbacks.
+ */
+export const fork = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<Job<A, E>, never, R | Scope.Scope> =>
+  Effect.flatMap(make<A, E>(), (self) =>
+    Effect.map(
+      // The fiber starts uninterruptible and only the job itself is made interruptible, so `complete` runs even when
+      // the fiber is interrupted before its first step (an interruptible fiber would then skip `onExit` entirely).
+      Effect.uninterruptibleMask((restore) => Effect.forkScoped(Effect.onExit(restore(effect), self.complete))),
+      (fiber): Job<A, E> => ({ ...self, fiber })
+    )
+  )

@@ -1,0 +1,527 @@
+/**
+ * `TaskQueue` on `@effect/sql`: Postgres, a SQLite file, or SQLite `:memory:` (same code, two dialects).
+ *
+ * - Claims are one statement: `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING` on
+ *   Postgres, `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING` on SQLite (one writer at a time), so two workers
+ *   never hold a valid lease on the same task.
+ * - Completions are batched: one transaction completes many tasks, each guarded by `id AND lease_id AND
+ *   state = 'running'`, and appends their completion events (and NOTIFY) in that same transaction.
+ * - Bulk enqueue sends one JSON parameter (`json_populate_recordset` / `json_each`) instead of thousands of
+ *   placeholders.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import type * as Statement from "@effect/sql/Statement"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as PubSub from "effect/PubSub"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { recordFinished, tasksChannel, type FinishedTask } from "./internal/completionLog.js"
+import { Storage } from "./Storage.js"
+import type * as Task from "./Task.js"
+import {
+  type ClaimedTask,
+  InvalidPayload,
+  type RawEnqueue,
+  type TaskError,
+  TaskId,
+  type TaskInfo,
+  TaskNotFound,
+  TaskQueue,
+  type TaskState
+} from "./TaskQueue.js"
+
+const defaultBackoff = { baseMs: 1000, factor: 2, maxMs: 5 * 60_000 }
+
+interface TaskRow {
+  readonly id: string
+  readonly name: string
+  readonly queue: string
+  readonly namespace: string
+  readonly tags: string
+  readonly payload: string
+  readonly state: TaskState
+  readonly priority: number
+  readonly attempts: number
+  readonly max_attempts: number
+  readonly timeout_ms: number | null
+  readonly backoff: string | null
+  readonly run_at: number
+  readonly lease_id: string | null
+  readonly lease_expires_at: number | null
+  readonly worker_id: string | null
+  readonly idempotency_key: string | null
+  readonly result: string | null
+  readonly error: string | null
+  readonly chord_id: string | null
+  readonly chord_index: number | null
+  readonly run_id: string | null
+  readonly created_at: number
+  readonly updated_at: number
+  readonly started_at: number | null
+  readonly finished_at: number | null
+}
+
+const insertColumns = [
+  "id",
+  "name",
+  "queue",
+  "namespace",
+  "tags",
+  "payload",
+  "state",
+  "priority",
+  "attempts",
+  "max_attempts",
+  "timeout_ms",
+  "backoff",
+  "run_at",
+  "idempotency_key",
+  "chord_id",
+  "chord_index",
+  "run_id",
+  "created_at",
+  "updated_at"
+] as const
+
+type InsertRow = { readonly [K in (typeof insertColumns)[number]]: string | number | null }
+
+const finishedColumns = "id, name, queue, namespace, tags, chord_id, chord_index, run_id"
+
+const toDate = (ms: number | null): Date | undefined => (ms === null ? undefined : new Date(Number(ms)))
+
+const parseJson = (text: string | null): Option.Option<unknown> => {
+  if (text === null) return Option.none()
+  try {
+    return Option.some(JSON.parse(text))
+  } catch {
+    return Option.some(text)
+  }
+}
+
+const decodeTaskError = Schema.decodeUnknownOption(Schema.parseJson(Schema.Struct({
+  kind: Schema.String,
+  message: Schema.String,
+  attempt: Schema.Number,
+  error: Schema.optional(Schema.Unknown)
+})))
+
+const toInfo = (row: TaskRow): TaskInfo => ({
+  id: TaskId.make(row.id),
+  name: row.name,
+  queue: row.queue,
+  namespace: row.namespace,
+  tags: JSON.parse(row.tags) as ReadonlyArray<string>,
+  state: row.state,
+  priority: Number(row.priority),
+  attempts: Number(row.attempts),
+  maxAttempts: Number(row.max_attempts),
+  payload: Option.getOrUndefined(parseJson(row.payload)),
+  result: parseJson(row.result),
+  error: row.error === null ? Option.none() : (decodeTaskError(row.error) as Option.Option<TaskError>),
+  idempotencyKey: row.idempotency_key ?? undefined,
+  chordId: row.chord_id ?? undefined,
+  runId: row.run_id ?? undefined,
+  runAt: new Date(Number(row.run_at)),
+  createdAt: new Date(Number(row.created_at)),
+  updatedAt: new Date(Number(row.updated_at)),
+  startedAt: toDate(row.started_at),
+  finishedAt: toDate(row.finished_at)
+})
+
+const toClaimed = (row: TaskRow): ClaimedTask => {
+  let backoff = defaultBackoff
+  if (row.backoff !== null) {
+    try {
+      backoff = { ...defaultBackoff, ...(JSON.parse(row.backoff) as object) }
+    } catch {
+      // keep the default
+    }
+  }
+  return {
+    id: TaskId.make(row.id),
+    name: row.name,
+    queue: row.queue,
+    namespace: row.namespace,
+    payload: row.payload,
+    attempt: Number(row.attempts),
+    maxAttempts: Number(row.max_attempts),
+    timeoutMs: row.timeout_ms === null ? undefined : Number(row.timeout_ms),
+    backoff,
+    leaseId: row.lease_id ?? "",
+    chordId: row.chord_id ?? undefined,
+    runId: row.run_id ?? undefined
+  }
+}
+
+const millis = (input: Duration.DurationInput | undefined): number | undefined =>
+  input === undefined ? undefined : Duration.toMillis(Duration.decode(input))
+
+/** Turns a typed enqueue into a raw one (encoding the payload with the task's Schema). */
+export const encodeCall = (
+  task: Task.Any,
+  payload: unknown,
+  options: Task.EnqueueOptions,
+  now: number
+): Effect.Effect<RawEnqueue, InvalidPayload> =>
+  Schema.encode(task.payload as Schema.Schema<unknown, unknown>)(payload).pipe(
+    Effect.mapError(
+      (error) =>
+        new InvalidPayload({
+          task: task.name,
+          message: ParseResult.TreeFormatter.formatErrorSync(error)
+        })
+    ),
+    Effect.map((encoded): RawEnqueue => {
+      const merged = { ...task.defaults, ...options }
+      const delay = millis(merged.delay)
+      const runAt =
+        merged.runAt !== undefined
+          ? typeof merged.runAt === "number"
+            ? merged.runAt
+            : merged.runAt.getTime()
+          : delay !== undefined
+            ? now + delay
+            : undefined
+      const backoff =
+        merged.backoff === undefined
+          ? undefined
+          : {
+              baseMs: millis(merged.backoff.base) ?? defaultBackoff.baseMs,
+              factor: merged.backoff.factor ?? defaultBackoff.factor,
+              maxMs: millis(merged.backoff.max) ?? defaultBackoff.maxMs
+            }
+      return {
+        name: task.name,
+        payload: encoded,
+        queue: merged.queue,
+        namespace: merged.namespace,
+        tags: merged.tags,
+        priority: merged.priority,
+        maxAttempts: merged.maxAttempts,
+        timeoutMs: millis(merged.timeout),
+        backoff,
+        runAt,
+        idempotencyKey: merged.idempotencyKey
+      }
+    })
+  )
+
+/** Builds the service. Requires the `SqlClient` and `Storage` of a storage layer. */
+export const make = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const storage = yield* Storage
+  const dialect = storage.dialect
+  const wakeHub = yield* PubSub.sliding<string>(64)
+
+  const toInsertRow = (request: RawEnqueue, now: number): InsertRow => {
+    const maxAttempts = request.maxAttempts ?? 3
+    if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
+      throw new RangeError(`maxAttempts must be a positive integer, got ${maxAttempts}`)
+    }
+    return {
+      id: crypto.randomUUID(),
+      name: request.name,
+      queue: request.queue ?? "default",
+      namespace: request.namespace ?? "default",
+      tags: JSON.stringify(request.tags ?? []),
+      payload: JSON.stringify(request.payload ?? null),
+      state: "pending",
+      priority: request.priority ?? 0,
+      attempts: 0,
+      max_attempts: maxAttempts,
+      timeout_ms: request.timeoutMs ?? null,
+      backoff: request.backoff === undefined ? null : JSON.stringify(request.backoff),
+      run_at: request.runAt ?? now,
+      idempotency_key: request.idempotencyKey ?? null,
+      chord_id: request.chordId ?? null,
+      chord_index: request.chordIndex ?? null,
+      run_id: request.runId ?? null,
+      created_at: now,
+      updated_at: now
+    }
+  }
+
+  const insertRows = (rows: ReadonlyArray<InsertRow>): Effect.Effect<ReadonlyArray<string>, SqlError> => {
+    const json = JSON.stringify(rows)
+    if (dialect === "pg") {
+      return sql<{ id: string }>`INSERT INTO baton_tasks (${sql.literal(insertColumns.join(", "))})
+        SELECT ${sql.literal(insertColumns.join(", "))}
+        FROM json_populate_recordset(NULL::baton_tasks, ${json}::json)
+        ON CONFLICT DO NOTHING RETURNING id`.pipe(Effect.map((result) => result.map((row) => row.id)))
+    }
+    const select = insertColumns.map((column) => `json_extract(value, '$.${column}')`).join(", ")
+    return sql<{ id: string }>`INSERT INTO baton_tasks (${sql.literal(insertColumns.join(", "))})
+      SELECT ${sql.literal(select)} FROM json_each(${json}) WHERE true
+      ON CONFLICT DO NOTHING RETURNING id`.pipe(Effect.map((result) => result.map((row) => row.id)))
+  }
+
+  const notifyQueues = (queues: Iterable<string>) =>
+    dialect === "pg"
+      ? Effect.forEach(
+          new Set(queues),
+          (queue) => sql`SELECT pg_notify(${tasksChannel(storage.channelPrefix)}, ${queue})`,
+          { discard: true }
+        )
+      : Effect.void
+
+  const enqueueRaw = (requests: ReadonlyArray<RawEnqueue>) =>
+    Effect.gen(function* () {
+      if (requests.length === 0) return []
+      const now = yield* Clock.currentTimeMillis
+      const rows = yield* Effect.try({
+        try: () => requests.map((request) => toInsertRow(request, now)),
+        catch: (error) => error
+      }).pipe(Effect.orDie)
+      const ids = yield* sql.withTransaction(
+        Effect.gen(function* () {
+          const inserted = new Set<string>()
+          // Chunked so a huge enqueue does not build one giant statement.
+          for (let i = 0; i < rows.length; i += 5000) {
+            for (const id of yield* insertRows(rows.slice(i, i + 5000))) inserted.add(id)
+          }
+          const result: Array<string> = []
+          for (const row of rows) {
+            if (inserted.has(row.id as string)) {
+              result.push(row.id as string)
+              continue
+            }
+            // Lost to an existing task with the same idempotency key: return that task.
+            const existing = yield* sql<{ id: string }>`SELECT id FROM baton_tasks
+              WHERE namespace = ${row.namespace} AND idempotency_key = ${row.idempotency_key}`
+            const found = existing[0]
+            if (found === undefined) {
+              return yield* Effect.dieMessage(`enqueue: task ${row.id} was neither inserted nor found`)
+            }
+            result.push(found.id)
+          }
+          yield* notifyQueues(rows.map((row) => row.queue as string))
+          return result
+        })
+      )
+      yield* Effect.forEach(new Set(rows.map((row) => row.queue as string)), (queue) => PubSub.publish(wakeHub, queue))
+      return ids.map((id) => TaskId.make(id))
+    }).pipe(Effect.withSpan("TaskQueue.enqueueRaw", { attributes: { count: requests.length } }))
+
+  const enqueueMany = (calls: Iterable<Task.TaskCall>) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const requests = yield* Effect.forEach(calls, (call) => encodeCall(call.task, call.payload, call.options, now))
+      return yield* enqueueRaw(requests)
+    })
+
+  const enqueue = <T extends Task.Any>(task: T, payload: Task.Payload<T>, options: Task.EnqueueOptions = {}) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const request = yield* encodeCall(task, payload, options, now)
+      const ids = yield* enqueueRaw([request])
+      return ids[0]!
+    }).pipe(Effect.withSpan("TaskQueue.enqueue", { attributes: { task: task.name } }))
+
+  const findRow = (taskId: string) =>
+    sql<TaskRow>`SELECT * FROM baton_tasks WHERE id = ${taskId}`.pipe(
+      Effect.flatMap((rows) =>
+        rows[0] === undefined ? Effect.fail(new TaskNotFound({ taskId })) : Effect.succeed(rows[0])
+      )
+    )
+
+  const get = (taskId: string) => Effect.map(findRow(taskId), toInfo).pipe(Effect.withSpan("TaskQueue.get"))
+
+  const result = <T extends Task.Any>(task: T, taskId: string) =>
+    Effect.gen(function* () {
+      const row = yield* findRow(taskId)
+      if (row.state !== "succeeded" || row.result === null) return Option.none()
+      const decoded = yield* Schema.decodeUnknown(Schema.parseJson(task.success as Schema.Schema<unknown, unknown>))(row.result).pipe(Effect.orDie)
+      return Option.some(decoded as Task.Success<T>)
+    })
+
+  const guardedFinish = (set: Statement.Statement<unknown>, where: Statement.Statement<unknown>) => sql<FinishedTask>`UPDATE baton_tasks SET ${set} WHERE ${where} RETURNING ${sql.literal(finishedColumns)}`
+
+  const cancel = (taskId: string) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const error = JSON.stringify({ kind: "cancelled", message: "cancelled", attempt: 0 })
+      return yield* sql.withTransaction(
+        Effect.gen(function* () {
+          const rows = yield* guardedFinish(
+            sql`state = 'cancelled', lease_id = NULL, lease_expires_at = NULL, error = ${error},
+                finished_at = ${now}, updated_at = ${now}`,
+            sql`id = ${taskId} AND state IN ('pending', 'running')`
+          )
+          yield* recordFinished(sql, dialect, storage.channelPrefix, rows, "cancelled", now)
+          return rows.length > 0
+        })
+      )
+    }).pipe(Effect.withSpan("TaskQueue.cancel"))
+
+  const counts = sql<{ state: TaskState; n: number }>`SELECT state, count(*) AS n FROM baton_tasks GROUP BY state`.pipe(
+    Effect.map((rows) => {
+      const out: Record<TaskState, number> = {
+        pending: 0,
+        running: 0,
+        succeeded: 0,
+        failed: 0,
+        dead: 0,
+        cancelled: 0
+      }
+      for (const row of rows) out[row.state] = Number(row.n)
+      return out
+    })
+  )
+
+  const claim = (options: {
+    readonly queues: ReadonlyArray<string>
+    readonly limit: number
+    readonly leaseMs: number
+    readonly workerId: string
+  }) =>
+    Effect.gen(function* () {
+      if (options.limit <= 0 || options.queues.length === 0) return []
+      const now = yield* Clock.currentTimeMillis
+      const leaseId = crypto.randomUUID()
+      const expires = now + options.leaseMs
+      const set = sql`state = 'running', attempts = attempts + 1, lease_id = ${leaseId},
+        lease_expires_at = ${expires}, worker_id = ${options.workerId}, started_at = COALESCE(started_at, ${now}),
+        updated_at = ${now}`
+      const rows =
+        dialect === "pg"
+          ? yield* sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
+              SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(options.queues)}
+                AND run_at <= ${now}
+              ORDER BY priority DESC, run_at LIMIT ${options.limit} FOR UPDATE SKIP LOCKED
+            ) RETURNING *`
+          : yield* sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
+              SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(options.queues)}
+                AND run_at <= ${now}
+              ORDER BY priority DESC, run_at LIMIT ${options.limit}
+            ) RETURNING *`
+      return rows.map(toClaimed)
+    })
+
+  const heartbeat = (leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>, leaseMs: number) =>
+    Effect.gen(function* () {
+      if (leases.length === 0) return new Set<string>()
+      const now = yield* Clock.currentTimeMillis
+      const leaseIds = [...new Set(leases.map((lease) => lease.leaseId))]
+      const rows = yield* sql<{ id: string }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
+        updated_at = ${now} WHERE state = 'running' AND lease_id IN ${sql.in(leaseIds)} RETURNING id`
+      return new Set(rows.map((row) => row.id))
+    })
+
+  const complete = (
+    completions: ReadonlyArray<{ readonly id: string; readonly leaseId: string; readonly result: unknown }>
+  ) =>
+    Effect.gen(function* () {
+      if (completions.length === 0) return []
+      const now = yield* Clock.currentTimeMillis
+      const json = JSON.stringify(
+        completions.map((c) => ({ id: c.id, lease_id: c.leaseId, result: JSON.stringify(c.result ?? null) }))
+      )
+      const rows = yield* sql.withTransaction(
+        Effect.gen(function* () {
+          const rows =
+            dialect === "pg"
+              ? yield* sql<FinishedTask>`UPDATE baton_tasks t SET state = 'succeeded', result = v.result,
+                  lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
+                FROM json_to_recordset(${json}::json) AS v(id text, lease_id text, result text)
+                WHERE t.id = v.id AND t.lease_id = v.lease_id AND t.state = 'running'
+                RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id`
+              : yield* sql<FinishedTask>`UPDATE baton_tasks SET state = 'succeeded', result = v.result,
+                  lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
+                FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.lease_id') AS lease_id,
+                        json_extract(value, '$.result') AS result FROM json_each(${json})) AS v
+                WHERE baton_tasks.id = v.id AND baton_tasks.lease_id = v.lease_id AND baton_tasks.state = 'running'
+                RETURNING baton_tasks.id, baton_tasks.name, baton_tasks.queue, baton_tasks.namespace,
+                  baton_tasks.tags, baton_tasks.chord_id, baton_tasks.chord_index, baton_tasks.run_id`
+          yield* recordFinished(sql, dialect, storage.channelPrefix, rows, "succeeded", now)
+          return rows
+        })
+      )
+      const done = new Set(rows.map((row) => row.id))
+      return completions.map((c) => done.has(c.id))
+    })
+
+  const fail = (id: string, leaseId: string, error: TaskError, disposition: ClaimedDisposition) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const errorText = JSON.stringify(error)
+      if (disposition._tag === "Retry") {
+        const rows = yield* sql<{ id: string }>`UPDATE baton_tasks SET state = 'pending', lease_id = NULL,
+          lease_expires_at = NULL, run_at = ${disposition.runAt}, error = ${errorText}, updated_at = ${now}
+          WHERE id = ${id} AND lease_id = ${leaseId} AND state = 'running' RETURNING id`
+        return rows.length > 0
+      }
+      const state = disposition._tag === "Dead" ? "dead" : "failed"
+      return yield* sql.withTransaction(
+        Effect.gen(function* () {
+          const rows = yield* guardedFinish(
+            sql`state = ${state}, lease_id = NULL, lease_expires_at = NULL, error = ${errorText},
+                finished_at = ${now}, updated_at = ${now}`,
+            sql`id = ${id} AND lease_id = ${leaseId} AND state = 'running'`
+          )
+          yield* recordFinished(sql, dialect, storage.channelPrefix, rows, state, now)
+          return rows.length > 0
+        })
+      )
+    })
+
+  const release = (id: string, leaseId: string, error: TaskError) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      // The attempt did not run to an outcome, so it is not counted.
+      const rows = yield* sql<{ id: string }>`UPDATE baton_tasks SET state = 'pending', lease_id = NULL,
+        lease_expires_at = NULL, attempts = attempts - 1, run_at = ${now}, error = ${JSON.stringify(error)},
+        updated_at = ${now} WHERE id = ${id} AND lease_id = ${leaseId} AND state = 'running' RETURNING id`
+      return rows.length > 0
+    })
+
+  const reclaimExpired = Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    return yield* sql.withTransaction(
+      Effect.gen(function* () {
+        const deadError = JSON.stringify({ kind: "lease_expired", message: "lease expired; no attempts left", attempt: 0 })
+        const dead = yield* guardedFinish(
+          sql`state = 'dead', lease_id = NULL, lease_expires_at = NULL, error = ${deadError},
+              finished_at = ${now}, updated_at = ${now}`,
+          sql`state = 'running' AND lease_expires_at < ${now} AND attempts >= max_attempts`
+        )
+        yield* recordFinished(sql, dialect, storage.channelPrefix, dead, "dead", now)
+        const retryError = JSON.stringify({ kind: "lease_expired", message: "lease expired", attempt: 0 })
+        const back = yield* sql<{ id: string; queue: string }>`UPDATE baton_tasks SET state = 'pending',
+          lease_id = NULL, lease_expires_at = NULL, run_at = ${now}, error = ${retryError}, updated_at = ${now}
+          WHERE state = 'running' AND lease_expires_at < ${now} RETURNING id, queue`
+        if (back.length > 0) yield* notifyQueues(back.map((row) => row.queue))
+        return dead.length + back.length
+      })
+    )
+  }).pipe(Effect.withSpan("TaskQueue.reclaimExpired"))
+
+  return TaskQueue.of({
+    enqueue,
+    enqueueMany,
+    enqueueRaw,
+    get,
+    result,
+    cancel,
+    counts,
+    claim,
+    heartbeat,
+    complete,
+    fail,
+    release,
+    reclaimExpired,
+    wakeups: Stream.fromPubSub(wakeHub)
+  })
+})
+
+type ClaimedDisposition = Parameters<TaskQueue["Type"]["fail"]>[3]
+
+/** The layer; requires a storage layer (`Storage.layerPg`, `layerSqlite`, `layerMemory`). */
+export const layer: Layer.Layer<TaskQueue, never, SqlClient.SqlClient | Storage> = Layer.scoped(TaskQueue, make)

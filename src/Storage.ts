@@ -1,0 +1,317 @@
+/**
+ * Storage: the one `SqlClient` behind every durable Baton service, with Baton's migrations applied.
+ *
+ * Three backends, two dialects:
+ * - `layerPg` / `layerPgConfig`: PostgreSQL (the production backend; many processes on many hosts share one
+ *   database). Optionally confined to one schema (`search_path`), which is also how tests isolate themselves.
+ * - `layerSqlite`: a SQLite file in WAL mode with a busy timeout, so several processes on one host can share it.
+ * - `layerMemory`: SQLite `:memory:` — the same code path as the file backend, private to the process.
+ *
+ * Guarantees: the layer is built only once the database answered and every migration ran (under an advisory
+ * lock on Postgres, so concurrent processes do not race); a malformed URL, an unreachable server or a failed
+ * migration fails the layer with a `StorageError` that names what was wrong, within `connectTimeout`.
+ *
+ * @since 0.1.0
+ */
+import * as Reactivity from "@effect/experimental/Reactivity"
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqlClient from "@effect/sql/SqlClient"
+import { SqlError } from "@effect/sql/SqlError"
+import * as PgClient from "@effect/sql-pg/PgClient"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import * as Config from "effect/Config"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
+import * as Pg from "pg"
+import { pgMigrations } from "./internal/migrations/pg.js"
+import { sqliteMigrations } from "./internal/migrations/sqlite.js"
+
+/** The dialect a storage layer speaks. */
+export type Dialect = "pg" | "sqlite"
+
+/** Raised when the storage layer cannot be built: bad configuration, unreachable database, failed migration. */
+export class StorageError extends Schema.TaggedError<StorageError>()("StorageError", {
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+/** Connection settings of the Postgres backend, kept so other services can open dedicated connections. */
+export interface PgConnectionInfo {
+  /** `pg` client config (connection string, search_path) for a dedicated connection such as LISTEN. */
+  readonly clientConfig: Pg.ClientConfig
+  /** The schema Baton's tables live in, if confined to one. */
+  readonly schema: string | undefined
+}
+
+/** Facts about the storage a service may need besides the `SqlClient`. */
+export class Storage extends Context.Tag("baton/Storage")<Storage, {
+  /** Which SQL dialect the `SqlClient` speaks. */
+  readonly dialect: Dialect
+  /** The NOTIFY channel prefix for this database/schema (Postgres only; unique per schema). */
+  readonly channelPrefix: string
+  /** Postgres connection settings (undefined on SQLite). */
+  readonly pg: PgConnectionInfo | undefined
+  /** SQLite file name (`:memory:` for the memory backend; undefined on Postgres). */
+  readonly filename: string | undefined
+}>() {}
+
+/** Name of Baton's migrations table. */
+export const migrationsTable = "baton_migrations"
+
+/** Options of the Postgres backend. */
+export interface PgOptions {
+  /** `postgres://user:pass@host:port/db`; defaults to the `DATABASE_URL` environment variable via `layerPgConfig`. */
+  readonly url: string | Redacted.Redacted<string>
+  /** Confine Baton's tables to this schema (created if missing). Lowercase letters, digits and `_` only. */
+  readonly schema?: string | undefined
+  /** Pool size (default 10). */
+  readonly maxConnections?: number | undefined
+  /** How long to wait for the server before the layer fails (default 5 seconds). */
+  readonly connectTimeout?: Duration.DurationInput | undefined
+  /** `application_name` reported to Postgres (default "baton"). */
+  readonly applicationName?: string | undefined
+}
+
+/** Options of the SQLite backend. */
+export interface SqliteOptions {
+  /** The database file (created if missing), or `:memory:`. */
+  readonly filename: string
+  /** How long a statement waits for another process's write lock before "database is locked" (default 5 s). */
+  readonly busyTimeout?: Duration.DurationInput | undefined
+}
+
+const schemaName = /^[a-z_][a-z0-9_]{0,62}$/
+
+const INT8_OID = 20
+
+// `pg` returns int8 as strings (a known defect for our purposes: sequence numbers and epoch-millisecond timestamps
+// fit comfortably in a double), so Baton's own pool parses them as numbers. xid8 stays a string.
+const pgTypes: Pg.CustomTypesConfig = {
+  getTypeParser: ((oid: number, format?: "text" | "binary") =>
+    oid === INT8_OID && format !== "binary"
+      ? (value: string) => Number(value)
+      : Pg.types.getTypeParser(oid, format as "text")) as Pg.CustomTypesConfig["getTypeParser"]
+}
+
+const describeUrl = (url: URL): string => `${url.hostname}:${url.port || "5432"}${url.pathname}`
+
+const parsePgUrl = (raw: string): Effect.Effect<URL, StorageError> =>
+  Effect.try({
+    try: () => new URL(raw),
+    catch: () => new StorageError({ message: "malformed Postgres URL: expected postgres://user@host:port/database" })
+  }).pipe(
+    Effect.filterOrFail(
+      (url) => url.protocol === "postgres:" || url.protocol === "postgresql:",
+      (url) =>
+        new StorageError({
+          message: `malformed Postgres URL: protocol "${url.protocol}" is not postgres:// or postgresql://`
+        })
+    ),
+    Effect.filterOrFail(
+      (url) => url.hostname.length > 0 || url.searchParams.has("host"),
+      () => new StorageError({ message: "malformed Postgres URL: no host" })
+    )
+  )
+
+const runMigrations = (dialect: Dialect) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const migrate = Migrator.make({})({
+      loader: Migrator.fromRecord(dialect === "pg" ? pgMigrations : sqliteMigrations),
+      table: migrationsTable
+    })
+    if (dialect === "pg") {
+      // Migrator's own "create the migrations table" step races between processes; an advisory transaction lock
+      // serialises whole migration runs instead (released at commit).
+      // The table is created here (same definition as Migrator's) because Migrator probes for it with a query that
+      // fails, which would abort the surrounding transaction.
+      yield* sql.withTransaction(
+        Effect.gen(function* () {
+          yield* sql`SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.baton_migrations'))`
+          yield* sql`CREATE TABLE IF NOT EXISTS ${sql(migrationsTable)} (
+            migration_id integer primary key,
+            created_at timestamp with time zone not null default now(),
+            name text not null
+          )`
+          yield* migrate
+        })
+      )
+    } else {
+      yield* migrate
+    }
+  }).pipe(
+    Effect.mapError(
+      (cause) =>
+        new StorageError({
+          message: `Baton migrations failed: ${cause._tag === "MigrationError" ? cause.message : String(cause.cause)}`,
+          cause
+        })
+    ),
+    Effect.withSpan("Storage.migrate")
+  )
+
+const connectionErrorMessage = (where: string, cause: unknown): string => {
+  const error = cause as { code?: string; message?: string } | undefined
+  const code = error?.code
+  if (code === "ECONNREFUSED") return `cannot connect to Postgres at ${where}: connection refused`
+  if (code === "ENOTFOUND") return `cannot connect to Postgres at ${where}: host not found`
+  if (code === "3D000") return `cannot connect to Postgres at ${where}: database does not exist`
+  if (code === "28P01" || code === "28000") return `cannot connect to Postgres at ${where}: authentication failed`
+  return `cannot connect to Postgres at ${where}: ${error?.message ?? String(cause)}`
+}
+
+const makePg = (options: PgOptions) =>
+  Effect.gen(function* () {
+    const raw = Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url
+    const url = yield* parsePgUrl(raw)
+    const where = describeUrl(url)
+    const schema = options.schema
+    if (schema !== undefined && !schemaName.test(schema)) {
+      return yield* new StorageError({
+        message: `invalid schema name "${schema}": use lowercase letters, digits and _`
+      })
+    }
+    const timeout = Duration.decode(options.connectTimeout ?? Duration.seconds(5))
+    const clientConfig: Pg.ClientConfig = {
+      connectionString: raw,
+      connectionTimeoutMillis: Duration.toMillis(timeout),
+      application_name: options.applicationName ?? "baton",
+      types: pgTypes,
+      ...(schema !== undefined ? { options: `-c search_path=${schema}` } : {})
+    }
+    if (schema !== undefined) {
+      // The schema must exist before any pooled connection selects it.
+      yield* Effect.acquireUseRelease(
+        Effect.sync(() => new Pg.Client({ ...clientConfig, options: undefined })),
+        (client) =>
+          Effect.tryPromise({
+            try: async () => {
+              await client.connect()
+              await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`)
+            },
+            catch: (cause) => new StorageError({ message: connectionErrorMessage(where, cause), cause })
+          }),
+        (client) => Effect.promise(() => client.end().catch(() => undefined))
+      ).pipe(
+        Effect.timeoutFail({
+          duration: timeout,
+          onTimeout: () => new StorageError({ message: `cannot connect to Postgres at ${where}: timed out` })
+        })
+      )
+    }
+    const client = yield* PgClient.fromPool({
+      acquire: Effect.acquireRelease(
+        Effect.tryPromise({
+          try: async () => {
+            const pool = new Pg.Pool({ ...clientConfig, max: options.maxConnections ?? 10 })
+            pool.on("error", () => {})
+            try {
+              await pool.query("SELECT 1")
+            } catch (cause) {
+              await pool.end().catch(() => undefined)
+              throw cause
+            }
+            return pool
+          },
+          catch: (cause) => new SqlError({ message: connectionErrorMessage(where, cause), cause })
+        }).pipe(
+          Effect.timeoutFail({
+            duration: timeout,
+            onTimeout: () => new SqlError({ message: `cannot connect to Postgres at ${where}: timed out` })
+          })
+        ),
+        (pool) => Effect.promise(() => pool.end().catch(() => undefined))
+      ),
+      applicationName: options.applicationName ?? "baton",
+      types: pgTypes
+    }).pipe(Effect.mapError((error) => new StorageError({ message: error.message, cause: error.cause })))
+    const channelPrefix = `baton_${schema ?? "public"}`
+    const storage = Storage.of({
+      dialect: "pg",
+      channelPrefix,
+      pg: { clientConfig, schema },
+      filename: undefined
+    })
+    return Context.make(PgClient.PgClient, client).pipe(
+      Context.add(SqlClient.SqlClient, client),
+      Context.add(Storage, storage)
+    )
+  })
+
+const withMigrations = <E, R>(
+  layer: Layer.Layer<SqlClient.SqlClient | Storage, E, R>,
+  dialect: Dialect
+): Layer.Layer<SqlClient.SqlClient | Storage, E | StorageError, R> =>
+  Layer.tap(layer, (context) => Effect.provide(runMigrations(dialect), context))
+
+/** Postgres storage from explicit options. */
+export const layerPg = (options: PgOptions): Layer.Layer<SqlClient.SqlClient | Storage, StorageError> =>
+  withMigrations(Layer.scopedContext(makePg(options)).pipe(Layer.provide(Reactivity.layer)), "pg")
+
+/**
+ * Postgres storage from configuration: `DATABASE_URL` (required) and `BATON_PG_SCHEMA` (optional).
+ */
+export const layerPgConfig: Layer.Layer<SqlClient.SqlClient | Storage, StorageError> = Layer.unwrapEffect(
+  Effect.gen(function* () {
+    const url = yield* Config.redacted("DATABASE_URL")
+    const schema = yield* Config.option(Config.string("BATON_PG_SCHEMA"))
+    return layerPg({ url, schema: Option.getOrUndefined(schema) })
+  }).pipe(
+    Effect.mapError(
+      (cause) => new StorageError({ message: `Postgres configuration: ${String(cause).replace(/\n/g, " ")}`, cause })
+    )
+  )
+)
+
+const makeSqlite = (options: SqliteOptions) =>
+  Effect.gen(function* () {
+    const client = yield* SqliteClient.make({ filename: options.filename })
+    const busyMillis = Duration.toMillis(Duration.decode(options.busyTimeout ?? Duration.seconds(5)))
+    yield* Effect.mapError(
+      Effect.zipRight(
+        client.unsafe(`PRAGMA busy_timeout = ${Math.max(0, Math.floor(busyMillis))}`),
+        // WAL + NORMAL: durable across process crashes (the case that matters for a worker); an OS crash may lose
+        // the last transactions. Documented in docs/storage.md.
+        client.unsafe("PRAGMA synchronous = NORMAL")
+      ),
+      (cause) => new StorageError({ message: `cannot open SQLite database "${options.filename}": ${cause.message}`, cause })
+    )
+    const storage = Storage.of({
+      dialect: "sqlite",
+      channelPrefix: "baton",
+      pg: undefined,
+      filename: options.filename
+    })
+    return Context.make(SqliteClient.SqliteClient, client).pipe(
+      Context.add(SqlClient.SqlClient, client),
+      Context.add(Storage, storage)
+    )
+  })
+
+/** SQLite file storage (WAL mode, busy timeout), shareable by several processes on one host. */
+export const layerSqlite = (options: SqliteOptions): Layer.Layer<SqlClient.SqlClient | Storage, StorageError> =>
+  withMigrations(
+    Layer.scopedContext(
+      makeSqlite(options).pipe(
+        Effect.catchAllDefect((defect) =>
+          Effect.fail(
+            new StorageError({
+              message: `cannot open SQLite database "${options.filename}": ${(defect as Error)?.message ?? String(defect)}`,
+              cause: defect
+            })
+          )
+        )
+      )
+    ).pipe(Layer.provide(Reactivity.layer)),
+    "sqlite"
+  )
+
+/** In-process storage: SQLite `:memory:`, the same code path as the file backend. */
+export const layerMemory: Layer.Layer<SqlClient.SqlClient | Storage, StorageError> = Layer.suspend(() =>
+  layerSqlite({ filename: ":memory:" })
+)

@@ -1,0 +1,194 @@
+/**
+ * TaskQueue: the durable broker contract.
+ *
+ * Guarantees (every implementation):
+ * - `enqueue` joins the caller's `sql.withTransaction` when there is one (transactional outbox): the task exists
+ *   if and only if that transaction commits. The same `idempotencyKey` in a namespace yields the same task.
+ * - A task moves `pending → running → succeeded | failed | dead | cancelled` (or back to `pending` for a retry or a
+ *   released / expired lease). Every move to a terminal state commits, in ONE transaction, the state change, the
+ *   result or error, and a row of the completions log (plus a NOTIFY on Postgres).
+ * - Execution is at-least-once: a lease can expire while a handler still runs. Completions are guarded by the
+ *   lease token, so the second completion of a task that ran twice is refused and nothing counts twice.
+ *
+ * The implementation on `@effect/sql` (Postgres, SQLite file, SQLite memory) is in `SqlTaskQueue`.
+ *
+ * @since 0.1.0
+ */
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Stream from "effect/Stream"
+import type * as Task from "./Task.js"
+
+/** A task's id. */
+export const TaskId = Schema.String.pipe(Schema.brand("baton/TaskId"))
+/** A task's id. */
+export type TaskId = typeof TaskId.Type
+
+/** The states of a task. `failed`: failed permanently (e.g. bad payload); `dead`: retries exhausted. */
+export const TaskState = Schema.Literal("pending", "running", "succeeded", "failed", "dead", "cancelled")
+/** The states of a task. */
+export type TaskState = typeof TaskState.Type
+
+/** The terminal states. */
+export const terminalStates: ReadonlyArray<TaskState> = ["succeeded", "failed", "dead", "cancelled"]
+
+/** How an attempt went wrong, recorded distinctly. */
+export const ErrorKind = Schema.Literal(
+  "failure",
+  "defect",
+  "timeout",
+  "interrupted",
+  "lease_expired",
+  "decode",
+  "encode",
+  "unknown_task",
+  "cancelled"
+)
+/** How an attempt went wrong. */
+export type ErrorKind = typeof ErrorKind.Type
+
+/** The recorded error of a task's last failed attempt. `error` is the typed failure, encoded. */
+export const TaskError = Schema.Struct({
+  kind: ErrorKind,
+  message: Schema.String,
+  attempt: Schema.Number,
+  error: Schema.optional(Schema.Unknown)
+})
+/** The recorded error of a task's last failed attempt. */
+export type TaskError = typeof TaskError.Type
+
+/** Everything known about a task. Payload and result are in their encoded (JSON) form. */
+export interface TaskInfo {
+  readonly id: TaskId
+  readonly name: string
+  readonly queue: string
+  readonly namespace: string
+  readonly tags: ReadonlyArray<string>
+  readonly state: TaskState
+  readonly priority: number
+  readonly attempts: number
+  readonly maxAttempts: number
+  readonly payload: unknown
+  readonly result: Option.Option<unknown>
+  readonly error: Option.Option<TaskError>
+  readonly idempotencyKey: string | undefined
+  readonly chordId: string | undefined
+  readonly runId: string | undefined
+  readonly runAt: Date
+  readonly createdAt: Date
+  readonly updatedAt: Date
+  readonly startedAt: Date | undefined
+  readonly finishedAt: Date | undefined
+}
+
+/** The payload does not satisfy the task's payload Schema; nothing was enqueued. */
+export class InvalidPayload extends Schema.TaggedError<InvalidPayload>()("InvalidPayload", {
+  task: Schema.String,
+  message: Schema.String
+}) {}
+
+/** No task has this id. */
+export class TaskNotFound extends Schema.TaggedError<TaskNotFound>()("TaskNotFound", {
+  taskId: Schema.String
+}) {}
+
+/** An enqueue request with the payload already encoded (what chords and the CLI use). */
+export interface RawEnqueue {
+  readonly name: string
+  /** The encoded payload (JSON-serialisable). */
+  readonly payload: unknown
+  readonly queue?: string | undefined
+  readonly namespace?: string | undefined
+  readonly tags?: ReadonlyArray<string> | undefined
+  readonly priority?: number | undefined
+  readonly maxAttempts?: number | undefined
+  readonly timeoutMs?: number | undefined
+  readonly backoff?: { readonly baseMs: number; readonly factor: number; readonly maxMs: number } | undefined
+  readonly runAt?: number | undefined
+  readonly idempotencyKey?: string | undefined
+  readonly chordId?: string | undefined
+  readonly chordIndex?: number | undefined
+  readonly runId?: string | undefined
+}
+
+/** A task handed to a worker, with the lease that guards its completion. */
+export interface ClaimedTask {
+  readonly id: TaskId
+  readonly name: string
+  readonly queue: string
+  readonly namespace: string
+  readonly payload: string
+  readonly attempt: number
+  readonly maxAttempts: number
+  readonly timeoutMs: number | undefined
+  readonly backoff: { readonly baseMs: number; readonly factor: number; readonly maxMs: number }
+  readonly leaseId: string
+  readonly chordId: string | undefined
+  readonly runId: string | undefined
+}
+
+/** What to do with a failed attempt. */
+export type FailureDisposition =
+  | { readonly _tag: "Retry"; readonly runAt: number }
+  | { readonly _tag: "Dead" }
+  | { readonly _tag: "Failed" }
+
+/** The durable broker. */
+export class TaskQueue extends Context.Tag("baton/TaskQueue")<TaskQueue, {
+  /** Encodes the payload with the task's Schema and enqueues it; joins the caller's transaction if any. */
+  readonly enqueue: <T extends Task.Any>(
+    task: T,
+    payload: Task.Payload<T>,
+    options?: Task.EnqueueOptions
+  ) => Effect.Effect<TaskId, InvalidPayload | SqlError>
+  /** Enqueues many calls in one transaction (all or none); ids in input order. */
+  readonly enqueueMany: (
+    calls: Iterable<Task.TaskCall>
+  ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | SqlError>
+  /** Enqueues already-encoded requests in one transaction (all or none); ids in input order. */
+  readonly enqueueRaw: (requests: ReadonlyArray<RawEnqueue>) => Effect.Effect<ReadonlyArray<TaskId>, SqlError>
+  /** Reads a task. */
+  readonly get: (taskId: string) => Effect.Effect<TaskInfo, TaskNotFound | SqlError>
+  /** Reads a task's result decoded with the task's success Schema (None unless it succeeded). */
+  readonly result: <T extends Task.Any>(
+    task: T,
+    taskId: string
+  ) => Effect.Effect<Option.Option<Task.Success<T>>, TaskNotFound | SqlError>
+  /** Cancels a pending or running task; true if this call cancelled it. A running handler's result is refused. */
+  readonly cancel: (taskId: string) => Effect.Effect<boolean, SqlError>
+  /** Number of tasks per state (all queues). */
+  readonly counts: Effect.Effect<Readonly<Record<TaskState, number>>, SqlError>
+
+  /** Worker side: claims up to `limit` runnable tasks under one new lease. */
+  readonly claim: (options: {
+    readonly queues: ReadonlyArray<string>
+    readonly limit: number
+    readonly leaseMs: number
+    readonly workerId: string
+  }) => Effect.Effect<ReadonlyArray<ClaimedTask>, SqlError>
+  /** Worker side: extends the given leases; returns the ids of tasks whose lease is still held. */
+  readonly heartbeat: (
+    leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>,
+    leaseMs: number
+  ) => Effect.Effect<ReadonlySet<string>, SqlError>
+  /** Worker side: completes tasks with encoded results in one transaction; true where the lease guard held. */
+  readonly complete: (
+    completions: ReadonlyArray<{ readonly id: string; readonly leaseId: string; readonly result: unknown }>
+  ) => Effect.Effect<ReadonlyArray<boolean>, SqlError>
+  /** Worker side: records a failed attempt (retry, dead or failed); false if the lease guard refused it. */
+  readonly fail: (
+    id: string,
+    leaseId: string,
+    error: TaskError,
+    disposition: FailureDisposition
+  ) => Effect.Effect<boolean, SqlError>
+  /** Worker side: hands a running task back to the queue (shutdown), not counting the attempt. */
+  readonly release: (id: string, leaseId: string, error: TaskError) => Effect.Effect<boolean, SqlError>
+  /** Reconciler: returns tasks whose lease expired to the queue (or kills them if out of attempts). */
+  readonly reclaimExpired: Effect.Effect<number, SqlError>
+  /** Signals that work may be available on a queue (in-process enqueues; NOTIFY on Postgres). */
+  readonly wakeups: Stream.Stream<string>
+}>() {}

@@ -1,0 +1,385 @@
+/**
+ * Worker: claims tasks from a `TaskQueue` and runs their handlers.
+ *
+ * `Worker.run(options)` is scoped: it starts the worker in the current `Scope` and, when the scope closes, stops
+ * claiming, lets in-flight handlers finish within `shutdownGracePeriod`, and hands the rest back to the queue
+ * (`release`, the attempt not counted). While running it
+ * - claims in batches of up to the free concurrency under one lease, extends leases with a heartbeat,
+ * - wakes on new work (in-process enqueues, NOTIFY on Postgres) and otherwise polls with exponential backoff,
+ * - records each outcome distinctly: success, typed failure, defect, timeout (retried with the task's exponential
+ *   backoff until `maxAttempts`, then `dead`), undecodable payload or unknown task name (`failed` at once, no
+ *   retry), and interruption (released),
+ * - batches completions: one transaction completes every task that finished meanwhile (group commit).
+ * A handler whose lease expired keeps running, but its completion is refused by the lease guard.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as FiberSet from "effect/FiberSet"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as ParseResult from "effect/ParseResult"
+import * as Queue from "effect/Queue"
+import * as Ref from "effect/Ref"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Task from "./Task.js"
+import { type ClaimedTask, type FailureDisposition, type TaskError, TaskQueue } from "./TaskQueue.js"
+
+/** Worker settings. */
+export interface WorkerOptions<Tasks extends ReadonlyArray<Task.Any>> {
+  /** The tasks this worker can run (others on its queues are recorded as `unknown_task` failures). */
+  readonly tasks: Tasks
+  /** Handlers running at once (default 10). */
+  readonly concurrency?: number | undefined
+  /** Queues to claim from (default: the tasks' default queues, else "default"). */
+  readonly queues?: ReadonlyArray<string> | undefined
+  /** Lease length; a task whose worker stops heart-beating is reclaimed after it (default 30 s). */
+  readonly leaseDuration?: Duration.DurationInput | undefined
+  /** Heartbeat period (default a third of the lease). */
+  readonly heartbeatInterval?: Duration.DurationInput | undefined
+  /** Poll interval when idle: starts at `min`, doubles up to `max` (default 50 ms .. 1 s). */
+  readonly pollInterval?: { readonly min?: Duration.DurationInput; readonly max?: Duration.DurationInput } | undefined
+  /** How long in-flight handlers may run after shutdown begins before they are released (default 10 s). */
+  readonly shutdownGracePeriod?: Duration.DurationInput | undefined
+  /** Reconciler period: reclaim expired leases of other (dead) workers (default 5 s; 0 disables). */
+  readonly reclaimInterval?: Duration.DurationInput | undefined
+  /** An id for logs and the `worker_id` column (default random). */
+  readonly workerId?: string | undefined
+}
+
+/** A running worker. */
+export interface WorkerHandle {
+  readonly workerId: string
+  /** Tasks whose outcome this worker recorded (succeeded, failed, dead, retried). */
+  readonly processed: Effect.Effect<number>
+  /** Handlers running now. */
+  readonly inFlight: Effect.Effect<number>
+}
+
+/** Counter of task outcomes recorded by workers, tagged with `outcome`. */
+export const tasksProcessed = Metric.counter("baton_tasks_processed_total", {
+  description: "Task attempts whose outcome a worker recorded"
+})
+
+const causeMessage = (cause: Cause.Cause<unknown>): string => {
+  const squashed = Cause.squash(cause)
+  return squashed instanceof Error ? squashed.message : String(squashed)
+}
+
+/** Delay before retry number `attempt` (1-based) with exponential backoff, computed with `Schedule`. */
+export const retryDelay = (
+  backoff: { readonly baseMs: number; readonly factor: number; readonly maxMs: number },
+  attempt: number
+): Effect.Effect<number> =>
+  Schedule.run(Schedule.exponential(Duration.millis(backoff.baseMs), backoff.factor), 0, Array(attempt).fill(0)).pipe(
+    Effect.map((outputs) => {
+      const last = [...outputs].at(-1)
+      return Math.min(last === undefined ? backoff.baseMs : Duration.toMillis(last), backoff.maxMs)
+    })
+  )
+
+/** Starts a worker in the current scope. */
+export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
+  options: WorkerOptions<Tasks>
+): Effect.Effect<WorkerHandle, never, Scope.Scope | TaskQueue | Task.Requirements<Tasks[number]>> =>
+  Effect.gen(function* () {
+    const queue = yield* TaskQueue
+    const context = yield* Effect.context<Task.Requirements<Tasks[number]>>()
+    const registry = new Map<string, Task.Any>(options.tasks.map((task) => [task.name, task]))
+    const workerId = options.workerId ?? `worker-${crypto.randomUUID().slice(0, 8)}`
+    const concurrency = Math.max(1, options.concurrency ?? 10)
+    const queues =
+      options.queues ?? [...new Set(options.tasks.map((task) => task.defaults.queue ?? "default"))].sort()
+    const leaseMs = Duration.toMillis(Duration.decode(options.leaseDuration ?? Duration.seconds(30)))
+    const heartbeatMs = Duration.toMillis(
+      Duration.decode(options.heartbeatInterval ?? Duration.millis(Math.max(10, Math.floor(leaseMs / 3))))
+    )
+    const pollMin = Duration.decode(options.pollInterval?.min ?? Duration.millis(50))
+    const pollMax = Duration.decode(options.pollInterval?.max ?? Duration.seconds(1))
+    const grace = Duration.decode(options.shutdownGracePeriod ?? Duration.seconds(10))
+    const reclaimEvery = Duration.decode(options.reclaimInterval ?? Duration.seconds(5))
+
+    const processed = yield* Ref.make(0)
+    const inFlight = new Map<string, ClaimedTask>()
+    const slotFreed = yield* Queue.sliding<void>(1)
+    const wake = yield* Queue.sliding<void>(1)
+    const running = yield* FiberSet.make<void, never>()
+    const completions = yield* Queue.unbounded<{
+      readonly task: ClaimedTask
+      readonly result: unknown
+      readonly done: Deferred.Deferred<boolean>
+    }>()
+
+    const outcome = (tag: string) => Metric.increment(Metric.tagged(tasksProcessed, "outcome", tag))
+
+    // Group commit: every completion that arrived while the previous batch committed goes into the next one.
+    const completer = Effect.gen(function* () {
+      const batch = yield* Queue.takeBetween(completions, 1, 1000)
+      const items = [...batch]
+      const exit = yield* Effect.exit(
+        queue.complete(items.map((item) => ({ id: item.task.id, leaseId: item.task.leaseId, result: item.result })))
+      )
+      if (Exit.isSuccess(exit)) {
+        yield* Effect.forEach(items, (item, i) => Deferred.succeed(item.done, exit.value[i] ?? false), {
+          discard: true
+        })
+      } else {
+        yield* Effect.logWarning("completing a batch failed; the tasks will be reclaimed when their leases expire", {
+          cause: Cause.pretty(exit.cause)
+        })
+        yield* Effect.forEach(items, (item) => Deferred.succeed(item.done, false), { discard: true })
+      }
+    }).pipe(Effect.forever)
+
+    const recordFailure = (task: ClaimedTask, error: TaskError, permanent: boolean) =>
+      Effect.gen(function* () {
+        let disposition: FailureDisposition
+        if (permanent) disposition = { _tag: "Failed" }
+        else if (task.attempt >= task.maxAttempts) disposition = { _tag: "Dead" }
+        else {
+          const now = yield* Clock.currentTimeMillis
+          disposition = { _tag: "Retry", runAt: now + (yield* retryDelay(task.backoff, task.attempt)) }
+        }
+        const accepted = yield* queue.fail(task.id, task.leaseId, error, disposition)
+        if (!accepted) yield* Effect.logWarning("failure refused: the task's lease is no longer held")
+        else {
+          yield* Ref.update(processed, (n) => n + 1)
+          yield* outcome(disposition._tag.toLowerCase())
+        }
+        yield* Effect.logDebug("task attempt failed", { kind: error.kind, disposition: disposition._tag })
+      })
+
+    const execute = (task: ClaimedTask): Effect.Effect<void> => {
+      const definition = registry.get(task.name)
+      const base = { attempt: task.attempt }
+      const body = Effect.gen(function* () {
+        if (definition === undefined) {
+          return yield* recordFailure(
+            task,
+            { ...base, kind: "unknown_task", message: `no handler registered for task "${task.name}" on ${workerId}` },
+            true
+          )
+        }
+        const decoded = yield* Effect.either(
+          Schema.decodeUnknown(Schema.parseJson(definition.payload as Schema.Schema<unknown, unknown>))(task.payload)
+        )
+        if (decoded._tag === "Left") {
+          return yield* recordFailure(
+            task,
+            {
+              ...base,
+              kind: "decode",
+              message: `payload does not decode: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`
+            },
+            true
+          )
+        }
+        const taskContext = Task.TaskContext.of({
+          taskId: task.id,
+          name: task.name,
+          queue: task.queue,
+          namespace: task.namespace,
+          attempt: task.attempt,
+          maxAttempts: task.maxAttempts,
+          chordId: task.chordId,
+          runId: task.runId
+        })
+        let handler = (definition.handler(decoded.right) as Effect.Effect<unknown, unknown, never>).pipe(
+          Effect.provideService(Task.TaskContext, taskContext),
+          Effect.provide(context)
+        )
+        let timedOut = false
+        if (task.timeoutMs !== undefined) {
+          handler = handler.pipe(
+            Effect.timeoutFail({
+              duration: Duration.millis(task.timeoutMs),
+              onTimeout: () => {
+                timedOut = true
+                return "timeout" as unknown
+              }
+            })
+          )
+        }
+        const exit = yield* Effect.exit(handler)
+        if (Exit.isSuccess(exit)) {
+          const encoded = yield* Effect.either(
+            Schema.encode(definition.success as Schema.Schema<unknown, unknown>)(exit.value)
+          )
+          if (encoded._tag === "Left") {
+            return yield* recordFailure(
+              task,
+              {
+                ...base,
+                kind: "encode",
+                message: `result does not encode: ${ParseResult.TreeFormatter.formatErrorSync(encoded.left)}`
+              },
+              true
+            )
+          }
+          const done = yield* Deferred.make<boolean>()
+          yield* Queue.offer(completions, { task, result: encoded.right, done })
+          const accepted = yield* Deferred.await(done)
+          if (accepted) {
+            yield* Ref.update(processed, (n) => n + 1)
+            yield* outcome("succeeded")
+          } else {
+            yield* Effect.logWarning("completion refused: the task's lease is no longer held (it ran twice)")
+          }
+          return
+        }
+        if (timedOut) {
+          return yield* recordFailure(
+            task,
+            { ...base, kind: "timeout", message: `timed out after ${task.timeoutMs} ms` },
+            false
+          )
+        }
+        const failure = Cause.failureOption(exit.cause)
+        if (failure._tag === "Some") {
+          const encoded = yield* Effect.either(
+            Schema.encode(definition.failure as Schema.Schema<unknown, unknown>)(failure.value)
+          )
+          const value = encoded._tag === "Right" ? encoded.right : String(failure.value)
+          const message =
+            typeof failure.value === "object" && failure.value !== null && "message" in failure.value
+              ? String((failure.value as { message: unknown }).message)
+              : typeof failure.value === "object" && failure.value !== null && "_tag" in failure.value
+                ? String((failure.value as { _tag: unknown })._tag)
+                : String(failure.value)
+          return yield* recordFailure(task, { ...base, kind: "failure", message, error: value }, false)
+        }
+        if (Cause.isInterruptedOnly(exit.cause)) {
+          // The handler interrupted itself (not our shutdown): an attempt that did not finish.
+          return yield* recordFailure(task, { ...base, kind: "interrupted", message: "handler was interrupted" }, false)
+        }
+        return yield* recordFailure(task, { ...base, kind: "defect", message: causeMessage(exit.cause) }, false)
+      })
+      return body.pipe(
+        Effect.onInterrupt(() =>
+          queue
+            .release(task.id, task.leaseId, { ...base, kind: "interrupted", message: `worker ${workerId} shut down` })
+            .pipe(Effect.ignore)
+        ),
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.interrupt
+            : Effect.logError("recording a task outcome failed; its lease will expire and it will be retried", {
+                cause: Cause.pretty(cause)
+              })
+        ),
+        Effect.ensuring(
+          Effect.suspend(() => {
+            inFlight.delete(task.id)
+            return Queue.offer(slotFreed, undefined)
+          })
+        ),
+        Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt), workerId }),
+        Effect.withSpan("Worker.execute", { attributes: { taskId: task.id, task: task.name, attempt: task.attempt } })
+      ) as Effect.Effect<void>
+    }
+
+    const claimLoop = Effect.gen(function* () {
+      let idle = pollMin
+      while (true) {
+        const free = concurrency - inFlight.size
+        if (free <= 0) {
+          yield* Queue.take(slotFreed)
+          continue
+        }
+        // Claim and hand over to the running set without an interruption point in between, so a shutdown never
+        // strands a claimed task outside the set (it would wait for its lease to expire).
+        const claimed = yield* Effect.uninterruptible(
+          queue.claim({ queues, limit: free, leaseMs, workerId }).pipe(
+            Effect.catchAll((error) =>
+              Effect.as(Effect.logWarning("claim failed; backing off", { error: error.message }), [])
+            ),
+            Effect.tap((claimed) =>
+              Effect.forEach(
+                claimed,
+                (task) => {
+                  inFlight.set(task.id, task)
+                  return FiberSet.run(running, execute(task))
+                },
+                { discard: true }
+              )
+            )
+          )
+        )
+        if (claimed.length === 0) {
+          yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(idle))
+          idle = Duration.min(Duration.times(idle, 2), pollMax)
+          continue
+        }
+        idle = pollMin
+      }
+    })
+
+    const heartbeat = Effect.gen(function* () {
+      const leases = [...inFlight.values()].map((task) => ({ id: task.id, leaseId: task.leaseId }))
+      if (leases.length === 0) return
+      const held = yield* queue.heartbeat(leases, leaseMs)
+      for (const lease of leases) {
+        if (!held.has(lease.id) && inFlight.has(lease.id)) {
+          yield* Effect.logWarning("lease lost; the task may run again elsewhere", { taskId: lease.id })
+        }
+      }
+    }).pipe(
+      Effect.catchAll((error) => Effect.logWarning("heartbeat failed", { error: error.message })),
+      Effect.repeat(Schedule.spaced(Duration.millis(heartbeatMs))),
+      Effect.delay(Duration.millis(heartbeatMs))
+    )
+
+    const reclaimer = queue.reclaimExpired.pipe(
+      Effect.tap((n) => (n > 0 ? Effect.logInfo("reclaimed tasks with expired leases", { count: n }) : Effect.void)),
+      Effect.catchAll((error) => Effect.logWarning("reclaim failed", { error: error.message })),
+      Effect.repeat(Schedule.spaced(reclaimEvery))
+    )
+
+    const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      effect.pipe(Effect.annotateLogs({ workerId }), Effect.annotateSpans({ workerId }))
+
+    // Finalizers run in reverse order: the last one added (shutdown) runs first, while the completer still runs.
+    yield* Effect.forkScoped(annotate(completer))
+    yield* Effect.forkScoped(annotate(heartbeat))
+    if (Duration.toMillis(reclaimEvery) > 0) yield* Effect.forkScoped(annotate(reclaimer))
+    yield* Effect.forkScoped(
+      queue.wakeups.pipe(
+        Stream.filter((name) => queues.includes(name)),
+        Stream.runForEach(() => Queue.offer(wake, undefined))
+      )
+    )
+    const loop = yield* Effect.forkScoped(annotate(claimLoop))
+    yield* Effect.addFinalizer(() =>
+      Effect.gen(function* () {
+        yield* Effect.logDebug("worker stopping: no more claims", { inFlight: inFlight.size })
+        yield* Fiber.interrupt(loop)
+        const settled = yield* FiberSet.awaitEmpty(running).pipe(Effect.timeout(grace), Effect.option)
+        if (settled._tag === "None") {
+          yield* Effect.logWarning("shutdown grace period over; releasing in-flight tasks", {
+            inFlight: inFlight.size
+          })
+        }
+        yield* FiberSet.clear(running)
+      }).pipe(annotate)
+    )
+    yield* Effect.logDebug("worker started", { queues: queues.join(","), concurrency })
+    return {
+      workerId,
+      processed: Ref.get(processed),
+      inFlight: Effect.sync(() => inFlight.size)
+    }
+  })
+
+/** A layer running a worker for the lifetime of the layer (graceful shutdown when it is released). */
+export const layer = <const Tasks extends ReadonlyArray<Task.Any>>(
+  options: WorkerOptions<Tasks>
+): Layer.Layer<never, never, TaskQueue | Task.Requirements<Tasks[number]>> => Layer.scopedDiscard(run(options))

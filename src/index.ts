@@ -1,0 +1,6 @@
+export * as Baton from "./Baton.js"
+export * as SqlTaskQueue from "./SqlTaskQueue.js"
+export * as Storage from "./Storage.js"
+export * as Task from "./Task.js"
+export * as TaskQueue from "./TaskQueue.js"
+export * as Worker from "./Worker.js"

@@ -1,0 +1,123 @@
+/**
+ * Appending to the completions log. Called only inside the transaction that moves a task (or a chord, or a
+ * checkpoint) to its terminal state, so the event exists if and only if that state change committed.
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Effect from "effect/Effect"
+import type { Dialect } from "../Storage.js"
+
+/** The NOTIFY channel carrying "the completions log grew" (payload: the highest new seq). */
+export const completionsChannel = (prefix: string): string => `${prefix}_completions`
+/** The NOTIFY channel carrying "work is available on queue X" (payload: the queue name). */
+export const tasksChannel = (prefix: string): string => `${prefix}_tasks`
+
+/** One row of the completions log before insertion. */
+export interface LogEntry {
+  readonly kind: string
+  readonly task_id: string | null
+  readonly task_name: string | null
+  readonly queue: string | null
+  readonly namespace: string
+  readonly tags: string
+  readonly outcome: string
+  readonly chord_id: string | null
+  readonly run_id: string | null
+  readonly at: number
+}
+
+/** Appends entries to the log (and NOTIFYs on Postgres, delivered at commit). Must run inside a transaction. */
+export const appendLog = (
+  sql: SqlClient.SqlClient,
+  dialect: Dialect,
+  channelPrefix: string,
+  entries: ReadonlyArray<LogEntry>
+): Effect.Effect<void, SqlError> => {
+  if (entries.length === 0) return Effect.void
+  if (dialect === "pg") {
+    // One round trip: insert and notify with ids only (never payloads: NOTIFY is limited to 8000 bytes).
+    return sql`WITH ins AS (
+      INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at)
+      SELECT kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at
+      FROM json_populate_recordset(NULL::baton_completions, ${JSON.stringify(entries)}::json)
+      RETURNING seq
+    ) SELECT pg_notify(${completionsChannel(channelPrefix)}, (SELECT max(seq) FROM ins)::text)`.pipe(Effect.asVoid)
+  }
+  return sql`INSERT INTO baton_completions ${sql.insert(entries as unknown as Array<Record<string, unknown>>)}`.pipe(Effect.asVoid)
+}
+
+/** A task row that just reached a terminal state, as returned by the guarded UPDATE. */
+export interface FinishedTask {
+  readonly id: string
+  readonly name: string
+  readonly queue: string
+  readonly namespace: string
+  readonly tags: string
+  readonly chord_id: string | null
+  readonly chord_index: number | null
+  readonly run_id: string | null
+}
+
+/** Log entries for finished tasks. */
+export const taskEntries = (
+  rows: ReadonlyArray<FinishedTask>,
+  outcome: string,
+  now: number
+): ReadonlyArray<LogEntry> =>
+  rows.map((row) => ({
+    kind: "task",
+    task_id: row.id,
+    task_name: row.name,
+    queue: row.queue,
+    namespace: row.namespace,
+    tags: row.tags,
+    outcome,
+    chord_id: row.chord_id,
+    run_id: row.run_id,
+    at: now
+  }))
+
+/**
+ * Hook run inside the completing transaction for tasks that belong to a chord (the chord's counter moves in the
+ * same transaction as the task's own guarded state change, so a completion is counted at most once).
+ * Installed by the chord module; the default does nothing.
+ */
+export type FinishHook = (
+  sql: SqlClient.SqlClient,
+  dialect: Dialect,
+  rows: ReadonlyArray<FinishedTask>,
+  outcome: string,
+  now: number
+) => Effect.Effect<void, SqlError>
+
+let finishHook: FinishHook | undefined
+
+/** Installs the hook (idempotent; the chord module calls it at import). */
+export const setFinishHook = (hook: FinishHook): void => {
+  finishHook = hook
+}
+
+/** Records that tasks reached a terminal state: log rows, NOTIFY, and the chord hook. Inside a transaction. */
+export const recordFinished = (
+  sql: SqlClient.SqlClient,
+  dialect: Dialect,
+  channelPrefix: string,
+  rows: ReadonlyArray<FinishedTask>,
+  outcome: string,
+  now: number
+): Effect.Effect<void, SqlError> => {
+  if (rows.length === 0) return Effect.void
+  const log = appendLog(sql, dialect, channelPrefix, taskEntries(rows, outcome, now))
+  const hook = finishHook
+  if (hook === undefined || !rows.some((row) => row.chord_id !== null)) return log
+  return Effect.zipRight(
+    log,
+    hook(
+      sql,
+      dialect,
+      rows.filter((row) => row.chord_id !== null),
+      outcome,
+      now
+    )
+  )
+}

@@ -1,0 +1,6 @@
+/** Baton's Postgres migrations, in order. Add a file under ./pg and a line here; never edit a shipped one. */
+import m0001 from "./pg/0001_tasks.js"
+
+export const pgMigrations = {
+  "0001_tasks": m0001
+}

@@ -1,0 +1,6 @@
+/** Baton's SQLite migrations, in order. Add a file under ./sqlite and a line here; never edit a shipped one. */
+import m0001 from "./sqlite/0001_tasks.js"
+
+export const sqliteMigrations = {
+  "0001_tasks": m0001
+}

@@ -1,0 +1,62 @@
+/**
+ * Checks once whether Postgres is reachable. Postgres suites run when it is, and are skipped LOUDLY when it is not
+ * — unless BATON_REQUIRE_PG=1, which turns the skip into a failure (CI sets it).
+ */
+import pg from "pg"
+import type { TestProject } from "vitest/node"
+
+export const pgUrl = process.env.BATON_TEST_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+
+const reachable = async (): Promise<boolean> => {
+  const client = new pg.Client({ connectionString: pgUrl, connectionTimeoutMillis: 3000 })
+  try {
+    await client.connect()
+    await client.query("SELECT 1")
+    return true
+  } catch {
+    return false
+  } finally {
+    await client.end().catch(() => undefined)
+  }
+}
+
+const dropTestSchemas = async () => {
+  const client = new pg.Client({ connectionString: pgUrl, connectionTimeoutMillis: 3000 })
+  try {
+    await client.connect()
+    const { rows } = await client.query<{ nspname: string }>(
+      "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bt\\_%'"
+    )
+    for (const row of rows) await client.query(`DROP SCHEMA IF EXISTS "${row.nspname}" CASCADE`)
+  } catch {
+    // best effort
+  } finally {
+    await client.end().catch(() => undefined)
+  }
+}
+
+export default async function setup(project: TestProject) {
+  const ok = await reachable()
+  if (!ok) {
+    if (process.env.BATON_REQUIRE_PG === "1") {
+      throw new Error(`BATON_REQUIRE_PG=1 but Postgres is not reachable at ${pgUrl}`)
+    }
+    const bar = "!".repeat(78)
+    console.warn(`\n${bar}\n!! Postgres is NOT reachable at ${pgUrl}\n!! ALL POSTGRES TESTS ARE SKIPPED.`)
+    console.warn(`!! Start it (pg_ctlcluster ... main start) or set BATON_TEST_PG_URL.\n${bar}\n`)
+  } else {
+    await dropTestSchemas()
+  }
+  project.provide("pgAvailable", ok)
+  project.provide("pgUrl", pgUrl)
+  return async () => {
+    if (ok && process.env.BATON_KEEP_TEST_SCHEMAS !== "1") await dropTestSchemas()
+  }
+}
+
+declare module "vitest" {
+  export interface ProvidedContext {
+    pgAvailable: boolean
+    pgUrl: string
+  }
+}
