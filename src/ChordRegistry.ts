@@ -1,0 +1,298 @@
+/**
+ * ChordRegistry: fan-in callbacks (a group of body tasks plus one callback task) dispatched exactly once,
+ * whichever process is alive.
+ *
+ * Contract:
+ * - `chord(spec)` writes the chord row ("sealed": expected count, callback spec, failure policy) and every body task
+ *   in ONE transaction (it joins the caller's `sql.withTransaction` if there is one): a producer crash leaves either a
+ *   whole chord or none. The same `idempotencyKey` (within a namespace) returns the existing chord.
+ * - The callback task is enqueued once every body task succeeded, with the body results in body order: its payload is
+ *   `{ ...args, results }` where `results[i]` is body task i's result (see `callbackPayload`). With
+ *   `failurePolicy: "continue"` it waits for the whole body and `results[i]` is body task i's outcome (see
+ *   `outcomesPayload` and `BodyOutcome`).
+ * - Failure (`failurePolicy: "fail"`, the default): the first body task that ends for good without succeeding (failed,
+ *   dead — retries exhausted — or cancelled) fails the chord: the pending body tasks are cancelled, the callback is
+ *   never enqueued, the `onError` task (if any) is enqueued exactly once with `{ ...args, failure }` (see
+ *   `errorPayload`), and the failure is readable through `get` and raised by `await` as `ChordFailed`.
+ * - `cancel` ends a running chord: body tasks cancelled, neither callback nor `onError` enqueued.
+ * - An empty body dispatches the callback at once (in the creating transaction) with `results: []`.
+ * - `get` and `await` work from any process; `await` subscribes before it reads, so a chord that ends between the two
+ *   is not missed.
+ *
+ * Guarantees (how they are enforced is in docs/chords.md):
+ * - A body task's completion is counted once: the chord's counter moves in the same transaction as the task's own
+ *   guarded terminal transition (`... WHERE id AND lease_id AND state = 'running' RETURNING`), so a task that ran
+ *   twice (expired lease) is refused the second time and counted once. Counting is O(1) per completion.
+ * - Exactly-once dispatch: one conditional update (`... WHERE state = 'running' AND dispatched_at IS NULL RETURNING`)
+ *   and the insert of the callback (or `onError`) task commit in the same transaction — never "marked but not
+ *   enqueued". Dispatch does not depend on the producer: the transaction that records the last body completion
+ *   dispatches, and every registry runs a coordinator whose reconciler dispatches anything left behind (counted by the
+ *   `baton_chords_healed_total` metric: a non-zero value means something skipped the normal path).
+ *
+ * The implementation on `@effect/sql` is in `SqlChordRegistry`.
+ *
+ * @since 0.1.0
+ */
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as MetricBoundaries from "effect/MetricBoundaries"
+import type * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import type * as Continuations from "./Continuations.js"
+import type * as Task from "./Task.js"
+import { type InvalidPayload, TaskError, type TaskId } from "./TaskQueue.js"
+
+/** A chord's id. */
+export const ChordId = Schema.String.pipe(Schema.brand("baton/ChordId"))
+/** A chord's id. */
+export type ChordId = typeof ChordId.Type
+
+/** `running` until dispatched; then `completed` (callback enqueued), `failed` or `cancelled`. */
+export const ChordState = Schema.Literal("running", "completed", "failed", "cancelled")
+/** The states of a chord. */
+export type ChordState = typeof ChordState.Type
+
+/** `fail` (default): the first body failure fails the chord. `continue`: wait for all, pass every outcome. */
+export const FailurePolicy = Schema.Literal("fail", "continue")
+/** How a chord reacts to a body task that fails for good. */
+export type FailurePolicy = typeof FailurePolicy.Type
+
+/** Why a chord failed: one of its body tasks failed for good, or the chord was cancelled. */
+export const FailureReason = Schema.Literal("body_failed", "cancelled")
+/** Why a chord failed. */
+export type FailureReason = typeof FailureReason.Type
+
+/** What is known about a chord's failure: for `body_failed`, the failing body task and its recorded error. */
+export const ChordFailure = Schema.Struct({
+  chordId: Schema.String,
+  reason: FailureReason,
+  /** The body task that failed (first to fail for good). */
+  taskId: Schema.optional(Schema.String),
+  /** Its task name. */
+  taskName: Schema.optional(Schema.String),
+  /** Its position in the body (0-based). */
+  index: Schema.optional(Schema.Number),
+  /** Its state when it ended: failed, dead or cancelled. */
+  taskState: Schema.optional(Schema.String),
+  /** Its last recorded error (the typed failure, encoded, is in `error.error`). */
+  error: Schema.optional(TaskError)
+})
+/** What is known about a chord's failure. */
+export type ChordFailure = typeof ChordFailure.Type
+
+/** The chord ended without its callback: a body task failed for good (default policy), or the chord was cancelled. */
+export class ChordFailed extends Schema.TaggedError<ChordFailed>()("ChordFailed", ChordFailure.fields) {
+  override get message(): string {
+    if (this.reason === "cancelled") return `chord ${this.chordId} was cancelled`
+    const where = `body task ${this.index ?? "?"} (${this.taskName ?? "?"} ${this.taskId ?? "?"})`
+    const why = this.error === undefined ? "" : `: ${this.error.kind}: ${this.error.message}`
+    return `chord ${this.chordId} failed: ${where} ended ${this.taskState ?? "failed"}${why}`
+  }
+}
+
+/** No chord has this id. */
+export class ChordNotFound extends Schema.TaggedError<ChordNotFound>()("ChordNotFound", {
+  chordId: Schema.String
+}) {}
+
+/** One body task's outcome, as a `failurePolicy: "continue"` callback receives it. */
+export const BodyOutcome = <A, I, R>(value: Schema.Schema<A, I, R>) =>
+  Schema.Union(
+    Schema.TaggedStruct("Success", { taskId: Schema.String, value }),
+    Schema.TaggedStruct("Failure", { taskId: Schema.String, state: Schema.String, error: TaskError })
+  )
+/** One body task's outcome. */
+export type BodyOutcome<A> =
+  | { readonly _tag: "Success"; readonly taskId: string; readonly value: A }
+  | { readonly _tag: "Failure"; readonly taskId: string; readonly state: string; readonly error: TaskError }
+
+/**
+ * The payload Schema of a callback: `fields` plus `results`, the body results in body order. `result` must be the body
+ * tasks' `success` Schema (or one with the same encoded form): results are passed in their stored, encoded form.
+ */
+export const callbackPayload = <A, I, R, const Fields extends Schema.Struct.Fields = {}>(
+  result: Schema.Schema<A, I, R>,
+  fields?: Fields
+) => Schema.Struct({ ...(fields ?? ({} as Fields)), results: Schema.Array(result) })
+
+/** The payload Schema of a `failurePolicy: "continue"` callback: `fields` plus `results`, each body outcome. */
+export const outcomesPayload = <A, I, R, const Fields extends Schema.Struct.Fields = {}>(
+  result: Schema.Schema<A, I, R>,
+  fields?: Fields
+) => Schema.Struct({ ...(fields ?? ({} as Fields)), results: Schema.Array(BodyOutcome(result)) })
+
+/** The payload Schema of an `onError` task: `fields` plus `failure`. */
+export const errorPayload = <const Fields extends Schema.Struct.Fields = {}>(fields?: Fields) =>
+  Schema.Struct({ ...(fields ?? ({} as Fields)), failure: ChordFailure })
+
+// Encoded-side type helpers (Task exports only the decoded ones).
+type PayloadEncoded<T> =
+  T extends Task.Task<string, infer _P, infer PI, infer _A, infer _AI, infer _E, infer _EI, infer _R> ? PI : never
+type SuccessEncoded<T> =
+  T extends Task.Task<string, infer _P, infer _PI, infer _A, infer AI, infer _E, infer _EI, infer _R> ? AI : never
+type ResultsOf<P> = P extends { readonly results: ReadonlyArray<infer R> } ? R : never
+
+/** The payload fields a callback call supplies (the chord fills in `results`). */
+export type CallbackArgs<T extends Task.Any> = Omit<Task.Payload<T>, "results">
+/** The payload fields an `onError` call supplies (the chord fills in `failure`). */
+export type ErrorArgs<T extends Task.Any> = Omit<Task.Payload<T>, "failure">
+
+/** A callback task with the payload fields other than `results`. Build it with `callback`. */
+export interface CallbackCall<T extends Task.Any = Task.Any> {
+  readonly _tag: "ChordCallback"
+  readonly task: T
+  readonly args: CallbackArgs<T>
+  readonly options: Task.EnqueueOptions
+}
+
+/** An `onError` task with the payload fields other than `failure`. Build it with `onError`. */
+export interface ErrorCall<T extends Task.Any = Task.Any> {
+  readonly _tag: "ChordErrorCallback"
+  readonly task: T
+  readonly args: ErrorArgs<T>
+  readonly options: Task.EnqueueOptions
+}
+
+/** Builds a callback call: `task`'s payload must have a `results` array field (see `callbackPayload`). */
+export const callback = <T extends Task.Any>(
+  task: T,
+  args: CallbackArgs<T>,
+  options: Task.EnqueueOptions = {}
+): CallbackCall<T> => ({ _tag: "ChordCallback", task, args, options })
+
+/** Builds an `onError` call: `task`'s payload must have a `failure: ChordFailure` field (see `errorPayload`). */
+export const onError = <T extends Task.Any>(
+  task: T,
+  args: ErrorArgs<T>,
+  options: Task.EnqueueOptions = {}
+): ErrorCall<T> => ({ _tag: "ChordErrorCallback", task, args, options })
+
+/** What a chord is made of, and how it behaves. */
+export interface ChordSpec<Body extends Task.Any, CB extends Task.Any, EB extends Task.Any, P extends FailurePolicy> {
+  /** The body tasks, in order; body task i's result becomes `results[i]`. Their own idempotency keys are ignored. */
+  readonly body: ReadonlyArray<Task.TaskCall<Body>>
+  /** Enqueued exactly once when the body is complete (policy `fail`: all succeeded). */
+  readonly callback: CallbackCall<CB>
+  /** Enqueued exactly once if the chord fails (policy `fail` only; not on `cancel`). */
+  readonly onError?: ErrorCall<EB> | undefined
+  /** Default `fail`. */
+  readonly failurePolicy?: P | undefined
+  /** Namespace of the chord and the default namespace of its tasks (default "default"). */
+  readonly namespace?: string | undefined
+  /** Labels of the chord, added to its tasks' own tags. */
+  readonly tags?: ReadonlyArray<string> | undefined
+  /** Same key (within a namespace) → the existing chord; nothing new is written. */
+  readonly idempotencyKey?: string | undefined
+}
+
+type Expected<Body, P> = P extends "continue" ? BodyOutcome<Task.Success<Body>> : Task.Success<Body>
+type ExpectedEncoded<Body, P> = P extends "continue" ? BodyOutcome<SuccessEncoded<Body>> : SuccessEncoded<Body>
+
+/**
+ * Type-level check that the callback's `results` element accepts the body's results (decoded and encoded) and that the
+ * `onError` task takes a `failure`. A mismatch turns into a required property naming the problem.
+ */
+export type CheckSpec<Body extends Task.Any, CB extends Task.Any, EB extends Task.Any, P extends FailurePolicy> = ([
+  Expected<Body, P>
+] extends [ResultsOf<Task.Payload<CB>>]
+  ? [ExpectedEncoded<Body, P>] extends [ResultsOf<PayloadEncoded<CB>>]
+    ? unknown
+    : { readonly "callback's encoded results do not match the body tasks' encoded success": never }
+  : { readonly "callback's results element does not accept the body tasks' success type": never }) &
+  ([EB] extends [never]
+    ? unknown
+    : [Task.Payload<EB>] extends [{ readonly failure: ChordFailure }]
+      ? unknown
+      : { readonly "onError task's payload has no failure: ChordFailure field": never })
+
+/** Everything known about a chord. */
+export interface ChordInfo {
+  readonly chordId: ChordId
+  readonly state: ChordState
+  readonly namespace: string
+  readonly tags: ReadonlyArray<string>
+  readonly failurePolicy: FailurePolicy
+  readonly idempotencyKey: string | undefined
+  /** Number of body tasks. */
+  readonly expected: number
+  /** Body tasks that succeeded / failed or died / were cancelled (each counted once). */
+  readonly succeeded: number
+  readonly failed: number
+  readonly cancelled: number
+  /** The callback's task name. */
+  readonly callbackName: string
+  /** The callback task, once enqueued. */
+  readonly callbackTaskId: TaskId | undefined
+  /** The `onError` task, once enqueued. */
+  readonly errorTaskId: TaskId | undefined
+  /** Why the chord failed (failed or cancelled chords). */
+  readonly failure: Option.Option<ChordFailure>
+  /** True when the reconciler, not the last body completion, dispatched it. */
+  readonly healed: boolean
+  readonly createdAt: Date
+  /** When the last body completion so far was recorded. */
+  readonly lastBodyAt: Date | undefined
+  /** When the chord was dispatched (callback or onError enqueued, or cancelled). */
+  readonly dispatchedAt: Date | undefined
+}
+
+/** A chord in flight, as its producer (or anyone who looked it up) sees it. */
+export interface ChordHandle {
+  readonly chordId: ChordId
+  /** False when an existing chord was returned for the same idempotency key. */
+  readonly created: boolean
+  /** Waits for the chord to end: the callback's task id, or `ChordFailed`. */
+  readonly await: Effect.Effect<TaskId, ChordFailed>
+  /** Named callbacks run in this process when the chord ends (latched: late ones see the outcome). */
+  readonly continuations: Continuations.Continuations<TaskId, ChordFailed>
+}
+
+/** The chord registry. */
+export class ChordRegistry extends Context.Tag("baton/ChordRegistry")<
+  ChordRegistry,
+  {
+    /** Writes the chord and its body tasks in one transaction (joins the caller's); same key → the existing chord. */
+    readonly chord: <
+      Body extends Task.Any,
+      CB extends Task.Any,
+      EB extends Task.Any = never,
+      P extends FailurePolicy = "fail"
+    >(
+      spec: ChordSpec<Body, CB, EB, P> & CheckSpec<Body, CB, EB, P>
+    ) => Effect.Effect<ChordHandle, InvalidPayload | SqlError>
+    /** Reads a chord: state, counters, callback task id, failure, timings. */
+    readonly get: (chordId: string) => Effect.Effect<ChordInfo, ChordNotFound | SqlError>
+    /** A handle on an existing chord (from any process). */
+    readonly handle: (chordId: string) => Effect.Effect<ChordHandle, ChordNotFound | SqlError>
+    /** Waits for a chord to end (from any process): the callback's task id, or `ChordFailed`. */
+    readonly await: (chordId: string) => Effect.Effect<TaskId, ChordFailed | ChordNotFound | SqlError>
+    /** Cancels a running chord (body tasks cancelled, no callback, no onError); true if this call cancelled it. */
+    readonly cancel: (chordId: string) => Effect.Effect<boolean, SqlError>
+    /** One reconciler pass: dispatches chords left undispatched, sweeps failed chords; returns how many it healed. */
+    readonly reconcile: Effect.Effect<number, SqlError>
+  }
+>() {}
+
+/** Time from the last body completion being recorded to the callback (or onError) being enqueued, in ms. */
+export const dispatchLatency = Metric.histogram(
+  "baton_chord_dispatch_latency_ms",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 18 }),
+  "Time from the last body completion of a chord to its callback being enqueued (ms)"
+)
+
+/** Chords that failed (a body task failed for good under the `fail` policy). */
+export const chordsFailed = Metric.counter("baton_chords_failed_total", {
+  description: "Chords failed by a body task that failed for good"
+})
+
+/** Chords that completed (callback enqueued). */
+export const chordsCompleted = Metric.counter("baton_chords_completed_total", {
+  description: "Chords whose callback was enqueued"
+})
+
+/** Chords dispatched by the reconciler instead of the last body completion: non-zero means something was missed. */
+export const chordsHealed = Metric.counter("baton_chords_healed_total", {
+  description: "Chords dispatched (or failed) by the reconciler rather than by their last body completion"
+})
