@@ -43,7 +43,32 @@ export const appendLog = (
       RETURNING seq
     ) SELECT pg_notify(${completionsChannel(channelPrefix)}, (SELECT max(seq) FROM ins)::text)`.pipe(Effect.asVoid)
   }
-  return sql`INSERT INTO baton_completions ${sql.insert(entries as unknown as Array<Record<string, unknown>>)}`.pipe(Effect.asVoid)
+  return sql`INSERT INTO baton_completions ${sql.insert(entries as unknown as Array<Record<string, unknown>>)}`.pipe(
+    Effect.zipRight(Effect.sync(() => signalAppend(sql)))
+  )
+}
+
+// SQLite has no NOTIFY: in-process subscribers (SqlCompletionBackend) register here to be woken when this process
+// appends. Fired inside the transaction; a reader on the same SQLite connection waits for its commit (one writer).
+const appendListeners = new WeakMap<object, Set<() => void>>()
+
+const signalAppend = (sql: SqlClient.SqlClient): void => {
+  const listeners = appendListeners.get(sql)
+  if (listeners !== undefined) for (const listener of listeners) listener()
+}
+
+/** Calls `listener` whenever this process appends to the log through `sql` (SQLite). Returns the unregister. */
+export const onAppend = (sql: SqlClient.SqlClient, listener: () => void): (() => void) => {
+  let listeners = appendListeners.get(sql)
+  if (listeners === undefined) {
+    listeners = new Set()
+    appendListeners.set(sql, listeners)
+  }
+  const registered = listeners
+  registered.add(listener)
+  return () => {
+    registered.delete(listener)
+  }
 }
 
 /** A task row that just reached a terminal state, as returned by the guarded UPDATE. */

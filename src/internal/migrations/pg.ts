@@ -1,6 +1,8 @@
 /** Baton's Postgres migrations, in order. Add a file under ./pg and a line here; never edit a shipped one. */
 import m0001 from "./pg/0001_tasks.js"
+import m0002 from "./pg/0002_completions_retention.js"
 
 export const pgMigrations = {
-  "0001_tasks": m0001
+  "0001_tasks": m0001,
+  "0002_completions_retention": m0002
 }

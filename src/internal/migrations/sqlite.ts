@@ -1,6 +1,8 @@
 /** Baton's SQLite migrations, in order. Add a file under ./sqlite and a line here; never edit a shipped one. */
 import m0001 from "./sqlite/0001_tasks.js"
+import m0002 from "./sqlite/0002_completions_retention.js"
 
 export const sqliteMigrations = {
-  "0001_tasks": m0001
+  "0001_tasks": m0001,
+  "0002_completions_retention": m0002
 }
