@@ -93,8 +93,11 @@ export interface CompletionFilter {
 /** Where a subscription starts. At most one of `fromSequence` and `after`; neither means "from now on". */
 export interface SubscribeOptions {
   readonly filter?: CompletionFilter | undefined
-  /** Replay every retained event with `sequence >= fromSequence` (0 or 1: the whole log), then continue live. */
-  readonly fromSequence?: number | undefined
+  /**
+   * Replay every event with `sequence >= fromSequence`, then continue live (`CursorExpired` if one of them was
+   * pruned). `"oldest"`: from right after the newest pruned event (everything retained without a gap).
+   */
+  readonly fromSequence?: number | "oldest" | undefined
   /** Continue right after the event whose `cursor` this is (the sound way to resume on every backend). */
   readonly after?: Cursor | string | undefined
   /** Rows read per query (default 1000). */
