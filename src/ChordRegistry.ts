@@ -170,9 +170,14 @@ export const onError = <T extends Task.Any>(
 ): ErrorCall<T> => ({ _tag: "ChordErrorCallback", task, args, options })
 
 /** What a chord is made of, and how it behaves. */
-export interface ChordSpec<Body extends Task.Any, CB extends Task.Any, EB extends Task.Any, P extends FailurePolicy> {
+export interface ChordSpec<
+  Body extends ReadonlyArray<Task.TaskCall>,
+  CB extends Task.Any,
+  EB extends Task.Any,
+  P extends FailurePolicy
+> {
   /** The body tasks, in order; body task i's result becomes `results[i]`. Their own idempotency keys are ignored. */
-  readonly body: ReadonlyArray<Task.TaskCall<Body>>
+  readonly body: Body
   /** Enqueued exactly once when the body is complete (policy `fail`: all succeeded). */
   readonly callback: CallbackCall<CB>
   /** Enqueued exactly once if the chord fails (policy `fail` only; not on `cancel`). */
@@ -187,16 +192,26 @@ export interface ChordSpec<Body extends Task.Any, CB extends Task.Any, EB extend
   readonly idempotencyKey?: string | undefined
 }
 
-type Expected<Body, P> = P extends "continue" ? BodyOutcome<Task.Success<Body>> : Task.Success<Body>
-type ExpectedEncoded<Body, P> = P extends "continue" ? BodyOutcome<SuccessEncoded<Body>> : SuccessEncoded<Body>
+/** The task type(s) of a body. */
+export type BodyTasks<Body extends ReadonlyArray<Task.TaskCall>> = Body[number]["task"]
+
+type Expected<Body extends ReadonlyArray<Task.TaskCall>, P> = P extends "continue"
+  ? BodyOutcome<Task.Success<BodyTasks<Body>>>
+  : Task.Success<BodyTasks<Body>>
+type ExpectedEncoded<Body extends ReadonlyArray<Task.TaskCall>, P> = P extends "continue"
+  ? BodyOutcome<SuccessEncoded<BodyTasks<Body>>>
+  : SuccessEncoded<BodyTasks<Body>>
 
 /**
  * Type-level check that the callback's `results` element accepts the body's results (decoded and encoded) and that the
  * `onError` task takes a `failure`. A mismatch turns into a required property naming the problem.
  */
-export type CheckSpec<Body extends Task.Any, CB extends Task.Any, EB extends Task.Any, P extends FailurePolicy> = ([
-  Expected<Body, P>
-] extends [ResultsOf<Task.Payload<CB>>]
+export type CheckSpec<
+  Body extends ReadonlyArray<Task.TaskCall>,
+  CB extends Task.Any,
+  EB extends Task.Any,
+  P extends FailurePolicy
+> = ([Expected<Body, P>] extends [ResultsOf<Task.Payload<CB>>]
   ? [ExpectedEncoded<Body, P>] extends [ResultsOf<PayloadEncoded<CB>>]
     ? unknown
     : { readonly "callback's encoded results do not match the body tasks' encoded success": never }
@@ -255,7 +270,7 @@ export class ChordRegistry extends Context.Tag("baton/ChordRegistry")<
   {
     /** Writes the chord and its body tasks in one transaction (joins the caller's); same key → the existing chord. */
     readonly chord: <
-      Body extends Task.Any,
+      Body extends ReadonlyArray<Task.TaskCall>,
       CB extends Task.Any,
       EB extends Task.Any = never,
       P extends FailurePolicy = "fail"
