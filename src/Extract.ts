@@ -3,10 +3,11 @@
  * languages, word count and keywords from a markdown, HTML or plain-text document, plus a merged batch summary.
  *
  * Contract and guarantees:
- * - `extractDocument` is pure, synchronous, total (never throws for any string) and deterministic; every list is in
- *   order of first appearance and free of duplicates. Its result always decodes with `DocumentExtract`.
+ * - `extractDocument` is pure, synchronous, total (never throws for any string) and deterministic. Headings, links,
+ *   emails and dates are in document order; links, emails and dates are deduplicated. Its result always decodes with
+ *   `DocumentExtract`.
  * - Linear time: scanning uses hand-written loops and regexes whose repeated parts stop at a character they cannot
- *   consume, so there is no catastrophic (or quadratic) backtracking — a 1 MB README takes a few milliseconds.
+ *   consume, so there is no catastrophic (or quadratic) backtracking — a dense 1 MB README takes tens of milliseconds.
  * - `mergeBatch` is pure and order-independent: any permutation of its input gives a deeply equal summary.
  *
  * What counts as what (the schema cannot say it):
@@ -27,8 +28,9 @@
  * - Titles: markdown's first level-1 heading (ATX or setext), else a front-matter `title:`, else the first inline
  *   HTML `<h1>`; HTML's `<title>`, else its first `<h1>`; text's first non-empty line. Titles are capped at 200 code
  *   points; markdown and HTML titles also have whitespace collapsed.
- * - Headings: markdown ATX and setext headings (not HTML tags inside markdown) with inline markup stripped (images
- *   keep their alt text); HTML `<h1>`–`<h6>` with inner tags stripped and entities decoded. Empty headings are skipped.
+ * - Headings: markdown ATX and setext headings (not HTML tags inside markdown) with inline markup stripped; HTML
+ *   `<h1>`–`<h6>` with inner tags stripped and entities decoded. Images (badges, mostly) are dropped, unless the heading
+ *   would be empty: then their alt text stands in. Headings still empty are skipped.
  * - `detectFormat` goes by extension; a file with any other extension is HTML when it starts with `<!doctype html` or
  *   `<html`, else text.
  *
@@ -139,7 +141,8 @@ export const extractDocument = (path: string, content: string): DocumentExtract 
   const format = detectFormat(path, content)
   const bytes = Buffer.byteLength(content, "utf8")
   const source = content.charCodeAt(0) === 0xfeff ? content.slice(1) : content
-  const parts = format === "markdown" ? markdownParts(source) : format === "html" ? htmlParts(source) : textParts(source)
+  const parts =
+    format === "markdown" ? markdownParts(source) : format === "html" ? htmlParts(source) : textParts(source)
   // One scan of the prose serves links, emails and the blanking that keeps both out of the word count.
   const urls = scanUrls(parts.prose)
   const emails = scanEmails(parts.prose)
@@ -249,13 +252,13 @@ const textParts = (text: string): Parts => {
 }
 
 // Markdown is read line by line, as CommonMark's block parser does, so fences, comments and headings are found
-// without any regex spanning lines.
+// without any regex spanning lines. Fences may be indented any amount (CommonMark allows 3 spaces beyond the
+// container): READMEs nest them in list items, and reading their code as prose would be the worse mistake.
 const FENCE_OPEN = /^[ \t]*(`{3,}|~{3,})(.*)$/
 const FENCE_CLOSE = /^[ \t]*(`{3,}|~{3,})[ \t]*$/
 const FENCE_LANGUAGE = /^[{.\s]*([\w#+.-]+)/
 const ATX = /^ {0,3}(#{1,6})(?:[ \t]|$)/
 const SETEXT_UNDERLINE = /^ {0,3}(?:=+|-+)[ \t]*$/
-const THEMATIC_BREAK = /^ {0,3}([-*_])(?:[ \t]*\1){2,}[ \t]*$/
 const COMMENT_OPEN = /^ {0,3}<!--/
 const LINK_DEFINITION = /^ {0,3}\[[^[\]]+\]:/
 const LINK_DEFINITION_LINES = /^ {0,3}\[[^[\]\n]+\]:.*$/gm
@@ -354,7 +357,7 @@ const markdownParts = (source: string): Parts => {
         continue
       }
     }
-    if ((first === 45 || first === 42 || first === 95) && THEMATIC_BREAK.test(line)) {
+    if ((first === 45 || first === 42 || first === 95) && isThematicBreak(line, first)) {
       paragraph = []
       continue
     }
@@ -375,6 +378,17 @@ const markdownParts = (source: string): Parts => {
     entities: true,
     visibleText: markdownVisibleText
   }
+}
+
+/** `***`, `- - -`, `___`: three or more of one marker, with spaces or tabs only, indented at most 3 spaces. */
+const isThematicBreak = (line: string, marker: number): boolean => {
+  let markers = 0
+  for (let i = 0; i < line.length; i++) {
+    const c = line.charCodeAt(i)
+    if (c === marker) markers++
+    else if (c !== 32 && c !== 9) return false
+  }
+  return markers >= 3 && line.indexOf(String.fromCharCode(marker)) <= 3
 }
 
 /** Char code of the first character that is not a space or tab, or -1 for a blank line. */
@@ -398,20 +412,32 @@ const stripClosingHashes = (rest: string): string => {
 }
 
 // Bracket and paren classes exclude their own delimiters, so each attempt stops at the next delimiter: linear.
-// Destinations may hold one level of balanced parens (`https://en.wikipedia.org/wiki/Foo_(bar)`).
-const MD_IMAGE = /!\[([^[\]]*)\]\((?:[^()]|\([^()]*\))*\)/g
-const MD_LINK = /\[([^[\]]*)\]\((?:[^()]|\([^()]*\))*\)/g
+// Destinations may hold one level of balanced parens (`https://en.wikipedia.org/wiki/Foo_(bar)`), written as an
+// unrolled, bounded loop: an unbounded repeated group overflows the regexp backtrack stack on long input.
+const DESTINATION = String.raw`\([^()]*(?:\([^()]*\)[^()]*){0,16}\)`
+const MD_IMAGE = new RegExp(String.raw`!\[([^[\]]*)\](?:${DESTINATION}|\[[^[\]]*\])`, "g")
+const MD_LINK = new RegExp(String.raw`\[([^[\]]*)\]${DESTINATION}`, "g")
 const MD_REFERENCE_LINK = /\[([^[\]]*)\]\[[^[\]]*\]/g
-const MD_LINK_DESTINATION = /\]\((?:[^()]|\([^()]*\))*\)|\]\[[^[\]]*\]/g
+const MD_LINK_DESTINATION = new RegExp(String.raw`\]${DESTINATION}|\]\[[^[\]]*\]`, "g")
 const TAG = /<\/?[A-Za-z][^<>]*>/g
 const MD_EMPHASIS = /\\([!-/:-@[-`{-~])|[*`]|~~|(?<![\p{L}\p{N}])_+|_+(?![\p{L}\p{N}])/gu
 
-/** Markdown inline source → plain text: images become alt text, links their text, markup and tags go. */
-const inlineText = (markdown: string): string =>
+const INLINE_MARKUP = /[!&*<[\\_`~]/
+
+/**
+ * Markdown inline source → plain text: links become their text; markup, tags and images go (badges are noise), unless
+ * the text would be empty, when images give their alt text (`# ![Logo](logo.svg)`).
+ */
+const inlineText = (markdown: string): string => {
+  if (!INLINE_MARKUP.test(markdown)) return collapse(markdown)
+  const source = stripComments(markdown)
+  return plainInline(source.replace(MD_IMAGE, " ")) || plainInline(source.replace(MD_IMAGE, "$1"))
+}
+
+const plainInline = (markdown: string): string =>
   collapse(
     decodeEntities(
-      stripComments(markdown)
-        .replace(MD_IMAGE, "$1")
+      markdown
         .replace(MD_LINK, "$1")
         .replace(MD_REFERENCE_LINK, "$1")
         .replace(TAG, " ")
@@ -502,14 +528,15 @@ const scanHtml = (html: string): HtmlScan => {
   const codeLanguages = new Map<string, number>()
   const prose: Array<string> = []
   let title: string | null = null
-  let heading: { readonly level: number; readonly parts: Array<string> } | null = null
+  // Alt texts stand in for a heading that is only images (`<h1><img alt="Chalk"></h1>`).
+  let heading: { readonly level: number; readonly parts: Array<string>; readonly alts: Array<string> } | null = null
   let inHead = false
   let hidden = 0
   let pre = 0
 
   const flushHeading = () => {
     if (heading === null) return
-    const text = collapse(heading.parts.join(""))
+    const text = collapse(heading.parts.join("")) || collapse(heading.alts.join(" "))
     if (text !== "") headings.push({ level: heading.level, text })
     heading = null
   }
@@ -596,7 +623,9 @@ const scanHtml = (html: string): HtmlScan => {
     else if (HIDDEN_TAGS.has(name) && !tag.selfClosing) hidden++
     else if (HEADING_TAG.test(name)) {
       flushHeading()
-      heading = { level: Number(name[1]), parts: [] }
+      heading = { level: Number(name[1]), parts: [], alts: [] }
+    } else if (name === "img") {
+      if (hidden === 0) heading?.alts.push(decodeEntities(tag.attributes.get("alt") ?? ""))
     } else if (name === "code") {
       const language = CODE_CLASS.exec(tag.attributes.get("class") ?? "")?.[1]?.toLowerCase()
       if (language !== undefined) codeLanguages.set(language, (codeLanguages.get(language) ?? 0) + 1)
@@ -743,7 +772,9 @@ const scanEmails = (text: string): Array<Span> => {
     while (start < at && text.charCodeAt(start) === 46) start++
     let end = at + 1
     let dot = false
-    while (end < text.length && isDomainChar(text.charCodeAt(end))) dot ||= text.charCodeAt(end++) === 46
+    for (let c = text.charCodeAt(end); end < text.length && isDomainChar(c); c = text.charCodeAt(++end)) {
+      if (c === 46) dot = true
+    }
     while (end > at + 1 && (text.charCodeAt(end - 1) === 46 || text.charCodeAt(end - 1) === 45)) end--
     if (start === at || !dot) {
       at = text.indexOf("@", at + 1)
@@ -827,18 +858,21 @@ const isoDate = (year: number, month: number, day: number): string | null => {
   return `${String(year).padStart(4, "0")}-${String(month).padStart(2, "0")}-${String(day).padStart(2, "0")}`
 }
 
-// The optional joiner group must start with a character the runs cannot match, so matching never backtracks.
-const WORD = /[\p{L}\p{N}][\p{L}\p{M}\p{N}]*(?:['’-][\p{L}\p{N}][\p{L}\p{M}\p{N}]*)*/gu
+// The joiner group starts with a character the runs cannot match, so matching never backtracks; it is bounded so a
+// megabyte-long hyphen chain cannot overflow the regexp backtrack stack (a 33rd joined part starts a new word).
+const WORD = /[\p{L}\p{N}][\p{L}\p{M}\p{N}]*(?:['’-][\p{L}\p{N}][\p{L}\p{M}\p{N}]*){0,31}/gu
 const LETTER = /\p{L}/u
 
 const countWords = (text: string): { readonly wordCount: number; readonly keywords: Map<string, number> } => {
   const keywords = new Map<string, number>()
-  const words = text.match(WORD) ?? []
-  for (const match of words) {
-    let word = match.toLowerCase()
-    if (word.includes("’")) word = word.replace(/’/g, "'")
+  const words = text.toLowerCase().replace(/’/g, "'").match(WORD) ?? []
+  for (let word of words) {
+    if (word.length < 3) continue
     if (word.endsWith("'s")) word = word.slice(0, -2)
-    if (word.length < 3 || STOP_WORDS.has(word) || !LETTER.test(word)) continue
+    if (word.length < 3 || STOP_WORDS.has(word)) continue
+    // Words start with a letter or digit; only those starting with a digit (or non-ASCII) need the letter test.
+    const first = word.charCodeAt(0)
+    if ((first < 97 || first > 122) && !LETTER.test(word)) continue
     keywords.set(word, (keywords.get(word) ?? 0) + 1)
   }
   return { wordCount: words.length, keywords }
@@ -957,8 +991,15 @@ const isSpace = (c: number): boolean => c === 32 || (c >= 9 && c <= 13)
 const isAttributeNameEnd = (c: number): boolean => isSpace(c) || c === 47 || c === 61 || c === 62
 
 const isUnicodeSpace = (c: number): boolean =>
-  c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200b) || c === 0x2028 || c === 0x2029 || c === 0x202f ||
-  c === 0x205f || c === 0x3000 || c === 0xfeff
+  c === 0xa0 ||
+  c === 0x1680 ||
+  (c >= 0x2000 && c <= 0x200b) ||
+  c === 0x2028 ||
+  c === 0x2029 ||
+  c === 0x202f ||
+  c === 0x205f ||
+  c === 0x3000 ||
+  c === 0xfeff
 
 // RFC 5322 atext without the characters that usually border an address in prose (quotes, slashes, braces, …).
 const isLocalChar = (c: number): boolean =>
