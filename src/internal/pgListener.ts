@@ -273,11 +273,17 @@ export const listen = (
     const isUp = yield* shared.ensure(channels)
     const mine = new Set(channels)
     const initial: ListenEvent = isUp ? { _tag: "Up" } : { _tag: "Down" }
-    return Stream.concat(
-      Stream.make(initial),
-      Stream.fromQueue(subscription).pipe(
-        Stream.filter((event) => event._tag !== "Notification" || mine.has(event.channel))
-      )
+    return Stream.concat(Stream.make(initial), Stream.fromQueue(subscription)).pipe(
+      Stream.filter((event) => event._tag !== "Notification" || mine.has(event.channel)),
+      // The hub may repeat the state the stream started with (the Up that answered this very request).
+      Stream.mapAccum(
+        "none" as ListenEvent["_tag"],
+        (last, event): [ListenEvent["_tag"], Option.Option<ListenEvent>] =>
+          event._tag === "Notification"
+            ? [last, Option.some(event)]
+            : [event._tag, event._tag === last ? Option.none() : Option.some(event)]
+      ),
+      Stream.filterMap((event) => event)
     )
   }).pipe(Effect.withSpan("PgListener.listen", { attributes: { channels: channels.join(",") } }))
 
