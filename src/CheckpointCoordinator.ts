@@ -17,11 +17,13 @@
  *   and `message`). `typed(schema)` encodes and decodes them with a `Schema`.
  *
  * Implementations:
- * - `layerMemory` (this module): a `Deferred` per token in a map, private to the process. A checkpoint leaves memory
- *   once it is completed and its result has been awaited (a million create → complete → await in a row leave the
- *   heap flat). After that, the memory layer has forgotten it: `findCheckpoint` returns `None`, `awaitCheckpoint`
- *   and `completeCheckpoint` fail with `CheckpointNotFound`, and creating `(runId, batchIndex)` again makes a new
- *   token. Failed checkpoints stay (they keep blocking their waiters).
+ * - `layerMemory` (this module): a `Deferred` per token in a map, private to the process. A completed checkpoint
+ *   leaves memory once its result has been awaited: it is kept a little longer among the `retainCompleted` (default
+ *   1,000) most recently awaited ones, so late or repeated awaits, finds and idempotent repeats still work, and is
+ *   then forgotten (a million create → complete → await in a row leave the heap flat). A forgotten checkpoint is
+ *   unknown: `findCheckpoint` returns `None`, `awaitCheckpoint` / `completeCheckpoint` fail with
+ *   `CheckpointNotFound`, and creating `(runId, batchIndex)` again makes a new token. Pending, failed, and completed
+ *   but never awaited checkpoints stay (a failed one keeps blocking its waiters).
  * - `SqlCheckpointCoordinator`: each token is also a row, so another process can await it, a restarted run sees
  *   where it stopped, and `completeCheckpoint` joins the caller's `sql.withTransaction`.
  *
@@ -186,21 +188,43 @@ const sameValue = (a: unknown, b: unknown): boolean => {
   }
 }
 
+/** Options of the in-memory coordinator. */
+export interface MemoryOptions {
+  /** How many awaited, completed checkpoints to keep before forgetting the oldest (default 1,000). */
+  readonly retainCompleted?: number | undefined
+}
+
 /**
  * Builds the in-memory coordinator. Each step that reads and changes the maps runs in one synchronous block, so
  * "is there an outcome? if not, set it" cannot interleave with another fiber's.
  */
-export const makeMemory: Effect.Effect<CheckpointCoordinator["Type"]> = Effect.sync(() => {
+export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<CheckpointCoordinator["Type"]> =>
+  Effect.sync(() => makeMemoryUnsafe(options))
+
+const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"] => {
+  const retain = Math.max(0, options.retainCompleted ?? 1_000)
   const byId = new Map<string, MemoryEntry>()
   const byRun = new Map<string, Map<number, MemoryEntry>>()
+  // Completed checkpoints whose result was awaited, oldest first: forgotten beyond `retain`.
+  const awaited = new Set<MemoryEntry>()
 
-  const release = (entry: MemoryEntry): void => {
+  const forget = (entry: MemoryEntry): void => {
     if (byId.get(entry.token.id) !== entry) return
     byId.delete(entry.token.id)
     const run = byRun.get(entry.token.runId)
     if (run === undefined) return
     run.delete(entry.token.batchIndex)
     if (run.size === 0) byRun.delete(entry.token.runId)
+  }
+
+  const release = (entry: MemoryEntry): void => {
+    if (awaited.has(entry)) return
+    awaited.add(entry)
+    while (awaited.size > retain) {
+      const oldest = awaited.values().next().value as MemoryEntry
+      awaited.delete(oldest)
+      forget(oldest)
+    }
   }
 
   const createCheckpoint = (runId: string, batchIndex: number) =>
@@ -332,10 +356,14 @@ export const makeMemory: Effect.Effect<CheckpointCoordinator["Type"]> = Effect.s
     getPendingCheckpoints,
     pollCheckpoint
   })
-})
+}
 
 /** The in-memory coordinator (a fresh, empty one per layer build). */
-export const layerMemory: Layer.Layer<CheckpointCoordinator> = Layer.effect(CheckpointCoordinator, makeMemory)
+export const layerMemory: Layer.Layer<CheckpointCoordinator> = Layer.effect(CheckpointCoordinator, makeMemory())
+
+/** The in-memory coordinator with options. */
+export const layerMemoryWith = (options: MemoryOptions): Layer.Layer<CheckpointCoordinator> =>
+  Layer.effect(CheckpointCoordinator, makeMemory(options))
 
 // ---------------------------------------------------------------------------------------------------------------
 // Typed outcomes

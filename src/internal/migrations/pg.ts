@@ -1,8 +1,10 @@
 /** Baton's Postgres migrations, in order. Add a file under ./pg and a line here; never edit a shipped one. */
 import m0001 from "./pg/0001_tasks.js"
 import m0002 from "./pg/0002_completions_retention.js"
+import m0003 from "./pg/0003_checkpoints.js"
 
 export const pgMigrations = {
   "0001_tasks": m0001,
-  "0002_completions_retention": m0002
+  "0002_completions_retention": m0002,
+  "0003_checkpoints": m0003
 }

@@ -1,8 +1,10 @@
 /** Baton's SQLite migrations, in order. Add a file under ./sqlite and a line here; never edit a shipped one. */
 import m0001 from "./sqlite/0001_tasks.js"
 import m0002 from "./sqlite/0002_completions_retention.js"
+import m0003 from "./sqlite/0003_checkpoints.js"
 
 export const sqliteMigrations = {
   "0001_tasks": m0001,
-  "0002_completions_retention": m0002
+  "0002_completions_retention": m0002,
+  "0003_checkpoints": m0003
 }
