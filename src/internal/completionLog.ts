@@ -6,6 +6,7 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Effect from "effect/Effect"
 import type { Dialect } from "../Storage.js"
+import { type LedgerContext, recordBodies } from "./chordLedger.js"
 
 /** The NOTIFY channel carrying "the completions log grew" (payload: the highest new seq). */
 export const completionsChannel = (prefix: string): string => `${prefix}_completions`
@@ -84,11 +85,7 @@ export interface FinishedTask {
 }
 
 /** Log entries for finished tasks. */
-export const taskEntries = (
-  rows: ReadonlyArray<FinishedTask>,
-  outcome: string,
-  now: number
-): ReadonlyArray<LogEntry> =>
+export const taskEntries = (rows: ReadonlyArray<FinishedTask>, outcome: string, now: number): ReadonlyArray<LogEntry> =>
   rows.map((row) => ({
     kind: "task",
     task_id: row.id,
@@ -102,27 +99,27 @@ export const taskEntries = (
     at: now
   }))
 
+/** The chord ledger's view of a transaction: its client and the log writers. */
+export const ledgerContext = (sql: SqlClient.SqlClient, dialect: Dialect, channelPrefix: string): LedgerContext => ({
+  sql,
+  dialect,
+  append: (entries) => appendLog(sql, dialect, channelPrefix, entries),
+  appendFinished: (rows, outcome, now) => appendLog(sql, dialect, channelPrefix, taskEntries(rows, outcome, now)),
+  wake: (queues) =>
+    dialect === "pg"
+      ? Effect.forEach(new Set(queues), (queue) => sql`SELECT pg_notify(${tasksChannel(channelPrefix)}, ${queue})`, {
+          discard: true
+        })
+      : Effect.void
+})
+
 /**
- * Hook run inside the completing transaction for tasks that belong to a chord (the chord's counter moves in the
- * same transaction as the task's own guarded state change, so a completion is counted at most once).
- * Installed by the chord module; the default does nothing.
+ * Records that tasks reached a terminal state, inside the transaction of their guarded transition: log rows, NOTIFY,
+ * and, for body tasks of a chord, the chord's counters (and its dispatch when this completes it). The counters move
+ * in this same transaction, so a completion is counted if and only if the task's own transition committed — once.
+ * Chord bookkeeping is plain SQL on tables every migrated database has: it does not depend on any service being
+ * installed in the completing process.
  */
-export type FinishHook = (
-  sql: SqlClient.SqlClient,
-  dialect: Dialect,
-  rows: ReadonlyArray<FinishedTask>,
-  outcome: string,
-  now: number
-) => Effect.Effect<void, SqlError>
-
-let finishHook: FinishHook | undefined
-
-/** Installs the hook (idempotent; the chord module calls it at import). */
-export const setFinishHook = (hook: FinishHook): void => {
-  finishHook = hook
-}
-
-/** Records that tasks reached a terminal state: log rows, NOTIFY, and the chord hook. Inside a transaction. */
 export const recordFinished = (
   sql: SqlClient.SqlClient,
   dialect: Dialect,
@@ -133,16 +130,8 @@ export const recordFinished = (
 ): Effect.Effect<void, SqlError> => {
   if (rows.length === 0) return Effect.void
   const log = appendLog(sql, dialect, channelPrefix, taskEntries(rows, outcome, now))
-  const hook = finishHook
-  if (hook === undefined || !rows.some((row) => row.chord_id !== null)) return log
-  return Effect.zipRight(
-    log,
-    hook(
-      sql,
-      dialect,
-      rows.filter((row) => row.chord_id !== null),
-      outcome,
-      now
-    )
-  )
+  const chordRows = rows.filter((row) => row.chord_id !== null)
+  if (chordRows.length === 0) return log
+  // The chord counters last: their row lock is then held only for the rest of this transaction (the commit).
+  return Effect.zipRight(log, recordBodies(ledgerContext(sql, dialect, channelPrefix), chordRows, outcome, now))
 }

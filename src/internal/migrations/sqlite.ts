@@ -2,9 +2,11 @@
 import m0001 from "./sqlite/0001_tasks.js"
 import m0002 from "./sqlite/0002_completions_retention.js"
 import m0003 from "./sqlite/0003_checkpoints.js"
+import m0004 from "./sqlite/0004_chords.js"
 
 export const sqliteMigrations = {
   "0001_tasks": m0001,
   "0002_completions_retention": m0002,
-  "0003_checkpoints": m0003
+  "0003_checkpoints": m0003,
+  "0004_chords": m0004
 }

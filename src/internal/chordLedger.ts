@@ -1,0 +1,430 @@
+/**
+ * Chord bookkeeping and dispatch in SQL. Every function here runs inside a transaction that the caller owns:
+ * - `recordBodies` inside the transaction that moves body tasks to a terminal state (called by `recordFinished`),
+ * - `settleChord` / `cancelChord` / `sweepBody` inside the registry's own short transactions.
+ *
+ * The scheme (docs/chords.md has the full argument):
+ * 1. Counting. The completing transaction has just run the task's guarded transition (`UPDATE baton_tasks ... WHERE
+ *    id AND lease_id AND state = 'running' RETURNING`). Only the rows it returned are counted, with one
+ *    `UPDATE baton_chords SET succeeded = succeeded + n ... WHERE id = $chord RETURNING *` per chord, in chord id order
+ *    (no deadlock between two batches touching the same chords). A terminal task never leaves its terminal state, so
+ *    the task row itself is the idempotent ledger: each body task is counted exactly once, in O(1).
+ * 2. Deciding. The counter update holds the chord row lock until commit. On Postgres READ COMMITTED a concurrent
+ *    updater blocks on that lock and then re-reads the committed row, so the totals each transaction sees are
+ *    distinct and increasing: exactly one sees `succeeded + failed + cancelled = expected`. Every transaction that
+ *    added to the count committed before the lock was granted, so the next statement sees all their task rows.
+ * 3. Dispatching. `UPDATE baton_chords SET state = 'completed', dispatched_at = ... WHERE id = $1 AND state =
+ *    'running' AND dispatched_at IS NULL RETURNING id` and the INSERT of the callback task run in that same
+ *    transaction: the mark and the task commit together or not at all. The reconciler uses the same function, under
+ *    the same guard, after locking the row, so a chord is dispatched once whoever gets there.
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import { chordsCompleted, chordsFailed, chordsHealed, dispatchLatency, type ChordFailure } from "../ChordRegistry.js"
+import type { Dialect } from "../Storage.js"
+import type { RawEnqueue } from "../TaskQueue.js"
+import type { FinishedTask, LogEntry } from "./completionLog.js"
+
+/** What the ledger needs from its caller: the transaction's client and the log writers. */
+export interface LedgerContext {
+  readonly sql: SqlClient.SqlClient
+  readonly dialect: Dialect
+  /** Appends completions-log rows (NOTIFY on Postgres) inside the current transaction. */
+  readonly append: (entries: ReadonlyArray<LogEntry>) => Effect.Effect<void, SqlError>
+  /** Appends the `task` rows of tasks that reached a terminal state (without chord bookkeeping). */
+  readonly appendFinished: (
+    rows: ReadonlyArray<FinishedTask>,
+    outcome: string,
+    now: number
+  ) => Effect.Effect<void, SqlError>
+  /** Signals that tasks were enqueued on these queues (NOTIFY on Postgres, delivered at commit). */
+  readonly wake: (queues: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
+}
+
+/** A callback (or onError) sealed into the chord row: the enqueue request without payload, and the encoded args. */
+export interface SealedCall {
+  readonly request: Omit<RawEnqueue, "payload" | "chordId" | "chordIndex">
+  /** Delay applied at dispatch (a `delay` option is relative to dispatch, not to the chord's creation). */
+  readonly delayMs?: number | undefined
+  /** The encoded payload fields other than `results` / `failure`. */
+  readonly args: Readonly<Record<string, unknown>>
+}
+
+/** A `baton_chords` row. */
+export interface ChordRow {
+  readonly id: string
+  readonly namespace: string
+  readonly tags: string
+  readonly idempotency_key: string | null
+  readonly state: "running" | "completed" | "failed" | "cancelled"
+  readonly failure_policy: "fail" | "continue"
+  readonly expected: number
+  readonly succeeded: number
+  readonly failed: number
+  readonly cancelled: number
+  readonly callback_name: string
+  readonly callback: string
+  readonly on_error: string | null
+  readonly callback_task_id: string | null
+  readonly error_task_id: string | null
+  readonly failure: string | null
+  readonly healed: number
+  readonly body_open: number
+  readonly created_at: number
+  readonly last_body_at: number | null
+  readonly dispatched_at: number | null
+}
+
+interface BodyRow {
+  readonly id: string
+  readonly name: string
+  readonly chord_index: number
+  readonly state: string
+  readonly result: string | null
+  readonly error: string | null
+  readonly finished_at: number | null
+}
+
+const finishedColumns = "id, name, queue, namespace, tags, chord_id, chord_index, run_id"
+
+const done = (row: ChordRow): number => Number(row.succeeded) + Number(row.failed) + Number(row.cancelled)
+
+/** Whether a body outcome counts as a failure under the `fail` policy. */
+const isFailure = (state: string): boolean => state === "failed" || state === "dead" || state === "cancelled"
+
+/** Locks a running chord's row for the rest of the transaction and returns it (None if it is not running). */
+export const lockRunning = (ctx: LedgerContext, chordId: string) =>
+  // A write first on SQLite too: a deferred transaction that reads before it writes can fail to upgrade its lock.
+  Effect.map(
+    ctx.dialect === "pg"
+      ? ctx.sql<ChordRow>`SELECT * FROM baton_chords WHERE id = ${chordId} AND state = 'running' FOR UPDATE`
+      : ctx.sql<ChordRow>`UPDATE baton_chords SET state = state WHERE id = ${chordId} AND state = 'running'
+          RETURNING *`,
+    (rows) => rows[0]
+  )
+
+const bump = (ctx: LedgerContext, chordId: string, outcome: string, n: number, now: number) => {
+  const { sql } = ctx
+  const statement =
+    outcome === "succeeded"
+      ? sql<ChordRow>`UPDATE baton_chords SET succeeded = succeeded + ${n}, last_body_at = ${now}
+          WHERE id = ${chordId} RETURNING *`
+      : outcome === "cancelled"
+        ? sql<ChordRow>`UPDATE baton_chords SET cancelled = cancelled + ${n}, last_body_at = ${now}
+            WHERE id = ${chordId} RETURNING *`
+        : sql<ChordRow>`UPDATE baton_chords SET failed = failed + ${n}, last_body_at = ${now}
+            WHERE id = ${chordId} RETURNING *`
+  return Effect.map(statement, (rows) => rows[0])
+}
+
+/**
+ * Counts body tasks that just reached a terminal state (the rows returned by their guarded transition) and, when a
+ * count completes or fails a running chord, dispatches it. Runs inside the completing transaction.
+ */
+export const recordBodies = (
+  ctx: LedgerContext,
+  rows: ReadonlyArray<FinishedTask>,
+  outcome: string,
+  now: number
+): Effect.Effect<void, SqlError> =>
+  Effect.gen(function* () {
+    const byChord = new Map<string, number>()
+    for (const row of rows) {
+      if (row.chord_id !== null) byChord.set(row.chord_id, (byChord.get(row.chord_id) ?? 0) + 1)
+    }
+    // Chord id order: two transactions touching the same chords lock their rows in the same order.
+    for (const chordId of [...byChord.keys()].sort()) {
+      const chord = yield* bump(ctx, chordId, outcome, byChord.get(chordId)!, now)
+      if (chord === undefined) continue // tasks pointing at a chord that does not exist: nothing to count
+      if (chord.state === "running") {
+        const failing = chord.failure_policy === "fail" && isFailure(outcome)
+        if (failing || done(chord) >= Number(chord.expected)) yield* settleChord(ctx, chord, now, false)
+      } else if (chord.body_open === 1 && done(chord) >= Number(chord.expected)) {
+        yield* ctx.sql`UPDATE baton_chords SET body_open = 0 WHERE id = ${chordId}`
+      }
+    }
+  })
+
+const readBodies = (ctx: LedgerContext, chordId: string) =>
+  ctx.sql<BodyRow>`SELECT id, name, chord_index, state, result, error, finished_at FROM baton_tasks
+    WHERE chord_id = ${chordId} ORDER BY chord_index`
+
+/** The result of settling a chord. */
+export type Settled = "completed" | "failed" | "waiting" | "not-running"
+
+/**
+ * Decides a running chord whose row the transaction holds locked: reads its body (once, at the end), repairs the
+ * counters if they drifted from the task rows, and completes or fails it under the dispatch guard.
+ */
+export const settleChord = (
+  ctx: LedgerContext,
+  chord: ChordRow,
+  now: number,
+  healed: boolean
+): Effect.Effect<Settled, SqlError> =>
+  Effect.gen(function* () {
+    const bodies = yield* readBodies(ctx, chord.id)
+    let succeeded = 0
+    let failed = 0
+    let cancelled = 0
+    let firstFailure: BodyRow | undefined
+    for (const body of bodies) {
+      if (body.state === "succeeded") succeeded++
+      else if (body.state === "cancelled") cancelled++
+      else if (body.state === "failed" || body.state === "dead") failed++
+      if (isFailure(body.state)) {
+        if (firstFailure === undefined || Number(body.finished_at ?? 0) < Number(firstFailure.finished_at ?? 0)) {
+          firstFailure = body
+        }
+      }
+    }
+    if (
+      succeeded !== Number(chord.succeeded) ||
+      failed !== Number(chord.failed) ||
+      cancelled !== Number(chord.cancelled)
+    ) {
+      // Only reachable if a terminal transition bypassed recordFinished (or by fault injection in tests).
+      yield* Effect.logWarning("chord counters drifted from the body task rows; repaired", {
+        chordId: chord.id,
+        counted: [chord.succeeded, chord.failed, chord.cancelled].join("/"),
+        actual: [succeeded, failed, cancelled].join("/")
+      })
+      yield* ctx.sql`UPDATE baton_chords SET succeeded = ${succeeded}, failed = ${failed}, cancelled = ${cancelled}
+        WHERE id = ${chord.id}`
+    }
+    if (chord.failure_policy === "fail" && firstFailure !== undefined) {
+      return (yield* failChord(ctx, chord, firstFailure, now, healed)) ? "failed" : "not-running"
+    }
+    const open = bodies.length - succeeded - failed - cancelled
+    if (open > 0 || bodies.length < Number(chord.expected)) return "waiting"
+    return (yield* completeChord(ctx, chord, bodies, now, healed)) ? "completed" : "not-running"
+  })
+
+const parseTaskError = (text: string | null): ChordFailure["error"] => {
+  if (text === null) return undefined
+  try {
+    return JSON.parse(text) as ChordFailure["error"]
+  } catch {
+    return undefined
+  }
+}
+
+const cancelledError = (message: string) => JSON.stringify({ kind: "cancelled", message, attempt: 0 })
+
+const outcomeJson = (body: BodyRow): string => {
+  if (body.state === "succeeded") {
+    return `{"_tag":"Success","taskId":${JSON.stringify(body.id)},"value":${body.result ?? "null"}}`
+  }
+  const error = body.error ?? JSON.stringify({ kind: "failure", message: "no error recorded", attempt: 0 })
+  return `{"_tag":"Failure","taskId":${JSON.stringify(body.id)},"state":${JSON.stringify(body.state)},"error":${error}}`
+}
+
+/** `{ ...args, [field]: valueJson }` as JSON text, splicing already-encoded JSON without re-parsing it. */
+const payloadText = (args: Readonly<Record<string, unknown>>, field: string, valueJson: string): string => {
+  const rest = JSON.stringify(args)
+  return `{${JSON.stringify(field)}:${valueJson}${rest === "{}" ? "" : `,${rest.slice(1, -1)}`}}`
+}
+
+/** Inserts a task for a sealed call (callback or onError); returns its id (an existing task's on a key conflict). */
+const insertSealed = (ctx: LedgerContext, sealed: SealedCall, payload: string, now: number) =>
+  Effect.gen(function* () {
+    const { sql } = ctx
+    const request = sealed.request
+    const maxAttempts = request.maxAttempts ?? 3
+    const row = {
+      id: crypto.randomUUID(),
+      name: request.name,
+      queue: request.queue ?? "default",
+      namespace: request.namespace ?? "default",
+      tags: JSON.stringify(request.tags ?? []),
+      payload,
+      state: "pending",
+      priority: request.priority ?? 0,
+      attempts: 0,
+      max_attempts: maxAttempts,
+      timeout_ms: request.timeoutMs ?? null,
+      backoff: request.backoff === undefined ? null : JSON.stringify(request.backoff),
+      run_at: request.runAt ?? now + (sealed.delayMs ?? 0),
+      idempotency_key: request.idempotencyKey ?? null,
+      chord_id: null,
+      chord_index: null,
+      run_id: request.runId ?? null,
+      created_at: now,
+      updated_at: now
+    }
+    const inserted = yield* sql<{ id: string }>`INSERT INTO baton_tasks ${sql.insert(row)} ON CONFLICT DO NOTHING
+      RETURNING id`
+    yield* ctx.wake([row.queue])
+    if (inserted[0] !== undefined) return { id: inserted[0].id, queue: row.queue }
+    const existing = yield* sql<{ id: string }>`SELECT id FROM baton_tasks
+      WHERE namespace = ${row.namespace} AND idempotency_key = ${row.idempotency_key}`
+    if (existing[0] === undefined) return yield* Effect.dieMessage(`chord: task ${row.id} neither inserted nor found`)
+    return { id: existing[0].id, queue: row.queue }
+  })
+
+const chordEntry = (
+  chord: ChordRow,
+  kind: string,
+  outcome: string,
+  at: number,
+  task?: { readonly id: string; readonly name: string; readonly queue: string | null }
+): LogEntry => ({
+  kind,
+  task_id: task?.id ?? null,
+  task_name: task?.name ?? null,
+  queue: task?.queue ?? null,
+  namespace: chord.namespace,
+  tags: chord.tags,
+  outcome,
+  chord_id: chord.id,
+  run_id: null,
+  at
+})
+
+const recordDispatch = (chord: ChordRow, at: number, healed: boolean) =>
+  Effect.zipRight(
+    chord.last_body_at === null
+      ? Effect.void
+      : Metric.update(dispatchLatency, Math.max(0, at - Number(chord.last_body_at))),
+    healed ? Metric.increment(chordsHealed) : Effect.void
+  )
+
+const completeChord = (
+  ctx: LedgerContext,
+  chord: ChordRow,
+  bodies: ReadonlyArray<BodyRow>,
+  now: number,
+  healed: boolean
+): Effect.Effect<boolean, SqlError> =>
+  Effect.gen(function* () {
+    const { sql } = ctx
+    const at = Math.max(now, yield* Clock.currentTimeMillis)
+    const sealed = JSON.parse(chord.callback) as SealedCall
+    const results =
+      chord.failure_policy === "continue"
+        ? `[${bodies.map(outcomeJson).join(",")}]`
+        : `[${bodies.map((body) => body.result ?? "null").join(",")}]`
+    // The guard: of all transactions that get here, only one sees the chord running and undispatched.
+    const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'completed', dispatched_at = ${at},
+      healed = ${healed ? 1 : 0} WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id`
+    if (won.length === 0) return false
+    const task = yield* insertSealed(ctx, sealed, payloadText(sealed.args, "results", results), at)
+    yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
+    yield* ctx.append([
+      chordEntry(chord, "chord.completed", "succeeded", at),
+      chordEntry(chord, "chord.callback.enqueued", "succeeded", at, {
+        id: task.id,
+        name: sealed.request.name,
+        queue: task.queue
+      })
+    ])
+    yield* Metric.increment(chordsCompleted)
+    yield* recordDispatch(chord, at, healed)
+    return true
+  }).pipe(
+    Effect.withSpan("ChordRegistry.dispatch", {
+      attributes: { chordId: chord.id, callback: chord.callback_name, expected: chord.expected, healed }
+    })
+  )
+
+/** Cancels the body tasks still pending or running (skipping rows another transaction holds; the sweep retries). */
+const cancelBody = (ctx: LedgerContext, chordId: string, message: string, now: number) =>
+  Effect.gen(function* () {
+    const { sql } = ctx
+    const error = cancelledError(message)
+    const set = sql`state = 'cancelled', lease_id = NULL, lease_expires_at = NULL, error = ${error},
+      finished_at = ${now}, updated_at = ${now}`
+    const rows =
+      ctx.dialect === "pg"
+        ? yield* sql<FinishedTask>`UPDATE baton_tasks SET ${set} WHERE id IN (
+            SELECT id FROM baton_tasks WHERE chord_id = ${chordId} AND state IN ('pending', 'running')
+            FOR UPDATE SKIP LOCKED) RETURNING ${sql.literal(finishedColumns)}`
+        : yield* sql<FinishedTask>`UPDATE baton_tasks SET ${set}
+            WHERE chord_id = ${chordId} AND state IN ('pending', 'running') RETURNING ${sql.literal(finishedColumns)}`
+    yield* ctx.appendFinished(rows, "cancelled", now)
+    yield* sql`UPDATE baton_chords SET cancelled = cancelled + ${rows.length},
+      body_open = CASE WHEN EXISTS (SELECT 1 FROM baton_tasks WHERE chord_id = ${chordId}
+        AND state IN ('pending', 'running')) THEN 1 ELSE 0 END
+      WHERE id = ${chordId}`
+    return rows.length
+  })
+
+const failChord = (
+  ctx: LedgerContext,
+  chord: ChordRow,
+  failing: BodyRow,
+  now: number,
+  healed: boolean
+): Effect.Effect<boolean, SqlError> =>
+  Effect.gen(function* () {
+    const { sql } = ctx
+    const at = Math.max(now, yield* Clock.currentTimeMillis)
+    const error = parseTaskError(failing.error)
+    const failure: ChordFailure = {
+      chordId: chord.id,
+      reason: "body_failed",
+      taskId: failing.id,
+      taskName: failing.name,
+      index: Number(failing.chord_index),
+      taskState: failing.state,
+      ...(error === undefined ? {} : { error })
+    }
+    const failureJson = JSON.stringify(failure)
+    const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'failed', dispatched_at = ${at},
+      failure = ${failureJson}, healed = ${healed ? 1 : 0}
+      WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id`
+    if (won.length === 0) return false
+    yield* cancelBody(ctx, chord.id, `chord ${chord.id} failed`, at)
+    const entries: Array<LogEntry> = [
+      chordEntry(chord, "chord.failed", "failed", at, { id: failing.id, name: failing.name, queue: null })
+    ]
+    if (chord.on_error !== null) {
+      const sealed = JSON.parse(chord.on_error) as SealedCall
+      const task = yield* insertSealed(ctx, sealed, payloadText(sealed.args, "failure", failureJson), at)
+      yield* sql`UPDATE baton_chords SET error_task_id = ${task.id} WHERE id = ${chord.id}`
+      entries.push(
+        chordEntry(chord, "chord.callback.enqueued", "failed", at, {
+          id: task.id,
+          name: sealed.request.name,
+          queue: task.queue
+        })
+      )
+    }
+    yield* ctx.append(entries)
+    yield* Metric.increment(chordsFailed)
+    yield* recordDispatch(chord, at, healed)
+    return true
+  }).pipe(
+    Effect.withSpan("ChordRegistry.fail", {
+      attributes: { chordId: chord.id, callback: chord.callback_name, failedTask: failing.name, healed }
+    })
+  )
+
+/** Cancels a running chord under the dispatch guard; true if this call cancelled it. */
+export const cancelChord = (ctx: LedgerContext, chordId: string, now: number): Effect.Effect<boolean, SqlError> =>
+  Effect.gen(function* () {
+    const failure: ChordFailure = { chordId, reason: "cancelled" }
+    const won = yield* ctx.sql<ChordRow>`UPDATE baton_chords SET state = 'cancelled', dispatched_at = ${now},
+      failure = ${JSON.stringify(failure)}
+      WHERE id = ${chordId} AND state = 'running' AND dispatched_at IS NULL RETURNING *`
+    const chord = won[0]
+    if (chord === undefined) return false
+    yield* cancelBody(ctx, chordId, `chord ${chordId} cancelled`, now)
+    yield* ctx.append([chordEntry(chord, "chord.failed", "cancelled", now)])
+    return true
+  })
+
+/** Cancels what is left of a failed or cancelled chord's body; true once nothing is left. */
+export const sweepBody = (ctx: LedgerContext, chordId: string, now: number): Effect.Effect<boolean, SqlError> =>
+  Effect.gen(function* () {
+    const rows = yield* ctx.sql<{ id: string; state: string }>`UPDATE baton_chords SET body_open = body_open
+      WHERE id = ${chordId} AND body_open = 1 RETURNING id, state`
+    const chord = rows[0]
+    if (chord === undefined) return true
+    yield* cancelBody(ctx, chordId, `chord ${chordId} ${chord.state}`, now)
+    const left = yield* ctx.sql<{ body_open: number }>`SELECT body_open FROM baton_chords WHERE id = ${chordId}`
+    return Number(left[0]?.body_open ?? 0) === 0
+  })
