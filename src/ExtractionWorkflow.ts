@@ -1,0 +1,524 @@
+/**
+ * ExtractionWorkflow: the reference workflow. It extracts structure and statistics from a collection of documents in
+ * sequential batches, fanning each batch out to workers, and records progress only after the batch's checkpoint is
+ * confirmed.
+ *
+ * For each batch `i`, in order:
+ * 1. `createCheckpoint(scope, i)` (the scope is the run id, or `<runId>#g` after `g` failed attempts; see RunService);
+ * 2. fan the batch out as a chord: one `ExtractDocument` task per document, and the `MergeBatch` callback, which
+ *    receives the extracts in document order and merges them into a `BatchSummary`;
+ * 3. save the batch (its documents and its summary) and complete the checkpoint in ONE transaction; on any failure
+ *    (a document that fails for good, the merge failing, the save failing) fail the checkpoint instead;
+ * 4. `awaitCheckpoint`;
+ * 5. only then `updateProgress(runId, i + 1, total)`.
+ *
+ * Guarantees:
+ * - Progress is never recorded for a batch whose checkpoint is not completed (RunService re-checks the checkpoint row
+ *   in the statement that moves progress), and a failed batch fails the run: progress stays where it was.
+ * - Saving a batch is idempotent: `(run_id, batch_index)` and `(run_id, doc_index)` are primary keys written with
+ *   `ON CONFLICT DO NOTHING`, and a checkpoint completed twice with the same result is a no-op. So a batch is stored
+ *   once whoever saves it and however often (a resumed run, two drivers on one run).
+ * - The run's input (every document's path and text) is stored with the run, so `resume(runId)` needs nothing but
+ *   the id, in any process, on any host. It continues after the last confirmed batch: a batch confirmed but not yet
+ *   recorded as progress (the driver died in between) is recorded without redoing it; a batch in flight is picked up
+ *   where it is (the same checkpoint token, the same chord by idempotency key); a failed batch is redone under a new
+ *   checkpoint scope. A crash at any moment costs at most the batch in flight, and a resumed run ends with exactly the
+ *   results an uninterrupted run would have.
+ * - Nothing here executes tasks: workers (`Worker.run({ tasks: ExtractionWorkflow.tasks })`, in this process or in
+ *   others) do, and any process holding a `ChordRegistry` dispatches the merge callbacks.
+ *
+ * @since 0.1.0
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import { CheckpointCoordinator, type CheckpointToken } from "./CheckpointCoordinator.js"
+import * as ChordRegistry from "./ChordRegistry.js"
+import { CompletionBackend } from "./CompletionBackend.js"
+import { BatchSummary, DocumentExtract, extractDocument, mergeBatch } from "./Extract.js"
+import { type Run, type RunId, type RunNotFound, RunService, type RunStateConflict } from "./RunService.js"
+import * as Task from "./Task.js"
+import { type TaskInfo, TaskQueue, terminalStates } from "./TaskQueue.js"
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Tasks
+// ---------------------------------------------------------------------------------------------------------------------
+
+/** Body task: extracts one document (pure; the document travels in the payload, so any host can run it). */
+export const ExtractDocument = Task.make("baton.extract.document", {
+  payload: Schema.Struct({ path: Schema.String, content: Schema.String }),
+  success: DocumentExtract,
+  handler: ({ content, path }) => Effect.sync(() => extractDocument(path, content)),
+  maxAttempts: 3,
+  timeout: "2 minutes",
+  backoff: { base: "200 millis", factor: 2, max: "10 seconds" }
+})
+
+/** Chord callback: merges a batch's extracts (in document order) into its summary. */
+export const MergeBatch = Task.make("baton.extract.merge", {
+  payload: ChordRegistry.callbackPayload(DocumentExtract, { runId: Schema.String, batchIndex: Schema.Number }),
+  success: BatchSummary,
+  handler: ({ results }) => Effect.sync(() => mergeBatch(results)),
+  maxAttempts: 3,
+  backoff: { base: "200 millis", factor: 2, max: "10 seconds" }
+})
+
+/** The tasks a worker must run for this workflow: `Worker.run({ tasks: ExtractionWorkflow.tasks })`. */
+export const tasks = [ExtractDocument, MergeBatch] as const
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Contract
+// ---------------------------------------------------------------------------------------------------------------------
+
+/** The run kind recorded in `baton_runs`. */
+export const kind = "extract"
+
+/** Default number of documents per batch. */
+export const defaultBatchSize = 20
+
+/** A document to extract. */
+export interface InputDocument {
+  /** A name for the document (a relative path); its extension selects Markdown, HTML or text rules. */
+  readonly path: string
+  readonly content: string
+}
+
+/** What `run` processes. */
+export interface RunInput {
+  readonly documents: Iterable<InputDocument>
+  /** Documents per batch (default 20). */
+  readonly batchSize?: number | undefined
+  /** Choose the run id (default random). Running an existing id continues that run, like `resume`. */
+  readonly runId?: string | undefined
+  /** Where the documents came from (kept in the run's metadata, shown by the CLI). */
+  readonly source?: string | undefined
+}
+
+/** The workflow-specific part of a run's metadata. */
+export const RunMetadata = Schema.Struct({
+  batchSize: Schema.Int.pipe(Schema.positive()),
+  totalDocuments: Schema.NonNegativeInt,
+  source: Schema.optional(Schema.String)
+})
+/** The workflow-specific part of a run's metadata. */
+export interface RunMetadata extends Schema.Schema.Type<typeof RunMetadata> {}
+
+/** A finished run. */
+export interface RunResult {
+  readonly runId: RunId
+  readonly batches: number
+  readonly documents: number
+  /** Totals over every document of the run (computed from the saved extracts). */
+  readonly summary: BatchSummary
+}
+
+/** Where a run stands. */
+export interface Progress {
+  readonly run: Run
+  readonly metadata: RunMetadata
+  /** Documents in saved (confirmed) batches. */
+  readonly documentsDone: number
+}
+
+/** One saved document extract. */
+export interface SavedDocument extends DocumentExtract {
+  readonly runId: string
+  readonly batchIndex: number
+  readonly docIndex: number
+}
+
+/** One saved batch summary. */
+export interface SavedBatch {
+  readonly runId: string
+  readonly batchIndex: number
+  readonly summary: BatchSummary
+}
+
+/** The run failed at a batch (a document that failed for good, the merge, or the save); progress stays before it. */
+export class ExtractionFailed extends Schema.TaggedError<ExtractionFailed>()("ExtractionFailed", {
+  runId: Schema.String,
+  batchIndex: Schema.Number,
+  reason: Schema.String
+}) {
+  override get message(): string {
+    return `run ${this.runId} failed at batch ${this.batchIndex}: ${this.reason}`
+  }
+}
+
+/** The run is not an extraction run (or its metadata is unreadable). */
+export class NotAnExtractionRun extends Schema.TaggedError<NotAnExtractionRun>()("NotAnExtractionRun", {
+  runId: Schema.String,
+  kind: Schema.String
+}) {
+  override get message(): string {
+    return `run ${this.runId} is a "${this.kind}" run, not an extraction run`
+  }
+}
+
+/** Errors of running or resuming. */
+export type WorkflowError = ExtractionFailed | NotAnExtractionRun | RunNotFound | RunStateConflict | SqlError
+
+/** The extraction workflow. */
+export class ExtractionWorkflow extends Context.Tag("baton/ExtractionWorkflow")<
+  ExtractionWorkflow,
+  {
+    /** Records a new run and its input (one transaction) without processing it; an existing id is returned as is. */
+    readonly start: (input: RunInput) => Effect.Effect<Run, SqlError>
+    /** Records the run and processes it batch by batch until it succeeds or fails. */
+    readonly run: (input: RunInput) => Effect.Effect<RunResult, WorkflowError>
+    /** Continues a run after its last confirmed batch (a succeeded run returns its result at once). */
+    readonly resume: (runId: string) => Effect.Effect<RunResult, WorkflowError>
+    /** Where a run stands (batches from RunService, documents from the saved batches). */
+    readonly progress: (runId: string) => Effect.Effect<Progress, RunNotFound | NotAnExtractionRun | SqlError>
+    /** Totals over the run's saved documents. */
+    readonly summary: (runId: string) => Effect.Effect<BatchSummary, SqlError>
+    /** The run's saved document extracts, in document order. */
+    readonly documents: (runId: string) => Effect.Effect<ReadonlyArray<SavedDocument>, SqlError>
+    /** The run's saved batch summaries, in batch order. */
+    readonly batches: (runId: string) => Effect.Effect<ReadonlyArray<SavedBatch>, SqlError>
+  }
+>() {}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Implementation
+// ---------------------------------------------------------------------------------------------------------------------
+
+interface DocumentRow {
+  readonly run_id: string
+  readonly doc_index: number
+  readonly batch_index: number
+  readonly path: string
+  readonly format: string
+  readonly bytes: number
+  readonly title: string | null
+  readonly word_count: number
+  readonly headings: string
+  readonly links: string
+  readonly emails: string
+  readonly dates: string
+  readonly code_languages: string
+  readonly keywords: string
+}
+
+const decodeMetadata = Schema.decodeUnknownOption(RunMetadata)
+const decodeMergePayload = Schema.decodeUnknown(MergeBatch.payload)
+const decodeSummary = Schema.decodeUnknown(BatchSummary)
+const decodeSummaryJson = Schema.decodeUnknownSync(Schema.parseJson(BatchSummary))
+const decodeExtract = Schema.decodeUnknownSync(DocumentExtract)
+
+const toSaved = (row: DocumentRow): SavedDocument => ({
+  runId: row.run_id,
+  batchIndex: Number(row.batch_index),
+  docIndex: Number(row.doc_index),
+  ...decodeExtract({
+    path: row.path,
+    format: row.format,
+    bytes: Number(row.bytes),
+    title: row.title,
+    headings: JSON.parse(row.headings),
+    links: JSON.parse(row.links),
+    emails: JSON.parse(row.emails),
+    dates: JSON.parse(row.dates),
+    codeLanguages: JSON.parse(row.code_languages),
+    wordCount: Number(row.word_count),
+    keywords: JSON.parse(row.keywords)
+  })
+})
+
+const messageOf = (error: unknown): string =>
+  typeof error === "object" && error !== null && "message" in error
+    ? String((error as { message: unknown }).message)
+    : String(error)
+
+/** Builds the workflow from Baton's services. */
+export const make = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const runs = yield* RunService
+  const checkpoints = yield* CheckpointCoordinator
+  const chords = yield* ChordRegistry.ChordRegistry
+  const queue = yield* TaskQueue
+  const completions = yield* CompletionBackend
+
+  const metadataOf = (run: Run) =>
+    run.kind !== kind
+      ? Effect.fail(new NotAnExtractionRun({ runId: run.id, kind: run.kind }))
+      : Option.match(decodeMetadata(run.metadata), {
+          onNone: () => Effect.fail(new NotAnExtractionRun({ runId: run.id, kind: `${run.kind} (bad metadata)` })),
+          onSome: Effect.succeed
+        })
+
+  const start = Effect.fn("ExtractionWorkflow.start")(function* (input: RunInput) {
+    const batchSize = input.batchSize ?? defaultBatchSize
+    if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
+      return yield* Effect.die(new RangeError(`batchSize must be a positive integer, got ${batchSize}`))
+    }
+    const documents = [...input.documents]
+    const metadata: RunMetadata = {
+      batchSize,
+      totalDocuments: documents.length,
+      ...(input.source !== undefined ? { source: input.source } : {})
+    }
+    return yield* sql.withTransaction(
+      Effect.gen(function* () {
+        const run = yield* runs.createRun({
+          kind,
+          totalBatches: Math.ceil(documents.length / batchSize),
+          id: input.runId,
+          metadata
+        })
+        const rows = documents.map((doc, i) => ({ run_id: run.id, doc_index: i, path: doc.path, content: doc.content }))
+        for (let i = 0; i < rows.length; i += 500) {
+          yield* sql`INSERT INTO baton_extract_inputs ${sql.insert(rows.slice(i, i + 500))} ON CONFLICT DO NOTHING`
+        }
+        return run
+      })
+    )
+  })
+
+  const loadBatch = (runId: string, batchIndex: number, batchSize: number) =>
+    sql<{ doc_index: number; path: string; content: string }>`SELECT doc_index, path, content
+      FROM baton_extract_inputs WHERE run_id = ${runId} AND doc_index >= ${batchIndex * batchSize}
+        AND doc_index < ${(batchIndex + 1) * batchSize} ORDER BY doc_index`
+
+  // Subscribe, then re-read, then wait: a completion between the read and the wait is not lost.
+  const awaitTerminal = (taskId: string, taskName: string) =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const events = yield* completions.subscribe({ filter: { taskName, kinds: ["task"] } })
+        const first = yield* queue.get(taskId)
+        if (terminalStates.includes(first.state)) return first
+        yield* events.pipe(
+          Stream.filter((event) => event.taskId === taskId),
+          Stream.take(1),
+          Stream.runDrain
+        )
+        return yield* queue.get(taskId)
+      })
+    )
+
+  // Idempotent: the batch row decides; its documents were written in the same transaction.
+  const saveBatch = (
+    runId: string,
+    batchIndex: number,
+    firstDoc: number,
+    summary: BatchSummary,
+    extracts: ReadonlyArray<DocumentExtract>
+  ) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const inserted = yield* sql<{ run_id: string }>`INSERT INTO baton_extract_batches ${sql.insert({
+        run_id: runId,
+        batch_index: batchIndex,
+        documents: summary.documents,
+        bytes: summary.bytes,
+        words: summary.words,
+        summary: JSON.stringify(Schema.encodeSync(BatchSummary)(summary)),
+        created_at: now
+      })} ON CONFLICT DO NOTHING RETURNING run_id`
+      if (inserted.length === 0) return false
+      const rows = extracts.map((extract, i) => ({
+        run_id: runId,
+        doc_index: firstDoc + i,
+        batch_index: batchIndex,
+        path: extract.path,
+        format: extract.format,
+        bytes: extract.bytes,
+        title: extract.title,
+        word_count: extract.wordCount,
+        headings: JSON.stringify(extract.headings),
+        links: JSON.stringify(extract.links),
+        emails: JSON.stringify(extract.emails),
+        dates: JSON.stringify(extract.dates),
+        code_languages: JSON.stringify(extract.codeLanguages),
+        keywords: JSON.stringify(extract.keywords),
+        created_at: now
+      }))
+      for (let i = 0; i < rows.length; i += 500) {
+        yield* sql`INSERT INTO baton_extract_documents ${sql.insert(rows.slice(i, i + 500))} ON CONFLICT DO NOTHING`
+      }
+      return true
+    })
+
+  const checkpointResult = (summary: BatchSummary) => ({
+    documents: summary.documents,
+    words: summary.words,
+    bytes: summary.bytes
+  })
+
+  const failRun = (run: Run, batchIndex: number, token: CheckpointToken | undefined, reason: string) =>
+    Effect.gen(function* () {
+      if (token !== undefined) {
+        // A conflicting outcome (another driver completed it meanwhile) leaves the completed one standing.
+        yield* checkpoints.failCheckpoint(token, { batchIndex, reason }).pipe(Effect.ignore)
+      }
+      yield* runs.finish(run.id, "failed", `batch ${batchIndex}: ${reason}`).pipe(Effect.ignore)
+      return yield* new ExtractionFailed({ runId: run.id, batchIndex, reason })
+    })
+
+  // The batch's chord, the merge result and the extracts; or why the batch failed.
+  const fanOut = (run: Run, batchIndex: number, metadata: RunMetadata) =>
+    Effect.gen(function* () {
+      const inputs = yield* loadBatch(run.id, batchIndex, metadata.batchSize)
+      const handle = yield* chords.chord({
+        body: inputs.map((doc) => Task.call(ExtractDocument, { path: doc.path, content: doc.content })),
+        callback: ChordRegistry.callback(MergeBatch, { runId: run.id, batchIndex }),
+        idempotencyKey: `extract:${run.checkpointScope}:${batchIndex}`,
+        tags: [`run:${run.id}`]
+      })
+      const callbackId = yield* Effect.either(handle.await)
+      if (callbackId._tag === "Left") return { _tag: "Failed" as const, reason: callbackId.left.message }
+      const merged: TaskInfo = yield* awaitTerminal(callbackId.right, MergeBatch.name)
+      if (merged.state !== "succeeded" || Option.isNone(merged.result)) {
+        const error = Option.getOrUndefined(merged.error)
+        return {
+          _tag: "Failed" as const,
+          reason: `merge task ${merged.id} ended ${merged.state}${error ? `: ${error.kind}: ${error.message}` : ""}`
+        }
+      }
+      const payload = yield* decodeMergePayload(merged.payload).pipe(Effect.orDie)
+      const summary = yield* decodeSummary(merged.result.value).pipe(Effect.orDie)
+      if (payload.results.length !== inputs.length) {
+        return yield* Effect.dieMessage(
+          `batch ${batchIndex}: ${payload.results.length} extracts for ${inputs.length} documents`
+        )
+      }
+      return {
+        _tag: "Merged" as const,
+        firstDoc: Number(inputs[0]?.doc_index ?? batchIndex * metadata.batchSize),
+        summary,
+        extracts: payload.results
+      }
+    })
+
+  // Progress after a confirmed batch. A refusal because another driver of the same run already recorded it (or
+  // finished the run) is success; any other refusal fails the run.
+  const recordProgress = (run: Run, batchIndex: number) =>
+    runs.updateProgress(run.id, batchIndex + 1, run.totalBatches).pipe(
+      Effect.catchTags({
+        RunNotFound: Effect.die,
+        ProgressRefused: (refused) =>
+          Effect.flatMap(Effect.orDie(runs.getRun(run.id)), (current) =>
+            current.completedBatches > batchIndex && current.state !== "failed" && current.state !== "cancelled"
+              ? Effect.succeed(current)
+              : failRun(run, batchIndex, undefined, refused.message)
+          )
+      })
+    )
+
+  const processBatch = (run: Run, batchIndex: number, metadata: RunMetadata) =>
+    Effect.gen(function* () {
+      // Confirmed under an earlier scope, or earlier in this one, but not yet recorded as progress (a driver died
+      // between the two): record it, do not redo it.
+      for (const scope of run.checkpointScopes) {
+        const found = yield* checkpoints.findCheckpoint(scope, batchIndex)
+        if (Option.isNone(found)) continue
+        const status = yield* checkpoints.pollCheckpoint(found.value).pipe(Effect.orDie)
+        if (status._tag === "Completed") {
+          yield* checkpoints.awaitCheckpoint(found.value).pipe(Effect.orDie)
+          return yield* recordProgress(run, batchIndex)
+        }
+      }
+      const token = yield* checkpoints.createCheckpoint(run.checkpointScope, batchIndex)
+      const outcome = yield* fanOut(run, batchIndex, metadata).pipe(
+        Effect.catchAll((error) => Effect.succeed({ _tag: "Failed" as const, reason: messageOf(error) }))
+      )
+      if (outcome._tag === "Failed") return yield* failRun(run, batchIndex, token, outcome.reason)
+      const saved = yield* sql
+        .withTransaction(
+          Effect.zipRight(
+            saveBatch(run.id, batchIndex, outcome.firstDoc, outcome.summary, outcome.extracts),
+            checkpoints.completeCheckpoint(token, checkpointResult(outcome.summary))
+          )
+        )
+        .pipe(Effect.either)
+      if (saved._tag === "Left") {
+        return yield* failRun(run, batchIndex, token, `saving the batch: ${messageOf(saved.left)}`)
+      }
+      const confirmed = yield* Effect.either(checkpoints.awaitCheckpoint(token))
+      if (confirmed._tag === "Left") return yield* failRun(run, batchIndex, undefined, confirmed.left.message)
+      // Only now, with the checkpoint confirmed, does progress move.
+      return yield* recordProgress(run, batchIndex)
+    }).pipe(Effect.withSpan("ExtractionWorkflow.batch", { attributes: { runId: run.id, batchIndex } }))
+
+  const summary = (runId: string) =>
+    Effect.map(documents(runId), (docs) => mergeBatch(docs)).pipe(Effect.withSpan("ExtractionWorkflow.summary"))
+
+  const documents = (runId: string) =>
+    sql<DocumentRow>`SELECT * FROM baton_extract_documents WHERE run_id = ${runId} ORDER BY doc_index`.pipe(
+      Effect.map((rows) => rows.map(toSaved))
+    )
+
+  const batches = (runId: string) =>
+    sql<{ run_id: string; batch_index: number; summary: string }>`SELECT run_id, batch_index, summary
+      FROM baton_extract_batches WHERE run_id = ${runId} ORDER BY batch_index`.pipe(
+      Effect.map((rows) =>
+        rows.map((row) => ({
+          runId: row.run_id,
+          batchIndex: Number(row.batch_index),
+          summary: decodeSummaryJson(row.summary)
+        }))
+      )
+    )
+
+  const result = (run: Run) =>
+    Effect.map(summary(run.id), (total): RunResult => ({
+      runId: run.id,
+      batches: run.totalBatches,
+      documents: total.documents,
+      summary: total
+    }))
+
+  const continueRun = (initial: Run) =>
+    Effect.gen(function* () {
+      const metadata = yield* metadataOf(initial)
+      let run = initial
+      while (run.completedBatches < run.totalBatches) {
+        run = yield* processBatch(run, run.completedBatches, metadata)
+      }
+      const finished = yield* runs.finish(run.id, "succeeded")
+      return yield* result(finished)
+    }).pipe(Effect.annotateLogs({ runId: initial.id }))
+
+  // A succeeded run returns its result; a failed one is reopened (new checkpoint scope); a running one (fresh, or
+  // its driver died) is continued, counting a new attempt when it is an explicit resume.
+  const proceed = (run: Run, countAttempt: boolean) =>
+    run.state === "succeeded"
+      ? result(run)
+      : run.state === "running" && !countAttempt
+        ? continueRun(run)
+        : Effect.flatMap(runs.reopen(run.id), continueRun)
+
+  const run = (input: RunInput) =>
+    Effect.flatMap(start(input), (started) => proceed(started, false)).pipe(Effect.withSpan("ExtractionWorkflow.run"))
+
+  const resume = (runId: string) =>
+    runs.getRun(runId).pipe(
+      Effect.tap(metadataOf),
+      Effect.flatMap((found) => proceed(found, true)),
+      Effect.withSpan("ExtractionWorkflow.resume", { attributes: { runId } })
+    )
+
+  const progress = (runId: string) =>
+    Effect.gen(function* () {
+      const found = yield* runs.getRun(runId)
+      const metadata = yield* metadataOf(found)
+      const rows = yield* sql<{ n: number | null }>`SELECT sum(documents) AS n FROM baton_extract_batches
+        WHERE run_id = ${runId}`
+      return { run: found, metadata, documentsDone: Number(rows[0]?.n ?? 0) }
+    })
+
+  return ExtractionWorkflow.of({ start, run, resume, progress, summary, documents, batches })
+})
+
+/** The workflow on Baton's services (storage, RunService, CheckpointCoordinator, ChordRegistry, TaskQueue, completions). */
+export const layer: Layer.Layer<
+  ExtractionWorkflow,
+  never,
+  SqlClient.SqlClient | RunService | CheckpointCoordinator | ChordRegistry.ChordRegistry | TaskQueue | CompletionBackend
+> = Layer.effect(ExtractionWorkflow, make)
