@@ -19,6 +19,7 @@ import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
 import { CheckpointCoordinator, CheckpointId, CheckpointToken, typed } from "../../src/CheckpointCoordinator.js"
 import * as SqlCheckpointCoordinator from "../../src/SqlCheckpointCoordinator.js"
+import * as SqlCompletionBackend from "../../src/SqlCompletionBackend.js"
 import type * as Storage from "../../src/Storage.js"
 import { type Backend, sharedStorage, storageFromDescriptor } from "../support/backends.js"
 import { spawnFixture } from "../support/process.js"
@@ -542,6 +543,31 @@ export const durableCheckpointSuite = (backend: Backend) => {
           const failedLine = yield* Effect.promise(() => child2.waitForLine(/^failed /))
           assert.deepStrictEqual(JSON.parse(failedLine.slice("failed ".length)), { reason: "parent says no" })
         }).pipe(Effect.scoped, Effect.provide(sqlLayer(shared.layer)))
+      })
+    )
+
+    it.live("with the completion stream, a waiter wakes on another process's completion event, not the poll", () =>
+      Effect.gen(function* () {
+        const shared = sharedStorage(backend.name === "pg" ? "pg" : "sqlite")
+        // The row is re-read only every 60 s: within the 10 s timeout, only the event can wake the waiter.
+        const layer = SqlCheckpointCoordinator.layerWithCompletions({
+          pollMin: "60 seconds",
+          pollMax: "60 seconds"
+        }).pipe(Layer.provide(SqlCompletionBackend.layer), Layer.provideMerge(shared.layer))
+        yield* Effect.gen(function* () {
+          const coordinator = yield* CheckpointCoordinator
+          const token = yield* coordinator.createCheckpoint(freshRun(), 0)
+          const waiter = yield* Effect.fork(coordinator.awaitCheckpoint(token, { timeout: "10 seconds" }))
+          const child = spawnFixture("checkpoint-complete.ts", shared.descriptor, {}, [
+            JSON.stringify(yield* Schema.encode(CheckpointToken)(token)),
+            "fail",
+            JSON.stringify("from the child")
+          ])
+          yield* Effect.addFinalizer(() => Effect.sync(() => child.kill()))
+          const error = yield* Effect.flip(Fiber.join(waiter))
+          assert.strictEqual(error._tag, "CheckpointFailed")
+          if (error._tag === "CheckpointFailed") assert.strictEqual(error.error, "from the child")
+        }).pipe(Effect.scoped, Effect.provide(layer))
       })
     )
 
