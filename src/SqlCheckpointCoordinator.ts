@@ -47,7 +47,7 @@ import {
 } from "./CheckpointCoordinator.js"
 import { CompletionBackend } from "./CompletionBackend.js"
 import { canonicalJson } from "./internal/checkpointJson.js"
-import { appendLog } from "./internal/completionLog.js"
+import { appendLog, completionsChannel, type LogEntry } from "./internal/completionLog.js"
 import { Storage } from "./Storage.js"
 
 /** Options of the SQL coordinator. */
@@ -181,48 +181,94 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       return toToken(row)
     }).pipe(Effect.withSpan("CheckpointCoordinator.createCheckpoint", { attributes: { runId, batchIndex } }))
 
+  const logEntry = (status: "completed" | "failed", runId: string, now: number): LogEntry => ({
+    kind: status === "completed" ? "checkpoint.completed" : "checkpoint.failed",
+    task_id: null,
+    task_name: null,
+    queue: null,
+    namespace: "default",
+    tags: "[]",
+    outcome: status === "completed" ? "succeeded" : "failed",
+    chord_id: null,
+    run_id: runId,
+    at: now
+  })
+
+  // The guarded update did not apply: an idempotent repeat, a conflicting outcome, or no such checkpoint.
+  const judge = (
+    token: CheckpointToken,
+    status: "completed" | "failed",
+    text: string,
+    current: StateRow | undefined
+  ): Effect.Effect<false, CheckpointConflict | CheckpointNotFound> => {
+    if (current === undefined) return Effect.fail(new CheckpointNotFound({ token }))
+    const existing = outcomeOf(current)
+    if (existing === undefined) {
+      return Effect.dieMessage(`completeCheckpoint: ${token.id} is pending but could not be updated`)
+    }
+    if (existing.status !== status || existing.text !== text) {
+      return Effect.fail(new CheckpointConflict({ token, existing: existing.status, attempted: status }))
+    }
+    return Effect.succeed(false)
+  }
+
+  // SQLite: a short transaction (a savepoint inside the caller's): guarded UPDATE, then the log row.
+  const settleSqlite = (token: CheckpointToken, status: "completed" | "failed", text: string, now: number) =>
+    sql.withTransaction(
+      Effect.gen(function* () {
+        const updated = yield* sql<{ run_id: string }>`UPDATE baton_checkpoints SET status = ${status},
+            result = ${status === "completed" ? text : null}, error = ${status === "failed" ? text : null},
+            completed_at = ${now}
+          WHERE id = ${token.id} AND status = 'pending' RETURNING run_id`
+        const row = updated[0]
+        if (row === undefined) return yield* judge(token, status, text, yield* readState(token.id))
+        yield* appendLog(sql, dialect, storage.channelPrefix, [logEntry(status, row.run_id, now)])
+        return true
+      })
+    )
+
+  // Postgres: ONE statement, hence one round trip and atomic on its own (its own transaction outside the caller's,
+  // part of the caller's inside it): the guarded UPDATE, the log row and its NOTIFY (the same row and payload as
+  // `appendLog` writes), and the row's state before the statement for the idempotency check.
+  const settlePg = (token: CheckpointToken, status: "completed" | "failed", text: string, now: number) =>
+    Effect.gen(function* () {
+      const entry = logEntry(status, token.runId, now)
+      const rows = yield* sql<{ updated: number } & { [K in keyof StateRow]: StateRow[K] | null }>`WITH cur AS (
+          SELECT status, result, error FROM baton_checkpoints WHERE id = ${token.id}
+        ), upd AS (
+          UPDATE baton_checkpoints SET status = ${status},
+            result = ${status === "completed" ? text : null}, error = ${status === "failed" ? text : null},
+            completed_at = ${now}
+          WHERE id = ${token.id} AND status = 'pending' RETURNING run_id
+        ), ins AS (
+          INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at)
+          SELECT ${entry.kind}::text, NULL, NULL, NULL, ${entry.namespace}::text, ${entry.tags}::text,
+            ${entry.outcome}::text, NULL, run_id, ${now}::bigint
+          FROM upd RETURNING seq
+        )
+        SELECT (SELECT count(*) FROM upd)::int AS updated,
+          (SELECT pg_notify(${completionsChannel(storage.channelPrefix)}, max(seq)::text) FROM ins
+            HAVING count(*) > 0) AS notified,
+          cur.status, cur.result, cur.error
+        FROM (SELECT 1) AS one LEFT JOIN cur ON true`
+      const row = rows[0]
+      if (row !== undefined && row.updated > 0) return true
+      const before: StateRow | undefined =
+        row === undefined || row.status === null
+          ? undefined
+          : { status: row.status, result: row.result, error: row.error }
+      // "pending" in the statement's snapshot but not updated: a concurrent completion committed meanwhile.
+      return yield* judge(token, status, text, before?.status === "pending" ? yield* readState(token.id) : before)
+    })
+
   const settle = (token: CheckpointToken, status: "completed" | "failed", value: unknown) =>
     Effect.gen(function* () {
       const text = yield* Effect.try({ try: () => canonicalJson(value), catch: (error) => error }).pipe(Effect.orDie)
       const now = yield* Clock.currentTimeMillis
       const joined = yield* inTransaction
-      const applied = yield* sql.withTransaction(
-        Effect.gen(function* () {
-          const updated = yield* sql<{ run_id: string }>`UPDATE baton_checkpoints SET status = ${status},
-              result = ${status === "completed" ? text : null}, error = ${status === "failed" ? text : null},
-              completed_at = ${now}
-            WHERE id = ${token.id} AND status = 'pending' RETURNING run_id`
-          const row = updated[0]
-          if (row !== undefined) {
-            yield* appendLog(sql, dialect, storage.channelPrefix, [
-              {
-                kind: status === "completed" ? "checkpoint.completed" : "checkpoint.failed",
-                task_id: null,
-                task_name: null,
-                queue: null,
-                namespace: "default",
-                tags: "[]",
-                outcome: status === "completed" ? "succeeded" : "failed",
-                chord_id: null,
-                run_id: row.run_id,
-                at: now
-              }
-            ])
-            return true
-          }
-          // Not pending: already decided (idempotent repeat or conflict), or no such checkpoint.
-          const current = yield* readState(token.id)
-          if (current === undefined) return yield* new CheckpointNotFound({ token })
-          const existing = outcomeOf(current)
-          if (existing === undefined) {
-            return yield* Effect.dieMessage(`completeCheckpoint: ${token.id} is pending but could not be updated`)
-          }
-          if (existing.status !== status || existing.text !== text) {
-            return yield* new CheckpointConflict({ token, existing: existing.status, attempted: status })
-          }
-          return false
-        })
-      )
+      const applied = yield* dialect === "pg"
+        ? settlePg(token, status, text, now)
+        : settleSqlite(token, status, text, now)
       const outcome: Outcome = { status, text }
       yield* Effect.sync(() => {
         const waiter = waiters.get(token.id)

@@ -257,6 +257,24 @@ export const checkpointSuite = (target: CheckpointTarget) => {
         if (error._tag === "CheckpointFailed") assert.deepStrictEqual(error.error, { reason: "x" })
       }).pipe(Effect.provide(target.layer())))
 
+    test("concurrent completions: one outcome wins; repeats of it succeed, the others conflict", () =>
+      Effect.gen(function* () {
+        const coordinator = yield* CheckpointCoordinator
+        const token = yield* coordinator.createCheckpoint(freshRun(), 0)
+        const attempts = Array.from({ length: 12 }, (_, i) => ({ value: i % 3 }))
+        const exits = yield* Effect.forEach(
+          attempts,
+          (result) => Effect.exit(coordinator.completeCheckpoint(token, result)),
+          { concurrency: "unbounded" }
+        )
+        const winner = (yield* coordinator.awaitCheckpoint(token)) as { value: number }
+        exits.forEach((exit, i) => {
+          if (attempts[i]!.value === winner.value) assert.isTrue(Exit.isSuccess(exit), `attempt ${i} should succeed`)
+          else assert.isTrue(Exit.isFailure(exit), `attempt ${i} should conflict`)
+        })
+        assert.strictEqual(exits.filter(Exit.isSuccess).length, 4)
+      }).pipe(Effect.provide(target.layer())))
+
     test("concurrent creates of one (run, batch) yield one token", () =>
       Effect.gen(function* () {
         const coordinator = yield* CheckpointCoordinator
@@ -460,6 +478,23 @@ export const durableCheckpointSuite = (backend: Backend) => {
             yield* Fiber.interrupt(waiter)
           }
         }
+      }).pipe(Effect.provide(layer()))
+    )
+
+    it.live("concurrent completions append exactly one event", () =>
+      Effect.gen(function* () {
+        const coordinator = yield* CheckpointCoordinator
+        const runId = freshRun()
+        const token = yield* coordinator.createCheckpoint(runId, 0)
+        yield* Effect.forEach(
+          Array.from({ length: 8 }, () => "same"),
+          (result) => coordinator.completeCheckpoint(token, result),
+          { concurrency: "unbounded" }
+        )
+        assert.strictEqual(
+          yield* countRows((sql) => sql`SELECT count(*) AS n FROM baton_completions WHERE run_id = ${runId}`),
+          1
+        )
       }).pipe(Effect.provide(layer()))
     )
 
