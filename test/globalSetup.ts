@@ -27,7 +27,15 @@ const dropTestSchemas = async () => {
     const { rows } = await client.query<{ nspname: string }>(
       "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bt\\_%'"
     )
-    for (const row of rows) await client.query(`DROP SCHEMA IF EXISTS "${row.nspname}" CASCADE`)
+    // Only stale schemas: other test runs may be using theirs right now (several runs share this database).
+    // Names are bt_<pid>_<Date.now() in base 36>_<n> (test/support/backends.ts).
+    const stale = (name: string) => {
+      const created = parseInt(name.split("_")[2] ?? "", 36)
+      return !Number.isFinite(created) || Date.now() - created > 60 * 60_000
+    }
+    for (const row of rows) {
+      if (stale(row.nspname)) await client.query(`DROP SCHEMA IF EXISTS "${row.nspname}" CASCADE`)
+    }
   } catch {
     // best effort
   } finally {

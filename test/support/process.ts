@@ -8,7 +8,6 @@ import * as path from "node:path"
 import type { BackendDescriptor } from "./backends.js"
 
 const root = path.resolve(import.meta.dirname, "../..")
-const tsxBin = path.join(root, "node_modules/.bin/tsx")
 
 export interface Child {
   readonly process: ChildProcess
@@ -26,7 +25,9 @@ export const spawnFixture = (
   env: Record<string, string> = {},
   args: ReadonlyArray<string> = []
 ): Child => {
-  const child = spawn(tsxBin, [path.join(root, "test/fixtures", script), ...args], {
+  // node itself with tsx's loader, not the tsx CLI: the CLI runs the script in a grandchild that a SIGKILL of the
+  // CLI leaves running (so "kill the child" would not kill the program).
+  const child = spawn(process.execPath, ["--import", "tsx", path.join(root, "test/fixtures", script), ...args], {
     cwd: root,
     env: { ...process.env, ...env, BATON_TEST_STORAGE: JSON.stringify(storage) },
     stdio: ["ignore", "pipe", "pipe"]
