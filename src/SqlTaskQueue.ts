@@ -402,7 +402,10 @@ export const make = Effect.gen(function* () {
                 AND run_at <= ${now}
               ORDER BY priority DESC, run_at LIMIT ${options.limit}
             ) RETURNING *`
-      return rows.map(toClaimed)
+      // RETURNING does not preserve the subquery's order.
+      return [...rows]
+        .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.run_at) - Number(b.run_at))
+        .map(toClaimed)
     })
 
   const heartbeat = (leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>, leaseMs: number) =>

@@ -307,7 +307,8 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
                 claimed,
                 (task) => {
                   inFlight.set(task.id, task)
-                  return FiberSet.run(running, execute(task))
+                  // Forked from an uninterruptible region: the child would inherit it, so restore interruptibility.
+                  return FiberSet.run(running, Effect.interruptible(execute(task)))
                 },
                 { discard: true }
               )
@@ -362,7 +363,11 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
       Effect.gen(function* () {
         yield* Effect.logDebug("worker stopping: no more claims", { inFlight: inFlight.size })
         yield* Fiber.interrupt(loop)
-        const settled = yield* FiberSet.awaitEmpty(running).pipe(Effect.timeout(grace), Effect.option)
+        // Finalizers are uninterruptible; the wait must be interruptible for the timeout to cut it short.
+        const settled = yield* Effect.interruptible(FiberSet.awaitEmpty(running)).pipe(
+          Effect.timeout(grace),
+          Effect.option
+        )
         if (settled._tag === "None") {
           yield* Effect.logWarning("shutdown grace period over; releasing in-flight tasks", {
             inFlight: inFlight.size
