@@ -54,11 +54,8 @@ export const sharedStorage = (
   }
 }
 
-/** Opens the storage a descriptor names (in a child process). */
-export const storageFromDescriptor = (descriptor: BackendDescriptor) =>
-  descriptor.kind === "sqlite"
-    ? Storage.layerSqlite({ filename: descriptor.filename })
-    : Storage.layerPg({ url: descriptor.url, schema: descriptor.schema, maxConnections: 5 })
+/** Opens the storage a descriptor names (also usable in a child process: see process.ts). */
+export { storageFromDescriptor } from "./process.js"
 
 export const memory: Backend = {
   name: "memory",

@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
+import * as Storage from "../../src/Storage.js"
 import type { BackendDescriptor } from "./backends.js"
 
 const root = path.resolve(import.meta.dirname, "../..")
@@ -88,3 +89,9 @@ export const descriptorFromEnv = (): BackendDescriptor => {
   if (raw === undefined) throw new Error("BATON_TEST_STORAGE is not set")
   return JSON.parse(raw) as BackendDescriptor
 }
+
+/** Opens the storage a descriptor names (vitest-free, so fixtures can import it). */
+export const storageFromDescriptor = (descriptor: BackendDescriptor) =>
+  descriptor.kind === "sqlite"
+    ? Storage.layerSqlite({ filename: descriptor.filename })
+    : Storage.layerPg({ url: descriptor.url, schema: descriptor.schema, maxConnections: 5 })
