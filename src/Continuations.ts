@@ -112,11 +112,22 @@ interface Entry<A, E> {
   readonly timeout: Duration.Duration | undefined
 }
 
-// The map is mutated in place, but only inside `Ref.modify` functions, which run synchronously and atomically; once
-// `complete` has taken it out of the state nothing else can reach it. Copying it on every add would make n adds O(n²).
+// `Firing` is the first moment of `Done`: the exit is latched and every public view treats the handle as done, but
+// `complete` is still forking the callbacks it took; only `settled` waits past it.
+// The mutable fields are created lazily (a handle nobody registers on or waits for carries neither a map nor a
+// Deferred) and are touched only inside `Ref.modify` functions, which run synchronously, hence atomically; once
+// `complete` has swapped a `Running` state out, nothing else can reach it. Copying the map on every add instead would
+// make n adds O(n²).
 type State<A, E> =
-  | { readonly _tag: "Running"; readonly callbacks: Map<string, Entry<A, E>> }
+  | {
+      readonly _tag: "Running"
+      callbacks: Map<string, Entry<A, E>> | undefined
+      waiters: Deferred.Deferred<Exit.Exit<A, E>> | undefined
+    }
+  | { readonly _tag: "Firing"; readonly exit: Exit.Exit<A, E>; waiters: Deferred.Deferred<Exit.Exit<A, E>> | undefined }
   | { readonly _tag: "Done"; readonly exit: Exit.Exit<A, E> }
+
+type Running<A, E> = Extract<State<A, E>, { readonly _tag: "Running" }>
 
 const registered: AddResult<never, never> = { _tag: "Registered" }
 
@@ -151,103 +162,161 @@ const runCallback = <A, E>(name: string, entry: Entry<A, E>, exit: Exit.Exit<A, 
   )
 }
 
-const unsafeMake = <A, E>(
-  fibers: FiberSet.FiberSet<void, never>,
-  done: Deferred.Deferred<Exit.Exit<A, E>>
-): Continuations<A, E> => {
-  const state = Ref.unsafeMake<State<A, E>>({ _tag: "Running", callbacks: new Map() })
-
-  // The atomic step: either the callback is in the map `complete` will take, or the exit is returned.
-  const register = (name: string, entry: Entry<A, E>) =>
-    Ref.modify(state, (s): readonly [Exit.Exit<A, E> | undefined, State<A, E>] => {
-      if (s._tag === "Done") return [s.exit, s]
-      s.callbacks.set(name, entry)
-      return [undefined, s]
-    })
-
-  const fire = (name: string, entry: Entry<A, E>, exit: Exit.Exit<A, E>) =>
-    FiberSet.run(fibers, runCallback(name, entry, exit))
-
-  const addOrRunNow = (name: string, callback: Callback<A, E>, options?: CallbackOptions | undefined) =>
-    // Uninterruptible so that an add which saw `Done` always gets as far as forking the callback.
-    Effect.uninterruptible(
-      Effect.suspend(() => {
-        const entry = makeEntry(callback, options)
-        return Effect.flatMap(register(name, entry), (exit): Effect.Effect<AddResult<A, E>> => {
-          if (exit === undefined) return Effect.succeed(registered)
-          if (!firesOn(entry.on, exit)) return Effect.succeed({ _tag: "Skipped", exit })
-          return Effect.map(fire(name, entry, exit), (fiber) => ({ _tag: "Fired", exit, fiber }))
-        })
-      })
-    )
-
-  const addOrFailIfDone = (name: string, callback: Callback<A, E>, options?: CallbackOptions | undefined) =>
-    Effect.suspend(() =>
-      Effect.flatMap(register(name, makeEntry(callback, options)), (exit) =>
-        exit === undefined ? Effect.void : Effect.fail(new AlreadyStopped({ continuation: name, exit }))
-      )
-    )
-
-  const remove = (name: string) =>
-    Ref.modify(state, (s): readonly [boolean, State<A, E>] =>
-      s._tag === "Done" ? [false, s] : [s.callbacks.delete(name), s]
-    )
-
-  const complete = (exit: Exit.Exit<A, E>) =>
-    // Uninterruptible so that the callbacks taken out of the state are all forked and the latch is announced.
-    Effect.uninterruptible(
-      Effect.flatMap(
-        Ref.modify(state, (s): readonly [Map<string, Entry<A, E>> | undefined, State<A, E>] =>
-          s._tag === "Done" ? [undefined, s] : [s.callbacks, { _tag: "Done", exit }]
-        ),
-        (callbacks) =>
-          callbacks === undefined
-            ? Effect.succeed(false)
-            : Effect.forEach(
-                callbacks,
-                ([name, entry]) => (firesOn(entry.on, exit) ? fire(name, entry, exit) : Effect.void),
-                {
-                  discard: true
-                }
-              ).pipe(
-                // Announced after the forks, so `settled` cannot see an empty fiber set before they are in it.
-                Effect.zipRight(Deferred.succeed(done, exit)),
-                Effect.as(true)
-              )
-      )
-    )
-
-  const poll = Effect.map(Ref.get(state), (s) => (s._tag === "Done" ? Option.some(s.exit) : Option.none()))
-  const await_ = Deferred.await(done)
-
-  return {
-    addOrRunNow,
-    addOrFailIfDone,
-    remove,
-    complete,
-    poll,
-    await: await_,
-    settled: Effect.zipLeft(await_, FiberSet.awaitEmpty(fibers)),
-    size: Effect.map(Ref.get(state), (s) => (s._tag === "Done" ? 0 : s.callbacks.size))
+// Members are prototype getters rather than per-instance closures: a handle then costs a few fields, not a dozen
+// functions and prebuilt effects. Each getter returns a fresh function or effect bound to the handle, so `c.complete`
+// can still be passed around unbound.
+class ContinuationsImpl<A, E> implements Continuations<A, E> {
+  readonly state = Ref.unsafeMake<State<A, E>>({ _tag: "Running", callbacks: undefined, waiters: undefined })
+  constructor(readonly fibers: FiberSet.FiberSet<void, never>) {}
+  get addOrRunNow() {
+    return (name: string, callback: Callback<A, E>, options?: CallbackOptions | undefined) =>
+      addOrRunNow(this, name, callback, options)
+  }
+  get addOrFailIfDone() {
+    return (name: string, callback: Callback<A, E>, options?: CallbackOptions | undefined) =>
+      addOrFailIfDone(this, name, callback, options)
+  }
+  get remove() {
+    return (name: string) => remove(this, name)
+  }
+  get complete() {
+    return (exit: Exit.Exit<A, E>) => complete(this, exit)
+  }
+  get poll() {
+    return Effect.map(Ref.get(this.state), (s) => (s._tag === "Running" ? Option.none() : Option.some(s.exit)))
+  }
+  get await() {
+    return awaitState(this, false)
+  }
+  get settled() {
+    return Effect.zipLeft(awaitState(this, true), FiberSet.awaitEmpty(this.fibers))
+  }
+  get size() {
+    return Effect.map(Ref.get(this.state), (s) => (s._tag === "Running" ? (s.callbacks?.size ?? 0) : 0))
   }
 }
 
+class JobImpl<A, E> extends ContinuationsImpl<A, E> implements Job<A, E> {
+  // Assigned right after the fork, before the handle is handed out.
+  fiber!: Fiber.RuntimeFiber<A, E>
+}
+
+// The atomic step: either the callback is now in the map `complete` will take, or the latched exit is returned.
+const register = <A, E>(self: ContinuationsImpl<A, E>, name: string, entry: Entry<A, E>) =>
+  Ref.modify(self.state, (s): readonly [Exit.Exit<A, E> | undefined, State<A, E>] => {
+    if (s._tag !== "Running") return [s.exit, s]
+    ;(s.callbacks ??= new Map()).set(name, entry)
+    return [undefined, s]
+  })
+
+// Forked from inside an uninterruptible region (`complete`, `addOrRunNow`), whose flags a fork inherits: without
+// `interruptible` neither a timeout nor the closing scope could stop a callback.
+const fire = <A, E>(self: ContinuationsImpl<A, E>, name: string, entry: Entry<A, E>, exit: Exit.Exit<A, E>) =>
+  FiberSet.run(self.fibers, Effect.interruptible(runCallback(name, entry, exit)))
+
+const addOrRunNow = <A, E>(
+  self: ContinuationsImpl<A, E>,
+  name: string,
+  callback: Callback<A, E>,
+  options: CallbackOptions | undefined
+): Effect.Effect<AddResult<A, E>> =>
+  // Uninterruptible so that an add which saw the latch always gets as far as forking the callback.
+  Effect.uninterruptible(
+    Effect.suspend(() => {
+      const entry = makeEntry(callback, options)
+      return Effect.flatMap(register(self, name, entry), (exit): Effect.Effect<AddResult<A, E>> => {
+        if (exit === undefined) return Effect.succeed(registered)
+        if (!firesOn(entry.on, exit)) return Effect.succeed({ _tag: "Skipped", exit })
+        return Effect.map(fire(self, name, entry, exit), (fiber) => ({ _tag: "Fired", exit, fiber }))
+      })
+    })
+  )
+
+const addOrFailIfDone = <A, E>(
+  self: ContinuationsImpl<A, E>,
+  name: string,
+  callback: Callback<A, E>,
+  options: CallbackOptions | undefined
+): Effect.Effect<void, AlreadyStopped<A, E>> =>
+  Effect.suspend(() =>
+    Effect.flatMap(register(self, name, makeEntry(callback, options)), (exit) =>
+      exit === undefined ? Effect.void : Effect.fail(new AlreadyStopped({ continuation: name, exit }))
+    )
+  )
+
+const remove = <A, E>(self: ContinuationsImpl<A, E>, name: string): Effect.Effect<boolean> =>
+  Ref.modify(self.state, (s): readonly [boolean, State<A, E>] => [
+    s._tag === "Running" && s.callbacks !== undefined && s.callbacks.delete(name),
+    s
+  ])
+
+const complete = <A, E>(self: ContinuationsImpl<A, E>, exit: Exit.Exit<A, E>): Effect.Effect<boolean> =>
+  // Uninterruptible so that the callbacks taken out of the state are all forked and the waiters woken.
+  Effect.uninterruptible(
+    Effect.flatMap(
+      // The atomic step: latch the exit and take the callbacks (and waiters) that were registered until now.
+      Ref.modify(self.state, (s): readonly [Running<A, E> | undefined, State<A, E>] =>
+        s._tag === "Running" ? [s, { _tag: "Firing", exit, waiters: s.waiters }] : [undefined, s]
+      ),
+      (taken) => {
+        if (taken === undefined) return Effect.succeed(false)
+        const callbacks = taken.callbacks
+        return (
+          callbacks === undefined
+            ? Effect.void
+            : Effect.forEach(
+                callbacks,
+                ([name, entry]) => (firesOn(entry.on, exit) ? fire(self, name, entry, exit) : Effect.void),
+                { discard: true }
+              )
+        ).pipe(
+          // Only now `Done`: `settled` must not see an empty fiber set before every callback is in it.
+          Effect.zipRight(
+            Ref.modify(self.state, (s): readonly [Deferred.Deferred<Exit.Exit<A, E>> | undefined, State<A, E>] => [
+              s._tag === "Firing" ? s.waiters : undefined,
+              { _tag: "Done", exit }
+            ])
+          ),
+          Effect.flatMap((waiters) => (waiters === undefined ? Effect.void : Deferred.succeed(waiters, exit))),
+          Effect.as(true)
+        )
+      }
+    )
+  )
+
+// Waits for the latch (`settled`: for the end of `Firing` too). Subscribing and checking are one atomic step, so a
+// `complete` in between cannot be missed.
+const awaitState = <A, E>(self: ContinuationsImpl<A, E>, settled: boolean): Effect.Effect<Exit.Exit<A, E>> =>
+  Effect.fiberIdWith((fiberId) =>
+    Effect.flatMap(
+      Ref.modify(self.state, (s): readonly [Exit.Exit<A, E> | Deferred.Deferred<Exit.Exit<A, E>>, State<A, E>] => {
+        if (s._tag === "Done" || (s._tag === "Firing" && !settled)) return [s.exit, s]
+        return [(s.waiters ??= Deferred.unsafeMake(fiberId)), s]
+      }),
+      (result) => (Deferred.DeferredTypeId in result ? Deferred.await(result) : Effect.succeed(result))
+    )
+  )
+
 /** Creates a running handle, completed by hand with `complete`; its callback fibers are interrupted with the scope. */
 export const make = <A, E = never>(): Effect.Effect<Continuations<A, E>, never, Scope.Scope> =>
-  Effect.map(Effect.zip(FiberSet.make<void, never>(), Deferred.make<Exit.Exit<A, E>>()), ([fibers, done]) =>
-    unsafeMake(fibers, done)
-  )
+  Effect.map(FiberSet.make<void, never>(), (fibers) => new ContinuationsImpl<A, E>(fibers))
 
 /**
  * Runs `effect` in a fiber owned by the scope and latches its exit (success, failure, defect or interruption) when it
  * ends; closing the scope interrupts the job (latching the interruption) and then any straggling callbacks.
  */
 export const fork = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<Job<A, E>, never, R | Scope.Scope> =>
-  Effect.flatMap(make<A, E>(), (self) =>
-    Effect.map(
+  Effect.flatMap(FiberSet.make<void, never>(), (fibers) => {
+    const self = new JobImpl<A, E>(fibers)
+    return Effect.map(
       // The fiber starts uninterruptible and only the job itself is made interruptible, so `complete` runs even when
       // the fiber is interrupted before its first step (an interruptible fiber would then skip `onExit` entirely).
-      Effect.uninterruptibleMask((restore) => Effect.forkScoped(Effect.onExit(restore(effect), self.complete))),
-      (fiber): Job<A, E> => ({ ...self, fiber })
+      Effect.uninterruptibleMask((restore) =>
+        Effect.forkScoped(Effect.onExit(restore(effect), (exit) => complete(self, exit)))
+      ),
+      (fiber): Job<A, E> => {
+        self.fiber = fiber
+        return self
+      }
     )
-  )
+  })

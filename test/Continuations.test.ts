@@ -6,6 +6,7 @@ import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
+import * as FiberStatus from "effect/FiberStatus"
 import * as HashMap from "effect/HashMap"
 import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
@@ -35,6 +36,12 @@ const withCapturedLogs = <A, E, R>(f: (logs: ReadonlyArray<LogLine>) => Effect.E
     return Effect.provide(f(logs), Logger.add(logger))
   })
 
+// Waits until `fiber` is blocked (here: waiting on the handle), so what follows happens after it subscribed.
+const suspended = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =>
+  Effect.flatMap(Effect.zipRight(Effect.yieldNow(), Fiber.status(fiber)), (status) =>
+    FiberStatus.isSuspended(status) ? Effect.void : suspended(fiber)
+  )
+
 const failureOf = <A, E>(exit: Exit.Exit<A, E>): Option.Option<E> =>
   Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
 
@@ -44,10 +51,16 @@ describe("Continuations", () => {
       const c = yield* Continuations.make<number, string>()
       assert.isTrue(Option.isNone(yield* c.poll))
       const waiter = yield* Effect.fork(c.await)
+      const settler = yield* Effect.fork(c.settled)
+      yield* suspended(waiter)
+      yield* suspended(settler)
 
-      assert.isTrue(yield* c.complete(Exit.succeed(1)))
-      assert.deepStrictEqual(yield* c.poll, Option.some(Exit.succeed(1)))
+      // Members work unbound, as `Effect.onExit(job, c.complete)` would use them.
+      const { complete, poll } = c
+      assert.isTrue(yield* complete(Exit.succeed(1)))
+      assert.deepStrictEqual(yield* poll, Option.some(Exit.succeed(1)))
       assert.deepStrictEqual(yield* Fiber.join(waiter), Exit.succeed(1))
+      assert.deepStrictEqual(yield* Fiber.join(settler), Exit.succeed(1))
       assert.deepStrictEqual(yield* c.await, Exit.succeed(1))
     })
   )
