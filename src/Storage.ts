@@ -49,16 +49,19 @@ export interface PgConnectionInfo {
 }
 
 /** Facts about the storage a service may need besides the `SqlClient`. */
-export class Storage extends Context.Tag("baton/Storage")<Storage, {
-  /** Which SQL dialect the `SqlClient` speaks. */
-  readonly dialect: Dialect
-  /** The NOTIFY channel prefix for this database/schema (Postgres only; unique per schema). */
-  readonly channelPrefix: string
-  /** Postgres connection settings (undefined on SQLite). */
-  readonly pg: PgConnectionInfo | undefined
-  /** SQLite file name (`:memory:` for the memory backend; undefined on Postgres). */
-  readonly filename: string | undefined
-}>() {}
+export class Storage extends Context.Tag("baton/Storage")<
+  Storage,
+  {
+    /** Which SQL dialect the `SqlClient` speaks. */
+    readonly dialect: Dialect
+    /** The NOTIFY channel prefix for this database/schema (Postgres only; unique per schema). */
+    readonly channelPrefix: string
+    /** Postgres connection settings (undefined on SQLite). */
+    readonly pg: PgConnectionInfo | undefined
+    /** SQLite file name (`:memory:` for the memory backend; undefined on Postgres). */
+    readonly filename: string | undefined
+  }
+>() {}
 
 /** Name of Baton's migrations table. */
 export const migrationsTable = "baton_migrations"
@@ -279,7 +282,8 @@ const makeSqlite = (options: SqliteOptions) =>
         // the last transactions. Documented in docs/storage.md.
         client.unsafe("PRAGMA synchronous = NORMAL")
       ),
-      (cause) => new StorageError({ message: `cannot open SQLite database "${options.filename}": ${cause.message}`, cause })
+      (cause) =>
+        new StorageError({ message: `cannot open SQLite database "${options.filename}": ${cause.message}`, cause })
     )
     const storage = Storage.of({
       dialect: "sqlite",

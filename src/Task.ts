@@ -36,17 +36,20 @@ export interface BackoffPolicy {
 }
 
 /** What a running handler can learn about its own execution. */
-export class TaskContext extends Context.Tag("baton/TaskContext")<TaskContext, {
-  readonly taskId: string
-  readonly name: string
-  readonly queue: string
-  readonly namespace: string
-  /** 1 for the first attempt. */
-  readonly attempt: number
-  readonly maxAttempts: number
-  readonly chordId: string | undefined
-  readonly runId: string | undefined
-}>() {}
+export class TaskContext extends Context.Tag("baton/TaskContext")<
+  TaskContext,
+  {
+    readonly taskId: string
+    readonly name: string
+    readonly queue: string
+    readonly namespace: string
+    /** 1 for the first attempt. */
+    readonly attempt: number
+    readonly maxAttempts: number
+    readonly chordId: string | undefined
+    readonly runId: string | undefined
+  }
+>() {}
 
 /** A task definition. */
 export interface Task<Name extends string, P, PI, A, AI, E, EI, R> {
@@ -72,30 +75,19 @@ export interface Any {
 }
 
 /** The decoded payload type of a task. */
-export type Payload<T> = T extends Task<string, infer P, infer _PI, infer _A, infer _AI, infer _E, infer _EI, infer _R>
-  ? P
-  : never
+export type Payload<T> =
+  T extends Task<string, infer P, infer _PI, infer _A, infer _AI, infer _E, infer _EI, infer _R> ? P : never
 /** The success type of a task. */
-export type Success<T> = T extends Task<string, infer _P, infer _PI, infer A, infer _AI, infer _E, infer _EI, infer _R>
-  ? A
-  : never
+export type Success<T> =
+  T extends Task<string, infer _P, infer _PI, infer A, infer _AI, infer _E, infer _EI, infer _R> ? A : never
 /** The typed failure of a task. */
-export type Failure<T> = T extends Task<string, infer _P, infer _PI, infer _A, infer _AI, infer E, infer _EI, infer _R>
-  ? E
-  : never
+export type Failure<T> =
+  T extends Task<string, infer _P, infer _PI, infer _A, infer _AI, infer E, infer _EI, infer _R> ? E : never
 /** The services a task's handler needs (other than `TaskContext`, which the worker provides). */
-export type Requirements<T> = T extends Task<
-  string,
-  infer _P,
-  infer _PI,
-  infer _A,
-  infer _AI,
-  infer _E,
-  infer _EI,
-  infer R
->
-  ? Exclude<R, TaskContext>
-  : never
+export type Requirements<T> =
+  T extends Task<string, infer _P, infer _PI, infer _A, infer _AI, infer _E, infer _EI, infer R>
+    ? Exclude<R, TaskContext>
+    : never
 
 /** Defines a task. */
 export const make = <Name extends string, P, PI, A, AI, E = never, EI = never, R = never>(

@@ -132,63 +132,64 @@ export interface ClaimedTask {
 
 /** What to do with a failed attempt. */
 export type FailureDisposition =
-  | { readonly _tag: "Retry"; readonly runAt: number }
-  | { readonly _tag: "Dead" }
-  | { readonly _tag: "Failed" }
+  { readonly _tag: "Retry"; readonly runAt: number } | { readonly _tag: "Dead" } | { readonly _tag: "Failed" }
 
 /** The durable broker. */
-export class TaskQueue extends Context.Tag("baton/TaskQueue")<TaskQueue, {
-  /** Encodes the payload with the task's Schema and enqueues it; joins the caller's transaction if any. */
-  readonly enqueue: <T extends Task.Any>(
-    task: T,
-    payload: Task.Payload<T>,
-    options?: Task.EnqueueOptions
-  ) => Effect.Effect<TaskId, InvalidPayload | SqlError>
-  /** Enqueues many calls in one transaction (all or none); ids in input order. */
-  readonly enqueueMany: (
-    calls: Iterable<Task.TaskCall>
-  ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | SqlError>
-  /** Enqueues already-encoded requests in one transaction (all or none); ids in input order. */
-  readonly enqueueRaw: (requests: ReadonlyArray<RawEnqueue>) => Effect.Effect<ReadonlyArray<TaskId>, SqlError>
-  /** Reads a task. */
-  readonly get: (taskId: string) => Effect.Effect<TaskInfo, TaskNotFound | SqlError>
-  /** Reads a task's result decoded with the task's success Schema (None unless it succeeded). */
-  readonly result: <T extends Task.Any>(
-    task: T,
-    taskId: string
-  ) => Effect.Effect<Option.Option<Task.Success<T>>, TaskNotFound | SqlError>
-  /** Cancels a pending or running task; true if this call cancelled it. A running handler's result is refused. */
-  readonly cancel: (taskId: string) => Effect.Effect<boolean, SqlError>
-  /** Number of tasks per state (all queues). */
-  readonly counts: Effect.Effect<Readonly<Record<TaskState, number>>, SqlError>
+export class TaskQueue extends Context.Tag("baton/TaskQueue")<
+  TaskQueue,
+  {
+    /** Encodes the payload with the task's Schema and enqueues it; joins the caller's transaction if any. */
+    readonly enqueue: <T extends Task.Any>(
+      task: T,
+      payload: Task.Payload<T>,
+      options?: Task.EnqueueOptions
+    ) => Effect.Effect<TaskId, InvalidPayload | SqlError>
+    /** Enqueues many calls in one transaction (all or none); ids in input order. */
+    readonly enqueueMany: (
+      calls: Iterable<Task.TaskCall>
+    ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | SqlError>
+    /** Enqueues already-encoded requests in one transaction (all or none); ids in input order. */
+    readonly enqueueRaw: (requests: ReadonlyArray<RawEnqueue>) => Effect.Effect<ReadonlyArray<TaskId>, SqlError>
+    /** Reads a task. */
+    readonly get: (taskId: string) => Effect.Effect<TaskInfo, TaskNotFound | SqlError>
+    /** Reads a task's result decoded with the task's success Schema (None unless it succeeded). */
+    readonly result: <T extends Task.Any>(
+      task: T,
+      taskId: string
+    ) => Effect.Effect<Option.Option<Task.Success<T>>, TaskNotFound | SqlError>
+    /** Cancels a pending or running task; true if this call cancelled it. A running handler's result is refused. */
+    readonly cancel: (taskId: string) => Effect.Effect<boolean, SqlError>
+    /** Number of tasks per state (all queues). */
+    readonly counts: Effect.Effect<Readonly<Record<TaskState, number>>, SqlError>
 
-  /** Worker side: claims up to `limit` runnable tasks under one new lease. */
-  readonly claim: (options: {
-    readonly queues: ReadonlyArray<string>
-    readonly limit: number
-    readonly leaseMs: number
-    readonly workerId: string
-  }) => Effect.Effect<ReadonlyArray<ClaimedTask>, SqlError>
-  /** Worker side: extends the given leases; returns the ids of tasks whose lease is still held. */
-  readonly heartbeat: (
-    leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>,
-    leaseMs: number
-  ) => Effect.Effect<ReadonlySet<string>, SqlError>
-  /** Worker side: completes tasks with encoded results in one transaction; true where the lease guard held. */
-  readonly complete: (
-    completions: ReadonlyArray<{ readonly id: string; readonly leaseId: string; readonly result: unknown }>
-  ) => Effect.Effect<ReadonlyArray<boolean>, SqlError>
-  /** Worker side: records a failed attempt (retry, dead or failed); false if the lease guard refused it. */
-  readonly fail: (
-    id: string,
-    leaseId: string,
-    error: TaskError,
-    disposition: FailureDisposition
-  ) => Effect.Effect<boolean, SqlError>
-  /** Worker side: hands a running task back to the queue (shutdown), not counting the attempt. */
-  readonly release: (id: string, leaseId: string, error: TaskError) => Effect.Effect<boolean, SqlError>
-  /** Reconciler: returns tasks whose lease expired to the queue (or kills them if out of attempts). */
-  readonly reclaimExpired: Effect.Effect<number, SqlError>
-  /** Signals that work may be available on a queue (in-process enqueues; NOTIFY on Postgres). */
-  readonly wakeups: Stream.Stream<string>
-}>() {}
+    /** Worker side: claims up to `limit` runnable tasks under one new lease. */
+    readonly claim: (options: {
+      readonly queues: ReadonlyArray<string>
+      readonly limit: number
+      readonly leaseMs: number
+      readonly workerId: string
+    }) => Effect.Effect<ReadonlyArray<ClaimedTask>, SqlError>
+    /** Worker side: extends the given leases; returns the ids of tasks whose lease is still held. */
+    readonly heartbeat: (
+      leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>,
+      leaseMs: number
+    ) => Effect.Effect<ReadonlySet<string>, SqlError>
+    /** Worker side: completes tasks with encoded results in one transaction; true where the lease guard held. */
+    readonly complete: (
+      completions: ReadonlyArray<{ readonly id: string; readonly leaseId: string; readonly result: unknown }>
+    ) => Effect.Effect<ReadonlyArray<boolean>, SqlError>
+    /** Worker side: records a failed attempt (retry, dead or failed); false if the lease guard refused it. */
+    readonly fail: (
+      id: string,
+      leaseId: string,
+      error: TaskError,
+      disposition: FailureDisposition
+    ) => Effect.Effect<boolean, SqlError>
+    /** Worker side: hands a running task back to the queue (shutdown), not counting the attempt. */
+    readonly release: (id: string, leaseId: string, error: TaskError) => Effect.Effect<boolean, SqlError>
+    /** Reconciler: returns tasks whose lease expired to the queue (or kills them if out of attempts). */
+    readonly reclaimExpired: Effect.Effect<number, SqlError>
+    /** Signals that work may be available on a queue (in-process enqueues; NOTIFY on Postgres). */
+    readonly wakeups: Stream.Stream<string>
+  }
+>() {}

@@ -6,7 +6,7 @@ import * as Layer from "effect/Layer"
 import * as Storage from "../src/Storage.js"
 import { pgAvailable, pgUrl, tempSqliteFile } from "./support/backends.js"
 
-const buildError = <E>(layer: Layer.Layer<unknown, E>) => Effect.flip(Effect.scoped(Layer.build(layer)))
+const buildError = <A, E>(layer: Layer.Layer<A, E>) => Effect.flip(Effect.scoped(Layer.build(layer)))
 
 describe("Storage", () => {
   it.live("a malformed Postgres URL fails at layer build with a clear typed error", () =>
@@ -16,7 +16,8 @@ describe("Storage", () => {
       assert.match(error.message, /malformed Postgres URL/)
       const mysql = yield* buildError(Storage.layerPg({ url: "mysql://root@localhost/db" }))
       assert.match(mysql.message, /protocol "mysql:"/)
-    }))
+    })
+  )
 
   it.live("an unreachable Postgres fails at layer build (no hang) naming host and cause", () =>
     Effect.gen(function* () {
@@ -26,13 +27,17 @@ describe("Storage", () => {
       assert.strictEqual(error._tag, "StorageError")
       assert.match(error.message, /cannot connect to Postgres at 127\.0\.0\.1:1\/test/)
       assert.match(error.message, /refused|timed out/)
-    }))
+    })
+  )
 
   it.live("an invalid schema name is refused (never interpolated into SQL)", () =>
     Effect.gen(function* () {
-      const error = yield* buildError(Storage.layerPg({ url: "postgres://postgres@127.0.0.1:5432/test", schema: "x; drop" }))
+      const error = yield* buildError(
+        Storage.layerPg({ url: "postgres://postgres@127.0.0.1:5432/test", schema: "x; drop" })
+      )
       assert.match(error.message, /invalid schema name/)
-    }))
+    })
+  )
 
   it.live("layerPgConfig reads DATABASE_URL and reports when it is missing", () =>
     Effect.gen(function* () {
@@ -41,14 +46,16 @@ describe("Storage", () => {
       )
       assert.strictEqual(error._tag, "StorageError")
       assert.match(error.message, /DATABASE_URL/)
-    }))
+    })
+  )
 
   it.live("an unopenable SQLite path fails with a StorageError naming the file", () =>
     Effect.gen(function* () {
       const error = yield* buildError(Storage.layerSqlite({ filename: "/nonexistent-dir/x/baton.db" }))
       assert.strictEqual(error._tag, "StorageError")
       assert.match(error.message, /nonexistent-dir/)
-    }))
+    })
+  )
 
   it.live("SQLite file: WAL mode, busy timeout, migrations applied once across reopenings", () =>
     Effect.gen(function* () {
@@ -66,7 +73,8 @@ describe("Storage", () => {
       assert.strictEqual(first.busy, 2000)
       assert.isAbove(first.migrations, 0)
       assert.strictEqual(second.migrations, first.migrations)
-    }))
+    })
+  )
 
   it.live.skipIf(!pgAvailable())("Postgres: concurrent layer builds on a fresh schema migrate once", () =>
     Effect.gen(function* () {
@@ -76,7 +84,10 @@ describe("Storage", () => {
         [1, 2, 3],
         () =>
           Effect.provide(
-            Effect.flatMap(SqlClient.SqlClient, (sql) => sql<{ n: number }>`SELECT count(*) AS n FROM baton_migrations`),
+            Effect.flatMap(
+              SqlClient.SqlClient,
+              (sql) => sql<{ n: number }>`SELECT count(*) AS n FROM baton_migrations`
+            ),
             layer()
           ),
         { concurrency: "unbounded" }
@@ -84,5 +95,6 @@ describe("Storage", () => {
       const values = counts.map((rows) => Number(rows[0]!.n))
       assert.isAbove(values[0]!, 0)
       assert.isTrue(values.every((n) => n === values[0]))
-    }))
+    })
+  )
 })

@@ -13,7 +13,7 @@ import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
 import * as SqlTaskQueue from "../../src/SqlTaskQueue.js"
 import * as Task from "../../src/Task.js"
-import { TaskQueue } from "../../src/TaskQueue.js"
+import { type InvalidPayload, TaskQueue } from "../../src/TaskQueue.js"
 import * as Worker from "../../src/Worker.js"
 import { type Backend, eventually } from "../support/backends.js"
 
@@ -101,17 +101,19 @@ export const taskQueueSuite = (backend: Backend) => {
         const events = yield* sql<{ task_id: string; outcome: string; namespace: string; tags: string }>`
           SELECT task_id, outcome, namespace, tags FROM baton_completions`
         assert.deepStrictEqual(events, [{ task_id: id, outcome: "succeeded", namespace: "tenant-1", tags: '["a"]' }])
-      }).pipe(Effect.scoped, Effect.provide(layer())))
+      }).pipe(Effect.scoped, Effect.provide(layer()))
+    )
 
     it.effect("enqueue with an invalid payload fails at enqueue and stores nothing", () =>
       Effect.gen(function* () {
         const queue = yield* TaskQueue
         const error = yield* Effect.flip(queue.enqueue(Double, { n: "x" } as never))
         assert.strictEqual(error._tag, "InvalidPayload")
-        assert.strictEqual(error.task, "double")
+        assert.strictEqual((error as InvalidPayload).task, "double")
         assert.match(error.message, /n/)
         assert.strictEqual(yield* countRows("baton_tasks"), 0)
-      }).pipe(Effect.provide(layer())))
+      }).pipe(Effect.provide(layer()))
+    )
 
     it.effect("enqueueMany is all or nothing", () =>
       Effect.gen(function* () {
@@ -124,7 +126,8 @@ export const taskQueueSuite = (backend: Backend) => {
         )
         assert.strictEqual(error._tag, "InvalidPayload")
         assert.strictEqual(yield* countRows("baton_tasks"), 2)
-      }).pipe(Effect.provide(layer())))
+      }).pipe(Effect.provide(layer()))
+    )
 
     it.effect("the same idempotency key yields the same task, even under concurrency", () =>
       Effect.gen(function* () {
@@ -145,7 +148,8 @@ export const taskQueueSuite = (backend: Backend) => {
           Task.call(Double, { n: 2 }, { idempotencyKey: "k" })
         ])
         assert.strictEqual(many[0], many[1])
-      }).pipe(Effect.provide(layer())))
+      }).pipe(Effect.provide(layer()))
+    )
 
     it.effect("transactional outbox: a rolled-back transaction leaves no task, a committed one does", () =>
       Effect.gen(function* () {
@@ -165,7 +169,8 @@ export const taskQueueSuite = (backend: Backend) => {
         assert.strictEqual(yield* countRows("baton_tasks"), 0)
         const id = yield* sql.withTransaction(queue.enqueue(Double, { n: 2 }))
         assert.strictEqual((yield* queue.get(id)).state, "pending")
-      }).pipe(Effect.provide(layer())))
+      }).pipe(Effect.provide(layer()))
+    )
 
     it.live("a typed failure is retried with backoff, then the task is dead", () =>
       Effect.gen(function* () {
@@ -181,7 +186,8 @@ export const taskQueueSuite = (backend: Backend) => {
         const sql = yield* SqlClient.SqlClient
         const events = yield* sql<{ outcome: string }>`SELECT outcome FROM baton_completions WHERE task_id = ${id}`
         assert.deepStrictEqual(events, [{ outcome: "dead" }])
-      }).pipe(Effect.scoped, Effect.provide(layer())))
+      }).pipe(Effect.scoped, Effect.provide(layer()))
+    )
 
     it.live("a retried task that later succeeds records its attempts", () =>
       Effect.gen(function* () {
@@ -191,7 +197,8 @@ export const taskQueueSuite = (backend: Backend) => {
         const info = yield* waitForState(id, ["succeeded"])
         assert.strictEqual(info.attempts, 3)
         assert.deepStrictEqual(yield* queue.result(Flaky, id), Option.some(3))
-      }).pipe(Effect.scoped, Effect.provide(layer())))
+      }).pipe(Effect.scoped, Effect.provide(layer()))
+    )
 
     it.live("defects and timeouts are recorded distinctly", () =>
       Effect.gen(function* () {
@@ -205,7 +212,8 @@ export const taskQueueSuite = (backend: Backend) => {
         const s = yield* waitForState(slow, ["dead"])
         assert.strictEqual(s.attempts, 2)
         assert.strictEqual(Option.getOrThrow(s.error).kind, "timeout")
-      }).pipe(Effect.scoped, Effect.provide(layer())))
+      }).pipe(Effect.scoped, Effect.provide(layer()))
+    )
 
     it.live("an undecodable payload fails permanently without retries; the worker keeps running", () =>
       Effect.gen(function* () {
@@ -223,7 +231,8 @@ export const taskQueueSuite = (backend: Backend) => {
         assert.strictEqual(Option.getOrThrow(missing.error).kind, "unknown_task")
         assert.match(Option.getOrThrow(missing.error).message, /no-such-task/)
         assert.strictEqual((yield* waitForState(good, ["succeeded"])).state, "succeeded")
-      }).pipe(Effect.scoped, Effect.provide(layer())))
+      }).pipe(Effect.scoped, Effect.provide(layer()))
+    )
 
     it.effect("a duplicated completion is refused by the lease guard and counted once", () =>
       Effect.gen(function* () {
@@ -251,7 +260,8 @@ export const taskQueueSuite = (backend: Backend) => {
         const info = yield* queue.get(id)
         assert.deepStrictEqual(Option.getOrThrow(info.result), { doubled: 2 })
         assert.strictEqual(yield* countRows("baton_completions"), 1)
-      }).pipe(Effect.provide(layer())))
+      }).pipe(Effect.provide(layer()))
+    )
 
     it.effect("a task out of attempts whose lease expired becomes dead with an event", () =>
       Effect.gen(function* () {
@@ -263,7 +273,8 @@ export const taskQueueSuite = (backend: Backend) => {
         assert.strictEqual(info.state, "dead")
         assert.strictEqual(Option.getOrThrow(info.error).kind, "lease_expired")
         assert.strictEqual(yield* countRows("baton_completions"), 1)
-      }).pipe(Effect.provide(layer())))
+      }).pipe(Effect.provide(layer()))
+    )
 
     it.effect("claims respect queues, run-at and priority", () =>
       Effect.gen(function* () {
@@ -283,7 +294,8 @@ export const taskQueueSuite = (backend: Backend) => {
           other.map((task) => task.id),
           [elsewhere]
         )
-      }).pipe(Effect.provide(layer())))
+      }).pipe(Effect.provide(layer()))
+    )
 
     it.effect("cancel: a pending task becomes cancelled with an event; a finished one is untouched", () =>
       Effect.gen(function* () {
@@ -303,7 +315,8 @@ export const taskQueueSuite = (backend: Backend) => {
         assert.strictEqual((yield* queue.get(running)).state, "cancelled")
         const missing = yield* Effect.flip(queue.get("no-such-id"))
         assert.strictEqual(missing._tag, "TaskNotFound")
-      }).pipe(Effect.provide(layer())))
+      }).pipe(Effect.provide(layer()))
+    )
 
     it.live("graceful shutdown: in-flight tasks finish within the grace period, the rest are released", () =>
       Effect.gen(function* () {
@@ -340,7 +353,8 @@ export const taskQueueSuite = (backend: Backend) => {
         assert.strictEqual(info.state, "pending")
         assert.strictEqual(info.attempts, 0)
         assert.strictEqual(Option.getOrThrow(info.error).kind, "interrupted")
-      }).pipe(Effect.scoped, Effect.provide(layer())))
+      }).pipe(Effect.scoped, Effect.provide(layer()))
+    )
 
     it.live("many tasks with concurrency: each runs once and succeeds", () =>
       Effect.gen(function* () {
@@ -367,6 +381,7 @@ export const taskQueueSuite = (backend: Backend) => {
         assert.strictEqual(seen.size, n)
         assert.isTrue([...seen.values()].every((count) => count === 1))
         assert.strictEqual(yield* countRows("baton_completions"), n)
-      }).pipe(Effect.scoped, Effect.provide(layer())))
+      }).pipe(Effect.scoped, Effect.provide(layer()))
+    )
   })
 }

@@ -15,10 +15,7 @@ export type BackendName = "memory" | "sqlite" | "pg"
 export interface Backend {
   readonly name: BackendName
   /** A fresh, empty storage layer each time it is called. */
-  readonly storage: () => Layer.Layer<
-    import("@effect/sql/SqlClient").SqlClient | Storage.Storage,
-    Storage.StorageError
-  >
+  readonly storage: () => Layer.Layer<import("@effect/sql/SqlClient").SqlClient | Storage.Storage, Storage.StorageError>
   /** Settings another OS process needs to open the same storage (see test/support/env.ts). */
   readonly describe: () => BackendDescriptor
 }
