@@ -83,9 +83,7 @@ interface BodyRow {
   readonly name: string
   readonly chord_index: number
   readonly state: string
-  readonly result: string | null
   readonly error: string | null
-  readonly finished_at: number | null
 }
 
 const finishedColumns = "id, name, queue, namespace, tags, chord_id, chord_index, run_id"
@@ -148,16 +146,67 @@ export const recordBodies = (
     }
   })
 
-const readBodies = (ctx: LedgerContext, chordId: string) =>
-  ctx.sql<BodyRow>`SELECT id, name, chord_index, state, result, error, finished_at FROM baton_tasks
-    WHERE chord_id = ${chordId} ORDER BY chord_index`
+interface Tally {
+  readonly total: number
+  readonly succeeded: number
+  readonly failed: number
+  readonly cancelled: number
+}
+
+/** Counts the body by state: one pass over the chord's index entries, no rows shipped. */
+const tallyBody = (ctx: LedgerContext, chordId: string) =>
+  Effect.map(
+    ctx.sql<Tally>`SELECT count(*) AS total,
+      count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+      count(*) FILTER (WHERE state IN ('failed', 'dead')) AS failed,
+      count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+      FROM baton_tasks WHERE chord_id = ${chordId}`,
+    (rows): Tally => ({
+      total: Number(rows[0]?.total ?? 0),
+      succeeded: Number(rows[0]?.succeeded ?? 0),
+      failed: Number(rows[0]?.failed ?? 0),
+      cancelled: Number(rows[0]?.cancelled ?? 0)
+    })
+  )
+
+/** The body task that failed first (earliest finish, then lowest index). */
+const firstFailure = (ctx: LedgerContext, chordId: string) =>
+  Effect.map(
+    ctx.sql<BodyRow>`SELECT id, name, chord_index, state, error FROM baton_tasks
+      WHERE chord_id = ${chordId} AND state IN ('failed', 'dead', 'cancelled')
+      ORDER BY finished_at, chord_index LIMIT 1`,
+    (rows) => rows[0]
+  )
+
+const noError = JSON.stringify({ kind: "failure", message: "no error recorded", attempt: 0 })
+
+/**
+ * The callback's `results` as JSON text, built by the database in body order from the stored (already encoded) JSON
+ * of each body task: one string comes back, not one row per body task (a 100,000-task chord is one round trip).
+ */
+const resultsJson = (ctx: LedgerContext, chordId: string, policy: "fail" | "continue") => {
+  const { sql } = ctx
+  const quotedId = ctx.dialect === "pg" ? sql`to_json(id)::text` : sql`json_quote(id)`
+  const element =
+    policy === "continue"
+      ? sql`CASE WHEN state = 'succeeded'
+          THEN '{"_tag":"Success","taskId":' || ${quotedId} || ',"value":' || COALESCE(result, 'null') || '}'
+          ELSE '{"_tag":"Failure","taskId":' || ${quotedId} || ',"state":"' || state || '","error":'
+            || COALESCE(error, ${noError}) || '}' END`
+      : sql`COALESCE(result, 'null')`
+  return Effect.map(
+    sql<{ results: string | null }>`SELECT string_agg(${element}, ',' ORDER BY chord_index) AS results
+      FROM baton_tasks WHERE chord_id = ${chordId}`,
+    (rows) => `[${rows[0]?.results ?? ""}]`
+  )
+}
 
 /** The result of settling a chord. */
 export type Settled = "completed" | "failed" | "waiting" | "not-running"
 
 /**
- * Decides a running chord whose row the transaction holds locked: reads its body (once, at the end), repairs the
- * counters if they drifted from the task rows, and completes or fails it under the dispatch guard.
+ * Decides a running chord whose row the transaction holds locked: counts its body from the task rows (repairing the
+ * counters if they drifted), and completes or fails it under the dispatch guard.
  */
 export const settleChord = (
   ctx: LedgerContext,
@@ -166,41 +215,29 @@ export const settleChord = (
   healed: boolean
 ): Effect.Effect<Settled, SqlError> =>
   Effect.gen(function* () {
-    const bodies = yield* readBodies(ctx, chord.id)
-    let succeeded = 0
-    let failed = 0
-    let cancelled = 0
-    let firstFailure: BodyRow | undefined
-    for (const body of bodies) {
-      if (body.state === "succeeded") succeeded++
-      else if (body.state === "cancelled") cancelled++
-      else if (body.state === "failed" || body.state === "dead") failed++
-      if (isFailure(body.state)) {
-        if (firstFailure === undefined || Number(body.finished_at ?? 0) < Number(firstFailure.finished_at ?? 0)) {
-          firstFailure = body
-        }
-      }
-    }
+    const tally = yield* tallyBody(ctx, chord.id)
     if (
-      succeeded !== Number(chord.succeeded) ||
-      failed !== Number(chord.failed) ||
-      cancelled !== Number(chord.cancelled)
+      tally.succeeded !== Number(chord.succeeded) ||
+      tally.failed !== Number(chord.failed) ||
+      tally.cancelled !== Number(chord.cancelled)
     ) {
       // Only reachable if a terminal transition bypassed recordFinished (or by fault injection in tests).
       yield* Effect.logWarning("chord counters drifted from the body task rows; repaired", {
         chordId: chord.id,
         counted: [chord.succeeded, chord.failed, chord.cancelled].join("/"),
-        actual: [succeeded, failed, cancelled].join("/")
+        actual: [tally.succeeded, tally.failed, tally.cancelled].join("/")
       })
-      yield* ctx.sql`UPDATE baton_chords SET succeeded = ${succeeded}, failed = ${failed}, cancelled = ${cancelled}
-        WHERE id = ${chord.id}`
+      yield* ctx.sql`UPDATE baton_chords SET succeeded = ${tally.succeeded}, failed = ${tally.failed},
+        cancelled = ${tally.cancelled} WHERE id = ${chord.id}`
     }
-    if (chord.failure_policy === "fail" && firstFailure !== undefined) {
-      return (yield* failChord(ctx, chord, firstFailure, now, healed)) ? "failed" : "not-running"
+    if (chord.failure_policy === "fail" && tally.failed + tally.cancelled > 0) {
+      const failing = yield* firstFailure(ctx, chord.id)
+      if (failing === undefined) return "waiting"
+      return (yield* failChord(ctx, chord, failing, now, healed)) ? "failed" : "not-running"
     }
-    const open = bodies.length - succeeded - failed - cancelled
-    if (open > 0 || bodies.length < Number(chord.expected)) return "waiting"
-    return (yield* completeChord(ctx, chord, bodies, now, healed)) ? "completed" : "not-running"
+    const open = tally.total - tally.succeeded - tally.failed - tally.cancelled
+    if (open > 0 || tally.total < Number(chord.expected)) return "waiting"
+    return (yield* completeChord(ctx, chord, now, healed)) ? "completed" : "not-running"
   })
 
 const parseTaskError = (text: string | null): ChordFailure["error"] => {
@@ -213,14 +250,6 @@ const parseTaskError = (text: string | null): ChordFailure["error"] => {
 }
 
 const cancelledError = (message: string) => JSON.stringify({ kind: "cancelled", message, attempt: 0 })
-
-const outcomeJson = (body: BodyRow): string => {
-  if (body.state === "succeeded") {
-    return `{"_tag":"Success","taskId":${JSON.stringify(body.id)},"value":${body.result ?? "null"}}`
-  }
-  const error = body.error ?? JSON.stringify({ kind: "failure", message: "no error recorded", attempt: 0 })
-  return `{"_tag":"Failure","taskId":${JSON.stringify(body.id)},"state":${JSON.stringify(body.state)},"error":${error}}`
-}
 
 /** `{ ...args, [field]: valueJson }` as JSON text, splicing already-encoded JSON without re-parsing it. */
 const payloadText = (args: Readonly<Record<string, unknown>>, field: string, valueJson: string): string => {
@@ -295,18 +324,14 @@ const recordDispatch = (chord: ChordRow, at: number, healed: boolean) =>
 const completeChord = (
   ctx: LedgerContext,
   chord: ChordRow,
-  bodies: ReadonlyArray<BodyRow>,
   now: number,
   healed: boolean
 ): Effect.Effect<boolean, SqlError> =>
   Effect.gen(function* () {
     const { sql } = ctx
-    const at = Math.max(now, yield* Clock.currentTimeMillis)
     const sealed = JSON.parse(chord.callback) as SealedCall
-    const results =
-      chord.failure_policy === "continue"
-        ? `[${bodies.map(outcomeJson).join(",")}]`
-        : `[${bodies.map((body) => body.result ?? "null").join(",")}]`
+    const results = yield* resultsJson(ctx, chord.id, chord.failure_policy)
+    const at = Math.max(now, yield* Clock.currentTimeMillis)
     // The guard: of all transactions that get here, only one sees the chord running and undispatched.
     const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'completed', dispatched_at = ${at},
       healed = ${healed ? 1 : 0} WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id`
