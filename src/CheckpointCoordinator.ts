@@ -251,7 +251,12 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
         byId.set(token.id, entry)
         return token
       })
-    ).pipe(Effect.withSpan("CheckpointCoordinator.createCheckpoint", { attributes: { runId, batchIndex } }))
+    ).pipe(
+      Effect.withSpan("CheckpointCoordinator.createCheckpoint", {
+        captureStackTrace: false,
+        attributes: { runId, batchIndex }
+      })
+    )
 
   const settle = (token: CheckpointToken, outcome: Outcome) =>
     Effect.suspend((): Effect.Effect<void, CheckpointConflict | CheckpointNotFound> => {
@@ -286,6 +291,7 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
   const completeCheckpoint = (token: CheckpointToken, result: unknown) =>
     settle(token, { _tag: "Completed", result }).pipe(
       Effect.withSpan("CheckpointCoordinator.completeCheckpoint", {
+        captureStackTrace: false,
         attributes: { runId: token.runId, batchIndex: token.batchIndex }
       })
     )
@@ -293,6 +299,7 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
   const failCheckpoint = (token: CheckpointToken, error: unknown) =>
     settle(token, { _tag: "Failed", error }).pipe(
       Effect.withSpan("CheckpointCoordinator.failCheckpoint", {
+        captureStackTrace: false,
         attributes: { runId: token.runId, batchIndex: token.batchIndex }
       })
     )
@@ -318,6 +325,7 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
       return Effect.tap(bounded, () => Effect.sync(() => release(entry)))
     }).pipe(
       Effect.withSpan("CheckpointCoordinator.awaitCheckpoint", {
+        captureStackTrace: false,
         attributes: { runId: token.runId, batchIndex: token.batchIndex }
       })
     )

@@ -179,7 +179,12 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         return yield* Effect.dieMessage(`createCheckpoint: (${runId}, ${batchIndex}) neither inserted nor found`)
       }
       return toToken(row)
-    }).pipe(Effect.withSpan("CheckpointCoordinator.createCheckpoint", { attributes: { runId, batchIndex } }))
+    }).pipe(
+      Effect.withSpan("CheckpointCoordinator.createCheckpoint", {
+        captureStackTrace: false,
+        attributes: { runId, batchIndex }
+      })
+    )
 
   const logEntry = (status: "completed" | "failed", runId: string, now: number): LogEntry => ({
     kind: status === "completed" ? "checkpoint.completed" : "checkpoint.failed",
@@ -287,6 +292,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     settle(token, "completed", result).pipe(
       Effect.asVoid,
       Effect.withSpan("CheckpointCoordinator.completeCheckpoint", {
+        captureStackTrace: false,
         attributes: { runId: token.runId, batchIndex: token.batchIndex }
       })
     )
@@ -295,6 +301,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     settle(token, "failed", error).pipe(
       Effect.asVoid,
       Effect.withSpan("CheckpointCoordinator.failCheckpoint", {
+        captureStackTrace: false,
         attributes: { runId: token.runId, batchIndex: token.batchIndex }
       })
     )
@@ -382,6 +389,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       return Effect.flatMap(bounded, (outcome) => deliver(token, outcome))
     }).pipe(
       Effect.withSpan("CheckpointCoordinator.awaitCheckpoint", {
+        captureStackTrace: false,
         attributes: { runId: token.runId, batchIndex: token.batchIndex }
       })
     )
@@ -389,14 +397,20 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const findCheckpoint = (runId: string, batchIndex: number) =>
     readToken(runId, batchIndex).pipe(
       Effect.map((rows) => Option.map(Option.fromNullable(rows[0]), toToken)),
-      Effect.withSpan("CheckpointCoordinator.findCheckpoint", { attributes: { runId, batchIndex } })
+      Effect.withSpan("CheckpointCoordinator.findCheckpoint", {
+        captureStackTrace: false,
+        attributes: { runId, batchIndex }
+      })
     )
 
   const getPendingCheckpoints = (runId: string) =>
     sql<TokenRow>`SELECT id, run_id, batch_index FROM baton_checkpoints
       WHERE run_id = ${runId} AND status = 'pending' ORDER BY batch_index`.pipe(
       Effect.map((rows) => rows.map(toToken)),
-      Effect.withSpan("CheckpointCoordinator.getPendingCheckpoints", { attributes: { runId } })
+      Effect.withSpan("CheckpointCoordinator.getPendingCheckpoints", {
+        captureStackTrace: false,
+        attributes: { runId }
+      })
     )
 
   const pollCheckpoint = (token: CheckpointToken) =>
@@ -411,7 +425,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             : CheckpointStatus.Failed({ error: JSON.parse(outcome.text) })
         )
       }),
-      Effect.withSpan("CheckpointCoordinator.pollCheckpoint")
+      Effect.withSpan("CheckpointCoordinator.pollCheckpoint", { captureStackTrace: false })
     )
 
   return CheckpointCoordinator.of({
