@@ -139,6 +139,11 @@ interface Start {
   readonly minSeq: number
   /** How the start was asked for (for errors). */
   readonly requested: string
+  /**
+   * Postgres, live start: the snapshot taken at subscribe. Rows of transactions it saw as committed are skipped, so a
+   * live subscription delivers exactly what commits after it started, although its cursor starts at the horizon.
+   */
+  readonly exclude?: string | undefined
 }
 
 const num = (value: unknown): number => (typeof value === "number" ? value : Number(value))
@@ -393,8 +398,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       }
       // Live: from the current end of the log. Everything committing after this is after the cursor.
       if (isPg) {
-        const rows = yield* sql<{ xid: string }>`SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xid`
-        return { cursor: { xid: BigInt(rows[0]?.xid ?? "0"), seq: 0 }, minSeq: 0, requested: "the live position" }
+        const [row] = yield* sql<{ xid: string; snapshot: string }>`SELECT pg_snapshot_xmin(s)::text AS xid,
+          s::text AS snapshot FROM (SELECT pg_current_snapshot() AS s) t`
+        return {
+          cursor: { xid: BigInt(row?.xid ?? "0"), seq: 0 },
+          minSeq: 0,
+          requested: "the live position",
+          exclude: row?.snapshot
+        }
       }
       const rows = yield* sql<{ seq: number | null }>`SELECT max(seq) AS seq FROM baton_completions`
       const end = { xid: 0n, seq: num(rows[0]?.seq ?? 0) }
@@ -434,6 +445,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         )
       }
       const start = yield* resolveStart(subscribeOptions)
+      const conditions =
+        start.exclude === undefined
+          ? where
+          : [...where, sql`NOT pg_visible_in_snapshot(c.xid, ${start.exclude}::pg_snapshot)`]
 
       const run = Effect.gen(function* () {
         const woken = yield* PubSub.subscribe(wake)
@@ -456,7 +471,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         const next = Effect.gen(function* () {
           if (caughtUp) yield* waitForMore
           while (true) {
-            const result = yield* read(cursor, start.minSeq, where, limit).pipe(
+            const result = yield* read(cursor, start.minSeq, conditions, limit).pipe(
               Effect.tapError((error) => Effect.logWarning("reading the completions log failed; retrying", { error })),
               Effect.retry(readRetry)
             )
