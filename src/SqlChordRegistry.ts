@@ -26,6 +26,7 @@ import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -45,7 +46,7 @@ import {
   type ChordSpec,
   type FailurePolicy
 } from "./ChordRegistry.js"
-import { CompletionBackend } from "./CompletionBackend.js"
+import { CompletionBackend, type CompletionEvent, type StreamError } from "./CompletionBackend.js"
 import * as Continuations from "./Continuations.js"
 import {
   cancelChord,
@@ -294,25 +295,52 @@ export const make = (
       })
 
     if (Option.isSome(backend)) {
-      const consume = Effect.scoped(
-        Effect.gen(function* () {
-          const stream = yield* backend.value.subscribe()
-          yield* stream.pipe(
-            Stream.groupedWithin(1000, Duration.millis(20)),
-            Stream.runForEach((events) =>
-              onEvents(events).pipe(
-                Effect.catchAll((error) => Effect.logWarning("chord coordinator: handling events failed", error))
+      const completions = backend.value
+      let cursor: string | undefined
+      const consume = (stream: Stream.Stream<CompletionEvent, StreamError>) =>
+        stream.pipe(
+          Stream.groupedWithin(1000, Duration.millis(20)),
+          Stream.runForEach((events) =>
+            onEvents(events).pipe(
+              Effect.catchAll((error) => Effect.logWarning("chord coordinator: handling events failed", error)),
+              Effect.zipRight(
+                Effect.sync(() => {
+                  cursor = Chunk.last(events).pipe(Option.getOrThrow).cursor
+                })
               )
             )
           )
-        })
+        )
+      // The first subscription is active before the registry is handed out, so no event committed after this layer
+      // was built is missed; later ones resume after the last handled event.
+      const first = yield* Effect.either(completions.subscribe())
+      const resubscribe = Effect.scoped(
+        Effect.flatMap(
+          completions
+            .subscribe(cursor === undefined ? {} : { after: cursor })
+            .pipe(Effect.catchTag("CursorExpired", () => completions.subscribe())),
+          consume
+        )
       )
       yield* Effect.forkScoped(
-        consume.pipe(
-          Effect.tapErrorCause((cause) =>
-            Effect.logWarning("chord coordinator: completion stream failed; resubscribing", Cause.pretty(cause))
+        Effect.gen(function* () {
+          if (Either.isRight(first)) yield* consume(first.right)
+          else yield* Effect.fail(first.left)
+        }).pipe(
+          Effect.catchAllCause((cause) =>
+            Effect.logWarning("chord coordinator: completion stream ended; resubscribing", Cause.pretty(cause))
           ),
-          Effect.retry(Schedule.exponential(Duration.millis(100)).pipe(Schedule.union(Schedule.spaced("5 seconds")))),
+          Effect.zipRight(
+            Effect.suspend(() => resubscribe).pipe(
+              Effect.tapErrorCause((cause) =>
+                Effect.logWarning("chord coordinator: completion stream failed; resubscribing", Cause.pretty(cause))
+              ),
+              Effect.retry(
+                Schedule.exponential(Duration.millis(100)).pipe(Schedule.union(Schedule.spaced("5 seconds")))
+              ),
+              Effect.forever
+            )
+          ),
           Effect.ignore
         )
       )

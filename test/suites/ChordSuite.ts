@@ -13,8 +13,11 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as ChordRegistry from "../../src/ChordRegistry.js"
+import { appendLog } from "../../src/internal/completionLog.js"
 import * as SqlChordRegistry from "../../src/SqlChordRegistry.js"
+import * as SqlCompletionBackend from "../../src/SqlCompletionBackend.js"
 import * as SqlTaskQueue from "../../src/SqlTaskQueue.js"
+import * as Storage from "../../src/Storage.js"
 import * as Task from "../../src/Task.js"
 import { TaskQueue } from "../../src/TaskQueue.js"
 import * as Worker from "../../src/Worker.js"
@@ -23,12 +26,25 @@ import { type Backend, eventually } from "../support/backends.js"
 
 const fast = { pollInterval: { min: "1 millis", max: "10 millis" } } as const
 
-/** Registry + queue on a fresh storage; the reconciler is driven by hand unless `options` says otherwise. */
-export const chordLayer = (backend: Backend, options: SqlChordRegistry.Options = { reconcileInterval: 0 }) =>
-  SqlChordRegistry.layerWith({ pollInterval: { min: "1 millis", max: "10 millis" }, ...options }).pipe(
-    Layer.provideMerge(SqlTaskQueue.layer),
-    Layer.provideMerge(backend.storage())
-  )
+/**
+ * Registry + completion backend + queue on a fresh storage (the production shape: the coordinator is driven by
+ * completion events); the reconciler is driven by hand unless `options` says otherwise. `events: false` leaves the
+ * completion backend out (the coordinator then polls).
+ */
+export const chordLayer = (
+  backend: Backend,
+  options: SqlChordRegistry.Options = { reconcileInterval: 0 },
+  events = true
+) => {
+  const registry = SqlChordRegistry.layerWith({ pollInterval: { min: "1 millis", max: "10 millis" }, ...options })
+  const base = SqlTaskQueue.layer.pipe(Layer.provideMerge(backend.storage()))
+  return events
+    ? registry.pipe(
+        Layer.provideMerge(SqlCompletionBackend.layerWith({ pollInterval: { min: "1 millis", max: "20 millis" } })),
+        Layer.provideMerge(base)
+      )
+    : registry.pipe(Layer.provideMerge(base))
+}
 
 const runWorker = (options: Partial<Worker.WorkerOptions<typeof allTasks>> = {}) =>
   Worker.run({ tasks: allTasks, concurrency: 4, ...fast, ...options })
@@ -596,6 +612,60 @@ export const chordSuite = (backend: Backend) => {
         // Another handle on the same chord (as another part of the program would get it) sees the same outcome.
         const other = yield* registry.handle(handle.chordId)
         assert.strictEqual(yield* other.await, yield* handle.await)
+      }).pipe(Effect.scoped, Effect.provide(chordLayer(backend)))
+    )
+
+    it.live("without a completion backend the coordinator polls: awaits still resolve", () =>
+      Effect.gen(function* () {
+        const registry = yield* ChordRegistry.ChordRegistry
+        const handle = yield* registry.chord({
+          body: [Task.call(Square, { n: 2 }), Task.call(Square, { n: 3 })],
+          callback: ChordRegistry.callback(Sum, { label: "polled" })
+        })
+        yield* runWorker()
+        const callbackId = yield* handle.await
+        const queue = yield* TaskQueue
+        assert.deepStrictEqual((yield* queue.get(callbackId)).payload, { results: [4, 9], label: "polled" })
+      }).pipe(Effect.scoped, Effect.provide(chordLayer(backend, { reconcileInterval: 0 }, false)))
+    )
+
+    it.live("a body completion event for a complete but undispatched chord is dispatched by the coordinator", () =>
+      Effect.gen(function* () {
+        const registry = yield* ChordRegistry.ChordRegistry
+        const sql = yield* SqlClient.SqlClient
+        const handle = yield* registry.chord({
+          body: [Task.call(Square, { n: 2 })],
+          callback: ChordRegistry.callback(Sum, { label: "event" })
+        })
+        // Fault injection as above, then the completion event the lost dispatch would have followed. The periodic
+        // reconciler is off: only the event-driven check can dispatch it.
+        yield* sql`UPDATE baton_tasks SET state = 'succeeded', result = '4', finished_at = 1
+          WHERE chord_id = ${handle.chordId}`
+        yield* sql`UPDATE baton_chords SET succeeded = 1, last_body_at = 1 WHERE id = ${handle.chordId}`
+        const storage = yield* Storage.Storage
+        const bodyId = (yield* sql<{ id: string }>`SELECT id FROM baton_tasks WHERE chord_id = ${handle.chordId}`)[0]!
+          .id
+        yield* sql.withTransaction(
+          appendLog(sql, storage.dialect, storage.channelPrefix, [
+            {
+              kind: "task",
+              task_id: bodyId,
+              task_name: "chord-square",
+              queue: "default",
+              namespace: "default",
+              tags: "[]",
+              outcome: "succeeded",
+              chord_id: handle.chordId,
+              run_id: null,
+              at: 1
+            }
+          ])
+        )
+        const callbackId = yield* handle.await
+        const info = yield* registry.get(handle.chordId)
+        assert.isTrue(info.healed)
+        assert.strictEqual(info.callbackTaskId, callbackId)
+        assert.strictEqual(yield* tasksNamed("chord-sum"), 1)
       }).pipe(Effect.scoped, Effect.provide(chordLayer(backend)))
     )
 
