@@ -38,7 +38,7 @@ import {
   type CompletionKind,
   CompletionKind as CompletionKindSchema,
   CursorExpired,
-  Cursor,
+  type Cursor,
   FilterUnsupported,
   InvalidCursor,
   type SubscribeOptions
@@ -46,7 +46,7 @@ import {
 import { completionsChannel, onAppend } from "./internal/completionLog.js"
 import * as PgListener from "./internal/pgListener.js"
 import { Storage } from "./Storage.js"
-import { TaskId } from "./TaskQueue.js"
+import type { TaskId } from "./TaskQueue.js"
 
 /** Settings of the SQL completion backend. */
 export interface Options {
@@ -179,7 +179,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   // -- cursors ------------------------------------------------------------------------------------------------------
 
   const encodeCursor = (position: Position): Cursor =>
-    Cursor.make(isPg ? `p.${position.xid}.${position.seq}` : `s.${position.seq}`)
+    // Cast, not `Cursor.make`: built here by construction, and validating per event costs on a hot path.
+    (isPg ? `p.${position.xid}.${position.seq}` : `s.${position.seq}`) as Cursor
 
   const decodeCursor = (cursor: string): Effect.Effect<Position, InvalidCursor> => {
     const match = isPg ? /^p\.(\d{1,20})\.(\d{1,16})$/.exec(cursor) : /^s\.(\d{1,16})$/.exec(cursor)
@@ -296,21 +297,26 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   ): Effect.Effect<ReadResult, SqlError> => {
     const filter = where.length === 0 ? sql.literal("TRUE") : sql.and(where)
     if (isPg) {
-      return sql<ReadRow>`WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
-        SELECT t.top_xid, t.top_seq, EXISTS (SELECT 1 FROM baton_completions c WHERE c.xid >= h.xmin) AS pending,
-          p.xid AS pruned_xid, p.seq AS pruned_seq, p.max_seq AS pruned_max_seq, r.*
-        FROM h CROSS JOIN baton_completions_pruned p
-        LEFT JOIN LATERAL (
-          SELECT c.xid AS top_xid, c.seq AS top_seq FROM baton_completions c WHERE c.xid < h.xmin
-          ORDER BY c.xid DESC, c.seq DESC LIMIT 1
-        ) t ON TRUE
-        LEFT JOIN LATERAL (
+      // The meta row is MATERIALIZED: computed once, not once per returned row.
+      return sql<ReadRow>`WITH meta AS MATERIALIZED (
+          SELECT h.horizon, t.top_xid, t.top_seq,
+            EXISTS (SELECT 1 FROM baton_completions c WHERE c.xid >= h.horizon) AS pending,
+            p.xid AS pruned_xid, p.seq AS pruned_seq, p.max_seq AS pruned_max_seq
+          FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) h
+          CROSS JOIN baton_completions_pruned p
+          LEFT JOIN LATERAL (
+            SELECT c.xid AS top_xid, c.seq AS top_seq FROM baton_completions c WHERE c.xid < h.horizon
+            ORDER BY c.xid DESC, c.seq DESC LIMIT 1
+          ) t ON TRUE
+          WHERE p.id = 1
+        )
+        SELECT meta.top_xid, meta.top_seq, meta.pending, meta.pruned_xid, meta.pruned_seq, meta.pruned_max_seq, r.*
+        FROM meta LEFT JOIN LATERAL (
           SELECT c.xid, ${columns} FROM baton_completions c
-          WHERE c.xid < h.xmin AND (c.xid, c.seq) > (${cursor.xid.toString()}::xid8, ${cursor.seq})
+          WHERE c.xid < meta.horizon AND (c.xid, c.seq) > (${cursor.xid.toString()}::xid8, ${cursor.seq})
             AND c.seq >= ${minSeq} AND ${filter}
           ORDER BY c.xid, c.seq LIMIT ${limit}
         ) r ON TRUE
-        WHERE p.id = 1
         ORDER BY r.xid, r.seq`.pipe(Effect.map(toResult))
     }
     return sql<ReadRow>`SELECT t.top_seq, p.seq AS pruned_seq, p.max_seq AS pruned_max_seq, r.*
@@ -336,7 +342,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     sequence: num(row.seq),
     cursor: encodeCursor(positionOf(row)),
     kind: row.kind as CompletionKind,
-    taskId: row.task_id === null ? undefined : TaskId.make(row.task_id),
+    taskId: row.task_id === null ? undefined : (row.task_id as TaskId),
     taskName: row.task_name ?? undefined,
     queue: row.queue ?? undefined,
     namespace: row.namespace ?? "",
