@@ -156,9 +156,11 @@ export class CheckpointCoordinator extends Context.Tag("baton/CheckpointCoordina
   }
 >() {}
 
+const isBatchIndex = (batchIndex: number): boolean => Number.isSafeInteger(batchIndex) && batchIndex >= 0
+
 /** Checks a batch index (a non-negative integer); anything else is a programming error, hence a defect. */
 export const validateBatchIndex = (batchIndex: number): Effect.Effect<void> =>
-  Number.isSafeInteger(batchIndex) && batchIndex >= 0
+  isBatchIndex(batchIndex)
     ? Effect.void
     : Effect.die(new RangeError(`batchIndex must be a non-negative integer, got ${batchIndex}`))
 
@@ -175,7 +177,8 @@ type Outcome =
 
 interface MemoryEntry {
   readonly token: CheckpointToken
-  readonly deferred: Deferred.Deferred<unknown, CheckpointFailed>
+  /** Made by the first await that has to wait (a checkpoint completed before it is awaited never needs one). */
+  deferred: Deferred.Deferred<unknown, CheckpointFailed> | undefined
   outcome: Outcome | undefined
 }
 
@@ -197,6 +200,10 @@ export interface MemoryOptions {
 /**
  * Builds the in-memory coordinator. Each step that reads and changes the maps runs in one synchronous block, so
  * "is there an outcome? if not, set it" cannot interleave with another fiber's.
+ *
+ * Tracing: only an await that actually waits gets a span (`CheckpointCoordinator.awaitCheckpoint`). The other
+ * operations are a few map updates; a span costs many times more (measured: ~20-40x an `Effect.sync`), and would
+ * dominate the memory layer's cost. The SQL layer traces every operation.
  */
 export const makeMemory = (options: MemoryOptions = {}): Effect.Effect<CheckpointCoordinator["Type"]> =>
   Effect.sync(() => makeMemoryUnsafe(options))
@@ -228,9 +235,9 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
   }
 
   const createCheckpoint = (runId: string, batchIndex: number) =>
-    Effect.zipRight(
-      validateBatchIndex(batchIndex),
-      Effect.sync(() => {
+    Effect.suspend(() => {
+      if (!isBatchIndex(batchIndex)) return validateBatchIndex(batchIndex).pipe(Effect.as(undefined as never))
+      return Effect.sync(() => {
         let run = byRun.get(runId)
         const existing = run?.get(batchIndex)
         if (existing !== undefined) return existing.token
@@ -240,7 +247,7 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
         )
         const entry: MemoryEntry = {
           token,
-          deferred: Deferred.unsafeMake<unknown, CheckpointFailed>(FiberId.none),
+          deferred: undefined,
           outcome: undefined
         }
         if (run === undefined) {
@@ -251,12 +258,7 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
         byId.set(token.id, entry)
         return token
       })
-    ).pipe(
-      Effect.withSpan("CheckpointCoordinator.createCheckpoint", {
-        captureStackTrace: false,
-        attributes: { runId, batchIndex }
-      })
-    )
+    })
 
   const settle = (token: CheckpointToken, outcome: Outcome) =>
     Effect.suspend((): Effect.Effect<void, CheckpointConflict | CheckpointNotFound> => {
@@ -265,12 +267,14 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
       const existing = entry.outcome
       if (existing === undefined) {
         entry.outcome = outcome
-        Deferred.unsafeDone(
-          entry.deferred,
-          outcome._tag === "Completed"
-            ? Exit.succeed(outcome.result)
-            : Exit.fail(new CheckpointFailed({ token: entry.token, error: outcome.error }))
-        )
+        if (entry.deferred !== undefined) {
+          Deferred.unsafeDone(
+            entry.deferred,
+            outcome._tag === "Completed"
+              ? Exit.succeed(outcome.result)
+              : Exit.fail(new CheckpointFailed({ token: entry.token, error: outcome.error }))
+          )
+        }
         return Effect.void
       }
       const same =
@@ -288,31 +292,24 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
       )
     })
 
-  const completeCheckpoint = (token: CheckpointToken, result: unknown) =>
-    settle(token, { _tag: "Completed", result }).pipe(
-      Effect.withSpan("CheckpointCoordinator.completeCheckpoint", {
-        captureStackTrace: false,
-        attributes: { runId: token.runId, batchIndex: token.batchIndex }
-      })
-    )
+  const completeCheckpoint = (token: CheckpointToken, result: unknown) => settle(token, { _tag: "Completed", result })
 
-  const failCheckpoint = (token: CheckpointToken, error: unknown) =>
-    settle(token, { _tag: "Failed", error }).pipe(
-      Effect.withSpan("CheckpointCoordinator.failCheckpoint", {
-        captureStackTrace: false,
-        attributes: { runId: token.runId, batchIndex: token.batchIndex }
-      })
-    )
+  const failCheckpoint = (token: CheckpointToken, error: unknown) => settle(token, { _tag: "Failed", error })
 
   const awaitCheckpoint = (token: CheckpointToken, options?: AwaitOptions) =>
     Effect.suspend((): Effect.Effect<unknown, CheckpointFailed | CheckpointTimeout | CheckpointNotFound> => {
       const entry = byId.get(token.id)
       if (entry === undefined) return Effect.fail(new CheckpointNotFound({ token }))
-      // Fast path: already completed, no fiber suspension.
-      if (entry.outcome?._tag === "Completed") {
+      // Fast paths: already decided, no fiber suspension.
+      const outcome = entry.outcome
+      if (outcome?._tag === "Completed") {
         release(entry)
-        return Effect.succeed(entry.outcome.result)
+        return Effect.succeed(outcome.result)
       }
+      if (outcome?._tag === "Failed")
+        return Effect.fail(new CheckpointFailed({ token: entry.token, error: outcome.error }))
+      // Pending: the outcome is not set, so `settle` has not run yet and will resolve this Deferred.
+      entry.deferred ??= Deferred.unsafeMake<unknown, CheckpointFailed>(FiberId.none)
       const millis = timeoutMillis(options)
       const wait = Deferred.await(entry.deferred)
       const bounded =
@@ -322,13 +319,13 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
               duration: millis,
               onTimeout: () => new CheckpointTimeout({ token: entry.token, timeoutMillis: millis })
             })
-      return Effect.tap(bounded, () => Effect.sync(() => release(entry)))
-    }).pipe(
-      Effect.withSpan("CheckpointCoordinator.awaitCheckpoint", {
-        captureStackTrace: false,
-        attributes: { runId: token.runId, batchIndex: token.batchIndex }
-      })
-    )
+      return Effect.tap(bounded, () => Effect.sync(() => release(entry))).pipe(
+        Effect.withSpan("CheckpointCoordinator.awaitCheckpoint", {
+          captureStackTrace: false,
+          attributes: { runId: token.runId, batchIndex: token.batchIndex }
+        })
+      )
+    })
 
   const findCheckpoint = (runId: string, batchIndex: number) =>
     Effect.sync(() => Option.fromNullable(byRun.get(runId)?.get(batchIndex)?.token))

@@ -20,8 +20,8 @@ import * as TestClock from "effect/TestClock"
 import { CheckpointCoordinator, CheckpointId, CheckpointToken, typed } from "../../src/CheckpointCoordinator.js"
 import * as SqlCheckpointCoordinator from "../../src/SqlCheckpointCoordinator.js"
 import * as SqlCompletionBackend from "../../src/SqlCompletionBackend.js"
-import type * as Storage from "../../src/Storage.js"
-import { type Backend, sharedStorage, storageFromDescriptor } from "../support/backends.js"
+import * as Storage from "../../src/Storage.js"
+import { type Backend, pgUrl, sharedStorage, storageFromDescriptor } from "../support/backends.js"
 import { spawnFixture } from "../support/process.js"
 
 /** A coordinator under test. */
@@ -516,6 +516,48 @@ export const durableCheckpointSuite = (backend: Backend) => {
       }).pipe(Effect.provide(layer()))
     )
 
+    if (backend.name === "pg") {
+      it.live(
+        "asyncCreate: the setting stays local to the creating statement, never the connection or the caller's transaction",
+        () =>
+          Effect.gen(function* () {
+            const coordinator = yield* CheckpointCoordinator
+            const sql = yield* SqlClient.SqlClient
+            const runId = freshRun()
+            const token = yield* coordinator.createCheckpoint(runId, 0)
+            // One pooled connection: the next statement runs on the very connection that created the checkpoint.
+            const setting = yield* sql<{ s: string }>`SELECT current_setting('synchronous_commit') AS s`
+            assert.strictEqual(setting[0]!.s, "on")
+            assert.strictEqual((yield* coordinator.createCheckpoint(runId, 0)).id, token.id)
+            // Inside a caller's transaction the plain insert is used: the caller's commit stays synchronous.
+            const inside = yield* sql.withTransaction(
+              Effect.zipLeft(
+                coordinator.createCheckpoint(runId, 1),
+                Effect.flatMap(sql<{ s: string }>`SELECT current_setting('synchronous_commit') AS s`, (rows) =>
+                  Effect.sync(() => assert.strictEqual(rows[0]!.s, "on"))
+                )
+              )
+            )
+            yield* coordinator.completeCheckpoint(token, "a")
+            yield* coordinator.completeCheckpoint(inside, "b")
+            assert.strictEqual(yield* coordinator.awaitCheckpoint(token), "a")
+            assert.strictEqual(yield* coordinator.awaitCheckpoint(inside), "b")
+          }).pipe(
+            Effect.provide(
+              SqlCheckpointCoordinator.layerWith({ asyncCreate: true }).pipe(
+                Layer.provideMerge(
+                  Storage.layerPg({
+                    url: pgUrl(),
+                    schema: `bt_cp_async_${process.pid}_${Date.now().toString(36)}`,
+                    maxConnections: 1
+                  })
+                )
+              )
+            )
+          )
+      )
+    }
+
     if (backend.name === "memory") return
 
     it.live("a restart shows where a run stopped (same database, new layer)", () =>
@@ -584,15 +626,17 @@ export const durableCheckpointSuite = (backend: Backend) => {
     it.live("with the completion stream, a waiter wakes on another process's completion event, not the poll", () =>
       Effect.gen(function* () {
         const shared = sharedStorage(backend.name === "pg" ? "pg" : "sqlite")
-        // The row is re-read only every 60 s: within the 10 s timeout, only the event can wake the waiter.
+        // The row is re-read only every 10 minutes, so only the event can wake the waiter within the test. The await
+        // timeout is generous: a transaction open anywhere in the cluster holds Postgres delivery back (the (xid, seq)
+        // horizon), and other suites share the server.
         const layer = SqlCheckpointCoordinator.layerWithCompletions({
-          pollMin: "60 seconds",
-          pollMax: "60 seconds"
+          pollMin: "10 minutes",
+          pollMax: "10 minutes"
         }).pipe(Layer.provide(SqlCompletionBackend.layer), Layer.provideMerge(shared.layer))
         yield* Effect.gen(function* () {
           const coordinator = yield* CheckpointCoordinator
           const token = yield* coordinator.createCheckpoint(freshRun(), 0)
-          const waiter = yield* Effect.fork(coordinator.awaitCheckpoint(token, { timeout: "10 seconds" }))
+          const waiter = yield* Effect.fork(coordinator.awaitCheckpoint(token, { timeout: "45 seconds" }))
           const child = spawnFixture("checkpoint-complete.ts", shared.descriptor, {}, [
             JSON.stringify(yield* Schema.encode(CheckpointToken)(token)),
             "fail",
