@@ -41,7 +41,9 @@ const schema = "bench_cs"
  * subscription is active, then a line per 1000 events and finally one JSON line with what it saw.
  */
 const child = async (url: string, mode: string, count: number, collectIds: boolean) => {
-  const layer = SqlCompletionBackend.layer.pipe(Layer.provide(Storage.layerPg({ url, schema, maxConnections: 2 })))
+  const layer = SqlCompletionBackend.layer.pipe(
+    Layer.provide(Storage.layerPg({ url, schema, maxConnections: 2, applicationName: "bench-cs-subscriber" }))
+  )
   const seen: Array<[string, number]> = []
   let first = 0
   let last = 0
@@ -71,8 +73,10 @@ const child = async (url: string, mode: string, count: number, collectIds: boole
     )
   }).pipe(Effect.scoped, Effect.provide(layer))
   await Effect.runPromise(program)
-  console.log(JSON.stringify({ n, first, last, unique: cursors.size, outOfOrder, seen }))
-  process.exit(0)
+  // Exit only once the (large) line is flushed: stdout to a pipe is asynchronous.
+  process.stdout.write(JSON.stringify({ n, first, last, unique: cursors.size, outOfOrder, seen }) + "\n", () =>
+    process.exit(0)
+  )
 }
 
 interface ChildResult {
@@ -106,6 +110,41 @@ const spawnChild = async (url: string, mode: "live" | "replay", count: number, c
 
 // -- parent: the producer ------------------------------------------------------------------------------------------
 
+/**
+ * Samples, every 10 ms, when the oldest writing transaction of OTHER sessions in the cluster started (other
+ * workloads on the same server hold the delivery horizon back). Returns a function classifying a commit time.
+ */
+const startForeignWriterMonitor = async (url: string) => {
+  const client = new pg.Client({ connectionString: url, application_name: "bench-cs-monitor" })
+  await client.connect()
+  const samples: Array<{ readonly at: number; readonly oldestStart: number | undefined }> = []
+  let running = true
+  const loop = (async () => {
+    while (running) {
+      const { rows } = await client.query<{ age: number | null }>(
+        `SELECT extract(epoch FROM now() - min(xact_start)) * 1000 AS age FROM pg_stat_activity
+         WHERE backend_xid IS NOT NULL AND application_name NOT LIKE 'bench-cs-producer%'`
+      )
+      const at = nowMs()
+      const age = rows[0]?.age
+      samples.push({ at, oldestStart: age === null || age === undefined ? undefined : at - Number(age) })
+      await sleep(10)
+    }
+  })()
+  return {
+    /** Whether, just after `commitAt`, a foreign writing transaction that began before it was still open. */
+    heldAt: (commitAt: number): boolean => {
+      const sample = samples.find((s) => s.at >= commitAt)
+      return sample?.oldestStart !== undefined && sample.oldestStart < commitAt
+    },
+    stop: async () => {
+      running = false
+      await loop
+      await client.end()
+    }
+  }
+}
+
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
 
 const main = async () => {
@@ -120,7 +159,7 @@ const main = async () => {
 
   const runtime = ManagedRuntime.make(
     Layer.mergeAll(SqlTaskQueue.layer, SqlCompletionBackend.layer).pipe(
-      Layer.provideMerge(Storage.layerPg({ url, schema, maxConnections: 8 }))
+      Layer.provideMerge(Storage.layerPg({ url, schema, maxConnections: 8, applicationName: "bench-cs-producer" }))
     )
   )
   const queue = await runtime.runPromise(TaskQueue)
@@ -144,6 +183,7 @@ const main = async () => {
   // 1. latency ------------------------------------------------------------------------------------------------------
   console.log(`\n1. latency: ${latencyCount} completions, one per transaction, ${rate}/s`)
   const latencyTasks = await claimAll(latencyCount, "latency")
+  const monitor = await startForeignWriterMonitor(url)
   const subscriber = await spawnChild(url, "live", latencyCount, true)
   const started = new Map<string, number>()
   const acked = new Map<string, number>()
@@ -160,13 +200,24 @@ const main = async () => {
   const latencyResult = await subscriber.result
   const fromAck = latencyResult.seen.map(([id, at]) => at - acked.get(id)!)
   const fromStart = latencyResult.seen.map(([id, at]) => at - started.get(id)!)
+  await monitor.stop()
+  const quiet: Array<number> = []
+  const heldBack: Array<number> = []
+  for (const [id, at] of latencyResult.seen) {
+    const ack = acked.get(id)!
+    ;(monitor.heldAt(ack) ? heldBack : quiet).push(at - ack)
+  }
   const latency = {
     events: latencyResult.n,
     unique: latencyResult.unique,
     outOfOrder: latencyResult.outOfOrder,
     achievedRate: round(latencyCount / produceSeconds),
     fromCommitAckMs: roundAll(latencySummary(fromAck)),
-    fromTransactionStartMs: roundAll(latencySummary(fromStart))
+    fromTransactionStartMs: roundAll(latencySummary(fromStart)),
+    // Split by whether another session's writing transaction, begun before the commit, was still open just after it
+    // (sampled every 10 ms): those events wait for the horizon.
+    fromCommitAckNoForeignWriterMs: roundAll(latencySummary(quiet)),
+    fromCommitAckForeignWriterOpenMs: roundAll(latencySummary(heldBack))
   }
   console.log(JSON.stringify(latency))
 
@@ -221,7 +272,7 @@ const main = async () => {
   console.log(`\n3. held back: ${heldCount} completions at 200/s; an unrelated transaction stays open 1 s meanwhile`)
   const heldTasks = await claimAll(heldCount, "held")
   const heldSubscriber = await spawnChild(url, "live", heldCount, true)
-  const blocker = new pg.Client({ connectionString: url })
+  const blocker = new pg.Client({ connectionString: url, application_name: "bench-cs-blocker" })
   await blocker.connect()
   const heldAcked = new Map<string, number>()
   let holdStart = 0
