@@ -77,14 +77,15 @@ export const progressBar = (
 export const table = (title: string, rows: ReadonlyArray<readonly [string, string]>): string => {
   const left = Math.max(...rows.map(([key]) => key.length), 4)
   const right = Math.max(...rows.map(([, value]) => value.length), title.length - left - 3, 4)
-  const inner = left + right + 5
-  const line = (l: string, m: string, r: string) => `${l}${"─".repeat(left + 2)}${m}${"─".repeat(right + 2)}${r}`
+  // A row is "│ key │ value │": left + right + 7 characters.
+  const inner = left + right + 3
+  const rule = (l: string, m: string, r: string) => `${l}${"─".repeat(left + 2)}${m}${"─".repeat(right + 2)}${r}`
   return [
-    `┌${"─".repeat(inner - 2)}┐`,
-    `│ ${title.padEnd(inner - 4)} │`,
-    line("├", "┬", "┤"),
+    `┌${"─".repeat(inner + 2)}┐`,
+    `│ ${title.padEnd(inner)} │`,
+    rule("├", "┬", "┤"),
     ...rows.map(([key, value]) => `│ ${key.padEnd(left)} │ ${value.padEnd(right)} │`),
-    line("└", "┴", "┘")
+    rule("└", "┴", "┘")
   ].join("\n")
 }
 

@@ -1,0 +1,272 @@
+/**
+ * The `baton` command line (@effect/cli): `demo`, `run extract`, `resume`, `worker`, `status`, `export`, `cancel`.
+ *
+ * Every command takes the storage options (`--db`, `--database-url`) and `--verbose`. `main(argv)` parses, runs the
+ * command and turns every outcome into an exit code: 0 success, 1 failure (one line on stderr), 2 bad arguments,
+ * 130 interrupted. It never fails; `src/bin.ts` runs it.
+ */
+import * as Args from "@effect/cli/Args"
+import type * as CliApp from "@effect/cli/CliApp"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import * as Cause from "effect/Cause"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
+import * as Commands from "./commands.js"
+import { defaultMaxBytes, demoCorpus, directoryCorpus } from "./corpus.js"
+import { describeCause, ExitCode } from "./errors.js"
+import { formats, subjects } from "./export.js"
+import { chooseStorage, describeStorage, type Services, servicesLayer, storageLayer } from "./layers.js"
+
+/** The package version shown by `--version`. */
+export const version = "0.1.0"
+
+const db = Options.text("db").pipe(
+  Options.withDescription("SQLite database file (default: $BATON_DB, else .baton/baton.db)"),
+  Options.optional
+)
+const databaseUrl = Options.text("database-url").pipe(
+  Options.withDescription(
+    "Postgres URL, postgres://user@host:port/db (default: $DATABASE_URL; schema: $BATON_PG_SCHEMA)"
+  ),
+  Options.optional
+)
+const verbose = Options.boolean("verbose").pipe(Options.withDescription("Log more, and show stack traces on errors"))
+const storage = { db, databaseUrl, verbose }
+
+const positive = (name: string, fallback: number, description: string) =>
+  Options.integer(name).pipe(
+    Options.withDescription(description),
+    Options.withDefault(fallback),
+    Options.filterMap((n) => (n >= 1 ? Option.some(n) : Option.none()), `--${name} must be at least 1`)
+  )
+
+const nonNegative = (name: string, fallback: number, description: string) =>
+  Options.integer(name).pipe(
+    Options.withDescription(description),
+    Options.withDefault(fallback),
+    Options.filterMap((n) => (n >= 0 ? Option.some(n) : Option.none()), `--${name} must be 0 or more`)
+  )
+
+const batchSize = positive("batch-size", ExtractionWorkflow.defaultBatchSize, "Documents per batch (one chord each)")
+const workers = nonNegative("workers", 1, "In-process workers; 0 leaves the work to `baton worker` processes")
+const concurrency = positive("concurrency", 8, "Tasks each worker runs at once")
+const lease = positive("lease", 30, "Seconds a worker holds a task; a dead worker's tasks are retried after this")
+const runIdOption = Options.text("run-id").pipe(
+  Options.withDescription("Use this run id (running an existing id continues that run)"),
+  Options.optional
+)
+const maxBytes = positive("max-bytes", defaultMaxBytes, "Skip documents larger than this")
+
+// The demo reads the node_modules of the current directory, or of Baton's own package when there is none here.
+const demoRoot = (): string => {
+  const here = process.cwd()
+  if (fs.existsSync(path.join(here, "node_modules"))) return here
+  return path.resolve(import.meta.dirname, "../../..")
+}
+
+interface StorageOptions {
+  readonly db: Option.Option<string>
+  readonly databaseUrl: Option.Option<string>
+  readonly verbose: boolean
+}
+
+/** Runs a command body with Baton's services on the chosen storage (scoped: workers stop before storage closes). */
+const withServices = <A, E>(
+  options: StorageOptions,
+  body: (storage: string) => Effect.Effect<A, E, Services | Scope.Scope>
+) => {
+  const choice = chooseStorage(options)
+  return Effect.scoped(body(describeStorage(choice))).pipe(
+    Effect.provide(servicesLayer(storageLayer(choice))),
+    Logger.withMinimumLogLevel(options.verbose ? LogLevel.Debug : LogLevel.Error)
+  )
+}
+
+const demo = Command.make(
+  "demo",
+  {
+    ...storage,
+    batchSize,
+    workers,
+    concurrency,
+    lease,
+    runId: runIdOption,
+    limit: Options.integer("limit").pipe(Options.withDescription("Only the first N READMEs"), Options.optional)
+  },
+  (options) =>
+    withServices(options, (storageText) =>
+      Effect.gen(function* () {
+        const corpus = yield* demoCorpus({ cwd: demoRoot(), limit: Option.getOrUndefined(options.limit) })
+        yield* Commands.runCorpus({
+          corpus,
+          description: "the Markdown READMEs of the packages in node_modules",
+          title: "Baton demo: structure and statistics of every package README in node_modules",
+          storage: storageText,
+          batchSize: options.batchSize,
+          runId: options.runId,
+          workers: { workers: options.workers, concurrency: options.concurrency, leaseSeconds: options.lease }
+        })
+      })
+    )
+).pipe(Command.withDescription("Extract the READMEs in node_modules with in-process workers (SQLite by default)"))
+
+const extract = Command.make(
+  "extract",
+  {
+    ...storage,
+    dir: Args.text({ name: "dir" }).pipe(Args.withDescription("Directory of .md / .html / .txt files")),
+    batchSize,
+    workers,
+    concurrency,
+    lease,
+    runId: runIdOption,
+    maxBytes
+  },
+  (options) =>
+    withServices(options, (storageText) =>
+      Effect.gen(function* () {
+        const corpus = yield* directoryCorpus({ dir: options.dir, maxBytes: options.maxBytes })
+        yield* Commands.runCorpus({
+          corpus,
+          description: path.resolve(options.dir),
+          title: `Extracting ${path.resolve(options.dir)}`,
+          storage: storageText,
+          batchSize: options.batchSize,
+          runId: options.runId,
+          workers: { workers: options.workers, concurrency: options.concurrency, leaseSeconds: options.lease }
+        })
+      })
+    )
+).pipe(Command.withDescription("Extract every text, Markdown and HTML file under a directory"))
+
+const run = Command.make("run").pipe(
+  Command.withDescription("Start a workflow run"),
+  Command.withSubcommands([extract])
+)
+
+const resume = Command.make(
+  "resume",
+  { ...storage, runId: Args.text({ name: "runId" }), workers, concurrency, lease },
+  (options) =>
+    withServices(options, (storageText) =>
+      Commands.resume({
+        runId: options.runId,
+        storage: storageText,
+        workers: { workers: options.workers, concurrency: options.concurrency, leaseSeconds: options.lease }
+      })
+    )
+).pipe(Command.withDescription("Continue a run after its last confirmed batch"))
+
+const worker = Command.make(
+  "worker",
+  {
+    ...storage,
+    concurrency,
+    lease,
+    queues: Options.text("queues").pipe(
+      Options.withDescription("Comma-separated queues to take tasks from (default: the workflow's queues)"),
+      Options.map((text) =>
+        text
+          .split(",")
+          .map((queue) => queue.trim())
+          .filter((queue) => queue.length > 0)
+      ),
+      Options.optional
+    )
+  },
+  (options) =>
+    withServices(options, (storageText) =>
+      Commands.worker({
+        concurrency: options.concurrency,
+        leaseSeconds: options.lease,
+        queues: options.queues,
+        storage: storageText
+      })
+    )
+).pipe(Command.withDescription("Run a worker process until Ctrl-C (in-flight tasks finish or are handed back)"))
+
+const status = Command.make(
+  "status",
+  {
+    ...storage,
+    json: Options.boolean("json").pipe(Options.withDescription("Machine-readable output")),
+    limit: positive("limit", 20, "Runs to show, newest first")
+  },
+  (options) =>
+    withServices(options, (storageText) =>
+      Commands.status({ json: options.json, limit: options.limit, storage: storageText })
+    )
+).pipe(Command.withDescription("Runs with progress, pending checkpoints, chords and tasks by state"))
+
+const exportCommand = Command.make(
+  "export",
+  {
+    ...storage,
+    runId: Args.text({ name: "runId" }),
+    format: Options.choice("format", formats).pipe(Options.withDefault("jsonl" as const)),
+    what: Options.choice("what", subjects).pipe(
+      Options.withDescription("Per-document extracts or per-batch summaries"),
+      Options.withDefault("documents" as const)
+    ),
+    out: Options.file("out").pipe(Options.withDescription("Write to this file instead of stdout"), Options.optional)
+  },
+  (options) =>
+    withServices(options, () =>
+      Commands.exportRun({ runId: options.runId, format: options.format, what: options.what, out: options.out })
+    )
+).pipe(Command.withDescription("Write a run's results as JSON Lines or CSV"))
+
+const cancel = Command.make("cancel", { ...storage, runId: Args.text({ name: "runId" }) }, (options) =>
+  withServices(options, () => Commands.cancel(options.runId))
+).pipe(Command.withDescription("Cancel a run (it cannot be resumed afterwards)"))
+
+const root = Command.make("baton").pipe(
+  Command.withDescription("Effect-TS workflow runtime: durable tasks, checkpoints, chords, completion streams"),
+  Command.withSubcommands([demo, run, resume, worker, status, exportCommand, cancel])
+)
+
+const cli = Command.run(root, { name: "baton", version })
+
+// @effect/cli prints parse errors through Console.error as a paragraph plus a blank line: make it one prefixed line.
+const oneLineErrors = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+  Console.consoleWith((console) =>
+    Effect.withConsole(effect, {
+      ...console,
+      error: (...args: ReadonlyArray<unknown>) =>
+        Effect.sync(() => {
+          const text = args
+            .map(String)
+            .join(" ")
+            .replace(/\s*\n\s*/g, " ")
+            .trim()
+          if (text !== "") process.stderr.write(`baton: ${text}\n`)
+        })
+    })
+  )
+
+/** Parses `argv` (`[node, script, ...args]`), runs the command, prints any error as one line, returns the exit code. */
+export const main = (argv: ReadonlyArray<string>): Effect.Effect<number, never, CliApp.CliApp.Environment> => {
+  const verboseFlag = argv.includes("--verbose")
+  return oneLineErrors(cli(argv)).pipe(
+    Effect.exit,
+    Effect.flatMap((exit) => {
+      if (Exit.isSuccess(exit)) return Effect.succeed(ExitCode.ok)
+      if (Cause.isInterruptedOnly(exit.cause)) return Effect.interrupt
+      const { code, line } = describeCause(exit.cause)
+      return Effect.sync(() => {
+        if (line !== undefined) process.stderr.write(`baton: ${line}\n`)
+        if (verboseFlag && code !== ExitCode.usage) process.stderr.write(Cause.pretty(exit.cause) + "\n")
+        return code
+      })
+    })
+  )
+}
