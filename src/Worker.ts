@@ -4,12 +4,14 @@
  * `Worker.run(options)` is scoped: it starts the worker in the current `Scope` and, when the scope closes, stops
  * claiming, lets in-flight handlers finish within `shutdownGracePeriod`, and hands the rest back to the queue
  * (`release`, the attempt not counted). While running it
- * - claims in batches of up to the free concurrency under one lease, extends leases with a heartbeat,
+ * - claims in batches under one lease, up to `concurrency + prefetch` tasks ahead (a local queue, so a freed slot
+ *   starts the next task without a round trip), and extends the leases of everything it holds with a heartbeat,
  * - wakes on new work (in-process enqueues, NOTIFY on Postgres) and otherwise polls with exponential backoff,
  * - records each outcome distinctly: success, typed failure, defect, timeout (retried with the task's exponential
  *   backoff until `maxAttempts`, then `dead`), undecodable payload or unknown task name (`failed` at once, no
  *   retry), and interruption (released),
- * - batches completions: one transaction completes every task that finished meanwhile (group commit).
+ * - batches completions: one transaction completes every task that finished meanwhile (group commit); a handler's
+ *   slot frees when its success is queued for that commit (bounded), and shutdown waits for the commit.
  * A handler whose lease expired keeps running, but its completion is refused by the lease guard.
  *
  * @since 0.1.0
@@ -48,6 +50,13 @@ export interface WorkerOptions<Tasks extends ReadonlyArray<Task.Any>> {
   readonly heartbeatInterval?: Duration.DurationInput | undefined
   /** Poll interval when idle: starts at `min`, doubles up to `max` (default 50 ms .. 1 s). */
   readonly pollInterval?: { readonly min?: Duration.DurationInput; readonly max?: Duration.DurationInput } | undefined
+  /**
+   * Tasks claimed ahead of free handler slots (a local queue, like graphile-worker's `localQueue`): a slot that
+   * frees starts the next task without a database round trip, and claims come in batches. Buffered tasks are
+   * leased (and heart-beaten) while they wait; a shutdown hands them back without counting an attempt. Default:
+   * `concurrency`; 0 claims only for free slots.
+   */
+  readonly prefetch?: number | undefined
   /** How long in-flight handlers may run after shutdown begins before they are released (default 10 s). */
   readonly shutdownGracePeriod?: Duration.DurationInput | undefined
   /** Reconciler period: reclaim expired leases of other (dead) workers (default 5 s; 0 disables). */
@@ -93,12 +102,14 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
 ): Effect.Effect<WorkerHandle, never, Scope.Scope | TaskQueue | Task.Requirements<Tasks[number]>> =>
   Effect.gen(function* () {
     const queue = yield* TaskQueue
-    const context = yield* Effect.context<Task.Requirements<Tasks[number]>>()
     const registry = new Map<string, Task.Any>(options.tasks.map((task) => [task.name, task]))
     const workerId = options.workerId ?? `worker-${crypto.randomUUID().slice(0, 8)}`
     const concurrency = Math.max(1, options.concurrency ?? 10)
-    const queues =
-      options.queues ?? [...new Set(options.tasks.map((task) => task.defaults.queue ?? "default"))].sort()
+    const prefetch = Math.max(0, Math.floor(options.prefetch ?? concurrency))
+    const capacity = concurrency + prefetch
+    // Claim in batches of at least this many once work is flowing (a claim is a round trip and a commit).
+    const minClaim = Math.max(1, Math.floor(prefetch / 2))
+    const queues = options.queues ?? [...new Set(options.tasks.map((task) => task.defaults.queue ?? "default"))].sort()
     const leaseMs = Duration.toMillis(Duration.decode(options.leaseDuration ?? Duration.seconds(30)))
     const heartbeatMs = Duration.toMillis(
       Duration.decode(options.heartbeatInterval ?? Duration.millis(Math.max(10, Math.floor(leaseMs / 3))))
@@ -109,35 +120,77 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     const reclaimEvery = Duration.decode(options.reclaimInterval ?? Duration.seconds(5))
 
     const processed = yield* Ref.make(0)
-    const inFlight = new Map<string, ClaimedTask>()
-    const slotFreed = yield* Queue.sliding<void>(1)
+    // Every task whose lease this worker holds: buffered, running, or waiting for its completion to commit.
+    const held = new Map<string, ClaimedTask>()
+    // Claimed tasks waiting for a free handler slot (the local queue).
+    const buffer: Array<ClaimedTask> = []
+    let active = 0
+    let accepting = true
+    const needWork = yield* Queue.sliding<void>(1)
     const wake = yield* Queue.sliding<void>(1)
     const running = yield* FiberSet.make<void, never>()
-    const completions = yield* Queue.unbounded<{
-      readonly task: ClaimedTask
-      readonly result: unknown
-      readonly done: Deferred.Deferred<boolean>
-    }>()
+    // Bounded: when commits fall behind, finished handlers wait here before their slot frees (backpressure).
+    const completions = yield* Queue.bounded<Completion>(Math.max(1000, capacity * 4))
 
-    const outcome = (tag: string) => Metric.increment(Metric.tagged(tasksProcessed, "outcome", tag))
+    const outcomeCounters = new Map<string, Metric.Metric.Counter<number>>()
+    const outcome = (tag: string, n = 1) => {
+      let counter = outcomeCounters.get(tag)
+      if (counter === undefined) outcomeCounters.set(tag, (counter = Metric.tagged(tasksProcessed, "outcome", tag)))
+      return Metric.incrementBy(counter, n)
+    }
+
+    // Payload decoders and result encoders compiled once per task definition, not once per attempt.
+    const codecs = new Map<string, Codecs>()
+    const codecsOf = (definition: Task.Any): Codecs => {
+      let codec = codecs.get(definition.name)
+      if (codec === undefined) {
+        codec = {
+          decodePayload: Schema.decodeUnknown(Schema.parseJson(definition.payload as Schema.Schema<unknown, unknown>)),
+          encodeSuccess: Schema.encode(definition.success as Schema.Schema<unknown, unknown>),
+          encodeFailure: Schema.encode(definition.failure as Schema.Schema<unknown, unknown>)
+        }
+        codecs.set(definition.name, codec)
+      }
+      return codec
+    }
 
     // Group commit: every completion that arrived while the previous batch committed goes into the next one.
     const completer = Effect.gen(function* () {
       const batch = yield* Queue.takeBetween(completions, 1, 1000)
-      const items = [...batch]
-      const exit = yield* Effect.exit(
-        queue.complete(items.map((item) => ({ id: item.task.id, leaseId: item.task.leaseId, result: item.result })))
-      )
-      if (Exit.isSuccess(exit)) {
-        yield* Effect.forEach(items, (item, i) => Deferred.succeed(item.done, exit.value[i] ?? false), {
-          discard: true
-        })
-      } else {
-        yield* Effect.logWarning("completing a batch failed; the tasks will be reclaimed when their leases expire", {
-          cause: Cause.pretty(exit.cause)
-        })
-        yield* Effect.forEach(items, (item) => Deferred.succeed(item.done, false), { discard: true })
+      const items: Array<Extract<Completion, { _tag: "Complete" }>> = []
+      const flushes: Array<Deferred.Deferred<void>> = []
+      for (const item of batch) {
+        if (item._tag === "Complete") items.push(item)
+        else flushes.push(item.done)
       }
+      if (items.length > 0) {
+        const exit = yield* Effect.exit(
+          queue.complete(items.map((item) => ({ id: item.task.id, leaseId: item.task.leaseId, result: item.result })))
+        )
+        let accepted = 0
+        if (Exit.isSuccess(exit)) {
+          for (let i = 0; i < items.length; i++) {
+            const task = items[i]!.task
+            held.delete(task.id)
+            if (exit.value[i] === true) accepted++
+            else {
+              yield* Effect.logWarning("completion refused: the task's lease is no longer held (it ran twice)").pipe(
+                Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt) })
+              )
+            }
+          }
+        } else {
+          for (const item of items) held.delete(item.task.id)
+          yield* Effect.logWarning("completing a batch failed; the tasks will be reclaimed when their leases expire", {
+            cause: Cause.pretty(exit.cause)
+          })
+        }
+        if (accepted > 0) {
+          yield* Ref.update(processed, (n) => n + accepted)
+          yield* outcome("succeeded", accepted)
+        }
+      }
+      for (const done of flushes) yield* Deferred.succeed(done, undefined)
     }).pipe(Effect.forever)
 
     const recordFailure = (task: ClaimedTask, error: TaskError, permanent: boolean) =>
@@ -161,6 +214,8 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     const execute = (task: ClaimedTask): Effect.Effect<void> => {
       const definition = registry.get(task.name)
       const base = { attempt: task.attempt }
+      // Set once the success is queued for the group commit, which then owns the lease.
+      let handedOver = false
       const body = Effect.gen(function* () {
         if (definition === undefined) {
           return yield* recordFailure(
@@ -169,9 +224,8 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
             true
           )
         }
-        const decoded = yield* Effect.either(
-          Schema.decodeUnknown(Schema.parseJson(definition.payload as Schema.Schema<unknown, unknown>))(task.payload)
-        )
+        const codec = codecsOf(definition)
+        const decoded = yield* Effect.either(codec.decodePayload(task.payload))
         if (decoded._tag === "Left") {
           return yield* recordFailure(
             task,
@@ -193,9 +247,9 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
           chordId: task.chordId,
           runId: task.runId
         })
+        // The handler's other requirements are in the runtime this fiber was forked with (see `fork`).
         let handler = (definition.handler(decoded.right) as Effect.Effect<unknown, unknown, never>).pipe(
-          Effect.provideService(Task.TaskContext, taskContext),
-          Effect.provide(context)
+          Effect.provideService(Task.TaskContext, taskContext)
         )
         let timedOut = false
         if (task.timeoutMs !== undefined) {
@@ -211,9 +265,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         }
         const exit = yield* Effect.exit(handler)
         if (Exit.isSuccess(exit)) {
-          const encoded = yield* Effect.either(
-            Schema.encode(definition.success as Schema.Schema<unknown, unknown>)(exit.value)
-          )
+          const encoded = yield* Effect.either(codec.encodeSuccess(exit.value))
           if (encoded._tag === "Left") {
             return yield* recordFailure(
               task,
@@ -225,15 +277,10 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
               true
             )
           }
-          const done = yield* Deferred.make<boolean>()
-          yield* Queue.offer(completions, { task, result: encoded.right, done })
-          const accepted = yield* Deferred.await(done)
-          if (accepted) {
-            yield* Ref.update(processed, (n) => n + 1)
-            yield* outcome("succeeded")
-          } else {
-            yield* Effect.logWarning("completion refused: the task's lease is no longer held (it ran twice)")
-          }
+          // The handler's slot frees as soon as the completion is queued; the group commit records it (and
+          // refuses it if the lease was lost meanwhile).
+          yield* Queue.offer(completions, { _tag: "Complete", task, result: encoded.right })
+          handedOver = true
           return
         }
         if (timedOut) {
@@ -245,9 +292,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         }
         const failure = Cause.failureOption(exit.cause)
         if (failure._tag === "Some") {
-          const encoded = yield* Effect.either(
-            Schema.encode(definition.failure as Schema.Schema<unknown, unknown>)(failure.value)
-          )
+          const encoded = yield* Effect.either(codec.encodeFailure(failure.value))
           const value = encoded._tag === "Right" ? encoded.right : String(failure.value)
           const message =
             typeof failure.value === "object" && failure.value !== null && "message" in failure.value
@@ -265,9 +310,15 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
       })
       return body.pipe(
         Effect.onInterrupt(() =>
-          queue
-            .release(task.id, task.leaseId, { ...base, kind: "interrupted", message: `worker ${workerId} shut down` })
-            .pipe(Effect.ignore)
+          handedOver
+            ? Effect.void
+            : queue
+                .release(task.id, task.leaseId, {
+                  ...base,
+                  kind: "interrupted",
+                  message: `worker ${workerId} shut down`
+                })
+                .pipe(Effect.ignore)
         ),
         Effect.catchAllCause((cause) =>
           Cause.isInterruptedOnly(cause)
@@ -277,41 +328,55 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
               })
         ),
         Effect.ensuring(
-          Effect.suspend(() => {
-            inFlight.delete(task.id)
-            return Queue.offer(slotFreed, undefined)
+          Effect.sync(() => {
+            if (!handedOver) held.delete(task.id)
+            active--
+            dispatch()
           })
         ),
         Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt), workerId }),
-        Effect.withSpan("Worker.execute", { attributes: { taskId: task.id, task: task.name, attempt: task.attempt } })
+        Effect.withSpan("Worker.execute", {
+          attributes: { taskId: task.id, task: task.name, attempt: task.attempt },
+          captureStackTrace: false
+        })
       ) as Effect.Effect<void>
+    }
+
+    // Starts buffered tasks while handler slots are free; asks for more work when the buffer runs low. Forked
+    // fibers start on the scheduler, not on this stack.
+    // The runtime captured here carries the handlers' requirements (`Task.Requirements<Tasks>`).
+    const fork = yield* FiberSet.runtime(running)<Task.Requirements<Tasks[number]>>()
+    const dispatch = (): void => {
+      while (accepting && active < concurrency && buffer.length > 0) {
+        active++
+        fork(execute(buffer.shift()!), { immediate: false })
+      }
+      if (accepting && capacity - active - buffer.length >= minClaim) Queue.unsafeOffer(needWork, undefined)
     }
 
     const claimLoop = Effect.gen(function* () {
       let idle = pollMin
       while (true) {
-        const free = concurrency - inFlight.size
-        if (free <= 0) {
-          yield* Queue.take(slotFreed)
+        const free = capacity - active - buffer.length
+        if (free < minClaim) {
+          yield* Queue.take(needWork)
           continue
         }
-        // Claim and hand over to the running set without an interruption point in between, so a shutdown never
-        // strands a claimed task outside the set (it would wait for its lease to expire).
+        // Claim and buffer without an interruption point in between, so a shutdown never strands a claimed task
+        // outside `held` (the shutdown releases what is still buffered).
         const claimed = yield* Effect.uninterruptible(
           queue.claim({ queues, limit: free, leaseMs, workerId }).pipe(
             Effect.catchAll((error) =>
               Effect.as(Effect.logWarning("claim failed; backing off", { error: error.message }), [])
             ),
             Effect.tap((claimed) =>
-              Effect.forEach(
-                claimed,
-                (task) => {
-                  inFlight.set(task.id, task)
-                  // Forked from an uninterruptible region: the child would inherit it, so restore interruptibility.
-                  return FiberSet.run(running, Effect.interruptible(execute(task)))
-                },
-                { discard: true }
-              )
+              Effect.sync(() => {
+                for (const task of claimed) {
+                  held.set(task.id, task)
+                  buffer.push(task)
+                }
+                dispatch()
+              })
             )
           )
         )
@@ -321,15 +386,17 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
           continue
         }
         idle = pollMin
+        // The queue had fewer runnable tasks than asked for: wait for a slot (or new work) before asking again.
+        if (claimed.length < free) yield* Effect.raceFirst(Queue.take(wake), Queue.take(needWork))
       }
     })
 
     const heartbeat = Effect.gen(function* () {
-      const leases = [...inFlight.values()].map((task) => ({ id: task.id, leaseId: task.leaseId }))
+      const leases = [...held.values()].map((task) => ({ id: task.id, leaseId: task.leaseId }))
       if (leases.length === 0) return
-      const held = yield* queue.heartbeat(leases, leaseMs)
+      const stillHeld = yield* queue.heartbeat(leases, leaseMs)
       for (const lease of leases) {
-        if (!held.has(lease.id) && inFlight.has(lease.id)) {
+        if (!stillHeld.has(lease.id) && held.has(lease.id)) {
           yield* Effect.logWarning("lease lost; the task may run again elsewhere", { taskId: lease.id })
         }
       }
@@ -361,28 +428,59 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     const loop = yield* Effect.forkScoped(annotate(claimLoop))
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
-        yield* Effect.logDebug("worker stopping: no more claims", { inFlight: inFlight.size })
+        yield* Effect.logDebug("worker stopping: no more claims", { inFlight: active, buffered: buffer.length })
+        accepting = false
         yield* Fiber.interrupt(loop)
-        // Finalizers are uninterruptible; the wait must be interruptible for the timeout to cut it short.
-        const settled = yield* Effect.interruptible(FiberSet.awaitEmpty(running)).pipe(
+        // Claimed but never started: hand back at once (the attempt is not counted).
+        const unstarted = buffer.splice(0)
+        const releasing = yield* Effect.fork(
+          Effect.forEach(
+            unstarted,
+            (task) =>
+              queue
+                .release(task.id, task.leaseId, {
+                  attempt: task.attempt,
+                  kind: "interrupted",
+                  message: `worker ${workerId} shut down before the task started`
+                })
+                .pipe(Effect.ignore, Effect.ensuring(Effect.sync(() => held.delete(task.id)))),
+            { concurrency: 4, discard: true }
+          )
+        )
+        // Finalizers run uninterruptibly: the waits below must be made interruptible for their timeouts to fire.
+        const settled = yield* FiberSet.awaitEmpty(running).pipe(
+          Effect.interruptible,
           Effect.timeout(grace),
           Effect.option
         )
         if (settled._tag === "None") {
-          yield* Effect.logWarning("shutdown grace period over; releasing in-flight tasks", {
-            inFlight: inFlight.size
-          })
+          yield* Effect.logWarning("shutdown grace period over; releasing in-flight tasks", { inFlight: active })
         }
         yield* FiberSet.clear(running)
+        // Every success handed to the group commit is committed before the completer stops.
+        const flushed = yield* Deferred.make<void>()
+        yield* Queue.offer(completions, { _tag: "Flush", done: flushed })
+        yield* Deferred.await(flushed).pipe(Effect.interruptible, Effect.timeout(grace), Effect.ignore)
+        yield* Fiber.join(releasing)
       }).pipe(annotate)
     )
-    yield* Effect.logDebug("worker started", { queues: queues.join(","), concurrency })
+    yield* Effect.logDebug("worker started", { queues: queues.join(","), concurrency, prefetch })
     return {
       workerId,
       processed: Ref.get(processed),
-      inFlight: Effect.sync(() => inFlight.size)
+      inFlight: Effect.sync(() => active)
     }
   })
+
+type Completion =
+  | { readonly _tag: "Complete"; readonly task: ClaimedTask; readonly result: unknown }
+  | { readonly _tag: "Flush"; readonly done: Deferred.Deferred<void> }
+
+interface Codecs {
+  readonly decodePayload: (input: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
+  readonly encodeSuccess: (value: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
+  readonly encodeFailure: (value: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
+}
 
 /** A layer running a worker for the lifetime of the layer (graceful shutdown when it is released). */
 export const layer = <const Tasks extends ReadonlyArray<Task.Any>>(

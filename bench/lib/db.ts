@@ -1,0 +1,69 @@
+/** Postgres helpers for the runner: one database per system, a polling client, the server's version. */
+import pg from "pg"
+
+/** The server every scenario uses (BENCH_PG_URL overrides). */
+export const baseUrl = process.env.BENCH_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test"
+
+/** The URL of another database on the same server. */
+export const urlFor = (database: string): string => {
+  const url = new URL(baseUrl)
+  url.pathname = `/${database}`
+  return url.toString()
+}
+
+/** Creates the database if it does not exist (each peer gets its own: nothing shared but the server). */
+export const ensureDatabase = async (database: string): Promise<string> => {
+  if (!/^[a-z_][a-z0-9_]*$/.test(database)) throw new Error(`bad database name ${database}`)
+  const client = new pg.Client({ connectionString: baseUrl })
+  await client.connect()
+  try {
+    const { rowCount } = await client.query("SELECT 1 FROM pg_database WHERE datname = $1", [database])
+    if (rowCount === 0) {
+      try {
+        await client.query(`CREATE DATABASE "${database}"`)
+      } catch (error) {
+        // Another runner created it meanwhile.
+        if ((error as { code?: string }).code !== "42P04") throw error
+      }
+    }
+  } finally {
+    await client.end()
+  }
+  return urlFor(database)
+}
+
+/** A connected client (caller ends it). */
+export const connect = async (url: string): Promise<pg.Client> => {
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  return client
+}
+
+/** "PostgreSQL 15.x" plus the settings that matter for durability. */
+export const serverInfo = async (): Promise<string> => {
+  const client = await connect(baseUrl)
+  try {
+    const { rows } = await client.query<{ v: string; f: string; s: string }>(
+      "SELECT split_part(version(), ' on ', 1) AS v, current_setting('fsync') AS f, current_setting('synchronous_commit') AS s"
+    )
+    const row = rows[0]!
+    return `${row.v} (fsync=${row.f}, synchronous_commit=${row.s})`
+  } finally {
+    await client.end()
+  }
+}
+
+/** Polls `count()` until it returns 0; resolves with the time it did (performance.now()). */
+export const pollUntilZero = async (
+  client: pg.Client,
+  sql: string,
+  options: { readonly intervalMs?: number; readonly timeoutMs?: number } = {}
+): Promise<number> => {
+  const deadline = performance.now() + (options.timeoutMs ?? 120_000)
+  for (;;) {
+    const { rows } = await client.query<{ n: string | number }>(sql)
+    if (Number(rows[0]?.n ?? 0) === 0) return performance.now()
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${sql} to reach 0 (at ${rows[0]?.n})`)
+    await new Promise((resolve) => setTimeout(resolve, options.intervalMs ?? 5))
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * The Postgres job queues compared in queue-throughput and queue-latency: Baton and its peers, each in its own
+ * database, each driven by an agent process (bench/peers/<peer>.ts) with the same commands.
+ */
+import { type Agent, spawnAgent } from "./spawn.js"
+import { ensureDatabase } from "./db.js"
+
+export interface QueueSystem {
+  /** Name in tables and JSON. */
+  readonly name: string
+  /** True for Baton. */
+  readonly ours: boolean
+  /** The agent module under bench/peers. */
+  readonly peer: string
+  readonly database: string
+  /** Passed to the agent's `setup`. */
+  readonly setup: Record<string, unknown>
+  /** Passed to the agent's `startWorker` (besides concurrency). */
+  readonly worker: Record<string, unknown>
+  /** Counts the jobs not yet completed and committed (run by the runner on its own connection). */
+  readonly remainingSql: string
+  /** The settings, as printed in the results. */
+  readonly settings: string
+}
+
+export const baton: QueueSystem = {
+  name: "baton",
+  ours: true,
+  peer: "baton",
+  database: "bench_baton",
+  setup: { schema: "bench" },
+  worker: {},
+  remainingSql: "SELECT count(*) AS n FROM bench.baton_tasks WHERE state <> 'succeeded'",
+  settings: "Worker.run defaults (concurrency as stated)"
+}
+
+export const batonPrefetch: QueueSystem = {
+  ...baton,
+  name: "baton (prefetch 100)",
+  worker: { prefetch: 100 },
+  settings: "Worker.run with prefetch 100 (its local queue, the counterpart of graphile-worker's localQueue.size)"
+}
+
+export const graphile: QueueSystem = {
+  name: "graphile-worker",
+  ours: false,
+  peer: "graphile",
+  database: "bench_graphile",
+  setup: {},
+  worker: { variant: "default" },
+  remainingSql: "SELECT count(*) AS n FROM graphile_worker._private_jobs",
+  settings: "defaults (LISTEN/NOTIFY), logger silenced"
+}
+
+export const graphilePerf: QueueSystem = {
+  ...graphile,
+  name: "graphile-worker (perf)",
+  worker: { variant: "perf" },
+  settings: "localQueue.size 100, completeJobBatchDelay 250 (its documented performance options), logger silenced"
+}
+
+export const pgBoss: QueueSystem = {
+  name: "pg-boss",
+  ours: false,
+  peer: "pgboss",
+  database: "bench_pgboss",
+  setup: {},
+  worker: { variant: "throughput" },
+  remainingSql: "SELECT count(*) AS n FROM pgboss.job WHERE name = 'noop' AND state <> 'completed'",
+  settings: "useListenNotify, queue notify: true; work localConcurrency 1, batchSize 10, burstWhenBatchFull, polling 0.5 s"
+}
+
+/** Spawns `count` agents for a system and runs `setup` on each. */
+export const startAgents = async (system: QueueSystem, count: number): Promise<ReadonlyArray<Agent>> => {
+  const url = await ensureDatabase(system.database)
+  const agents = Array.from({ length: count }, (_, i) => spawnAgent(system.peer, {}, `${system.name}#${i + 1}`))
+  // One at a time: migrations of some peers race when two processes install the schema at once.
+  for (const agent of agents) await agent.call("setup", { url, ...system.setup }, 120_000)
+  return agents
+}
+
+/** Sums the `progress` events of several agents; resolves when the sum reaches `target`. */
+export const waitForHandled = (
+  agents: ReadonlyArray<Agent>,
+  target: number,
+  timeoutMs = 180_000
+): Promise<number> =>
+  new Promise((resolve, reject) => {
+    const counts = agents.map(() => 0)
+    const offs: Array<() => void> = []
+    const timer = setTimeout(() => {
+      for (const off of offs) off()
+      reject(new Error(`timed out: handled ${counts.reduce((a, b) => a + b, 0)} of ${target}`))
+    }, timeoutMs)
+    agents.forEach((agent, i) => {
+      offs.push(
+        agent.on("progress", (data: { handled: number }) => {
+          counts[i] = data.handled
+          if (counts.reduce((a, b) => a + b, 0) >= target) {
+            clearTimeout(timer)
+            for (const off of offs) off()
+            resolve(performance.now())
+          }
+        })
+      )
+    })
+  })
+
+/**
+ * Splits per-system summaries into the JSON's `ours` (Baton with default settings; other Baton configurations go
+ * under `ours.variants`) and `peers`.
+ */
+export const collect = (
+  systems: ReadonlyArray<QueueSystem>,
+  summarize: (system: QueueSystem) => Record<string, unknown>
+) => {
+  const summaries = new Map<string, Record<string, unknown>>()
+  for (const system of systems) summaries.set(system.name, summarize(system))
+  const mine = systems.filter((system) => system.ours)
+  const ours: Record<string, unknown> = { ...summaries.get(mine[0]!.name)! }
+  if (mine.length > 1) {
+    ours.variants = Object.fromEntries(mine.slice(1).map((system) => [system.name, summaries.get(system.name)!]))
+  }
+  const peers: Record<string, Record<string, unknown>> = {}
+  for (const system of systems) if (!system.ours) peers[system.name] = summaries.get(system.name)!
+  return { ours, peers, summaries }
+}

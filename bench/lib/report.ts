@@ -1,0 +1,80 @@
+/** Printing result tables and writing bench/results/<scenario>.json in the shape issue 7 asks for. */
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { round } from "./stats.js"
+
+const resultsDir = path.resolve(import.meta.dirname, "../results")
+
+/** The JSON one scenario writes. */
+export interface ScenarioResult {
+  readonly scenario: string
+  /** Unit of the headline figure. */
+  readonly unit: string
+  readonly higherIsBetter: boolean
+  /** Which field of `ours` / each peer the ratios compare. */
+  readonly headline: string
+  readonly ours: Record<string, unknown>
+  readonly peers: Record<string, Record<string, unknown>>
+  /** ours / peer for the headline figure. */
+  readonly ratios: Record<string, number>
+  readonly node: string
+  readonly postgres: string
+  readonly when: string
+  readonly quick: boolean
+  readonly rounds: number
+  readonly machine: string
+  readonly notes?: ReadonlyArray<string> | undefined
+}
+
+/** A one-line description of this machine. */
+export const machine = (): string => {
+  const cpus = os.cpus()
+  return `${cpus.length} x ${cpus[0]?.model.trim() ?? "cpu"}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.platform()} ${os.release()}`
+}
+
+/** Ratios ours/peer for the headline field (peers without the field are left out). */
+export const ratios = (
+  headline: string,
+  ours: Record<string, unknown>,
+  peers: Record<string, Record<string, unknown>>
+): Record<string, number> => {
+  const out: Record<string, number> = {}
+  const mine = ours[headline]
+  if (typeof mine !== "number") return out
+  for (const [name, peer] of Object.entries(peers)) {
+    const theirs = peer[headline]
+    if (typeof theirs === "number" && theirs !== 0) out[name] = round(mine / theirs)
+  }
+  return out
+}
+
+/** Writes the JSON file; returns its path. */
+export const writeResult = (result: ScenarioResult): string => {
+  fs.mkdirSync(resultsDir, { recursive: true })
+  const file = path.join(resultsDir, `${result.scenario}.json`)
+  fs.writeFileSync(file, JSON.stringify(result, null, 2) + "\n")
+  return file
+}
+
+const format = (value: unknown): string => {
+  if (typeof value === "number") {
+    if (!Number.isFinite(value)) return String(value)
+    const r = round(value)
+    return Math.abs(r) >= 1000 ? Math.round(r).toLocaleString("en-US") : String(r)
+  }
+  if (value === undefined || value === null) return "–"
+  return String(value)
+}
+
+/** Prints an aligned table. */
+export const printTable = (title: string, headers: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<unknown>>) => {
+  const cells = [headers.map(String), ...rows.map((row) => row.map(format))]
+  const widths = headers.map((_, i) => Math.max(...cells.map((row) => (row[i] ?? "").length)))
+  const line = (row: ReadonlyArray<string>) =>
+    row.map((cell, i) => (i === 0 ? cell.padEnd(widths[i]!) : cell.padStart(widths[i]!))).join("  ")
+  console.log(`\n${title}`)
+  console.log(line(cells[0]!))
+  console.log(widths.map((w) => "-".repeat(w)).join("  "))
+  for (const row of cells.slice(1)) console.log(line(row))
+}

@@ -1,0 +1,104 @@
+/**
+ * The runner side of benchmark agents (see agent.ts): spawns `bench/lib/agentMain.ts <peer>` under Node with tsx,
+ * sends commands and awaits their answers, and delivers events. Set BENCH_CPU_PROF=<dir> to write a CPU profile
+ * of every agent (node --cpu-prof), BENCH_VERBOSE=1 to see the agents' stderr.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as path from "node:path"
+import * as readline from "node:readline"
+
+const root = path.resolve(import.meta.dirname, "../..")
+
+export interface Agent {
+  readonly name: string
+  readonly process: ChildProcess
+  /** Sends a command; resolves with its result, rejects with the agent's error or if it exits. */
+  readonly call: <A = unknown>(cmd: string, args?: unknown, timeoutMs?: number) => Promise<A>
+  /** Subscribes to an event; returns the unsubscribe function. */
+  readonly on: (event: string, listener: (data: any) => void) => () => void
+  /** Asks the agent to exit, then kills it if it has not after a while. */
+  readonly close: () => Promise<void>
+}
+
+export const spawnAgent = (peer: string, env: Record<string, string> = {}, label = peer): Agent => {
+  const nodeFlags: Array<string> = []
+  const profDir = process.env.BENCH_CPU_PROF
+  if (profDir !== undefined && profDir !== "") nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${profDir}`)
+  const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", path.join(root, "bench/lib/agentMain.ts"), peer], {
+    cwd: root,
+    env: { ...process.env, ...env },
+    stdio: ["pipe", "pipe", "pipe"]
+  })
+  let nextId = 1
+  const pending = new Map<number, { resolve: (value: any) => void; reject: (error: Error) => void }>()
+  const listeners = new Map<string, Set<(data: any) => void>>()
+  const stderr: Array<string> = []
+  child.stderr!.on("data", (chunk: Buffer) => {
+    const text = chunk.toString()
+    stderr.push(text)
+    if (stderr.length > 200) stderr.shift()
+    if (process.env.BENCH_VERBOSE === "1") process.stderr.write(`[${label}] ${text}`)
+  })
+  const rl = readline.createInterface({ input: child.stdout! })
+  rl.on("line", (line) => {
+    let message: any
+    try {
+      message = JSON.parse(line)
+    } catch {
+      if (process.env.BENCH_VERBOSE === "1") process.stderr.write(`[${label}] ${line}\n`)
+      return
+    }
+    if (typeof message.id === "number") {
+      const waiter = pending.get(message.id)
+      if (waiter === undefined) return
+      pending.delete(message.id)
+      if (message.ok) waiter.resolve(message.result)
+      else waiter.reject(new Error(`${label}: ${message.error}`))
+    } else if (typeof message.event === "string") {
+      for (const listener of listeners.get(message.event) ?? []) listener(message.data)
+    }
+  })
+  let exited = false
+  child.on("exit", (code, signal) => {
+    exited = true
+    for (const waiter of pending.values()) {
+      waiter.reject(new Error(`${label} exited (${code ?? signal}); stderr:\n${stderr.join("").slice(-4000)}`))
+    }
+    pending.clear()
+  })
+  const call = <A>(cmd: string, args?: unknown, timeoutMs = 300_000) =>
+    new Promise<A>((resolve, reject) => {
+      if (exited) return reject(new Error(`${label} has exited; stderr:\n${stderr.join("").slice(-4000)}`))
+      const id = nextId++
+      const timer = setTimeout(() => {
+        pending.delete(id)
+        reject(new Error(`${label}: ${cmd} timed out after ${timeoutMs} ms`))
+      }, timeoutMs)
+      pending.set(id, {
+        resolve: (value) => {
+          clearTimeout(timer)
+          resolve(value)
+        },
+        reject: (error) => {
+          clearTimeout(timer)
+          reject(error)
+        }
+      })
+      child.stdin!.write(JSON.stringify({ id, cmd, args: args ?? null }) + "\n")
+    })
+  const on = (event: string, listener: (data: any) => void) => {
+    let set = listeners.get(event)
+    if (set === undefined) listeners.set(event, (set = new Set()))
+    set.add(listener)
+    return () => set.delete(listener)
+  }
+  const close = async () => {
+    if (exited) return
+    const done = new Promise<void>((resolve) => child.once("exit", () => resolve()))
+    call("exit", null, 5000).catch(() => undefined)
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000)
+    await done
+    clearTimeout(timer)
+  }
+  return { name: label, process: child, call, on, close }
+}

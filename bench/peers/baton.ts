@@ -1,0 +1,79 @@
+/**
+ * Baton as a benchmark agent (see bench/lib/agent.ts): a no-op task on Postgres, enqueued with the public
+ * `TaskQueue.enqueueMany` / `enqueue` and run by `Worker.run` with Baton's default settings except concurrency.
+ */
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as ManagedRuntime from "effect/ManagedRuntime"
+import * as Schema from "effect/Schema"
+import * as Scope from "effect/Scope"
+import * as Baton from "../../src/Baton.js"
+import * as SqlClient from "@effect/sql/SqlClient"
+import * as Task from "../../src/Task.js"
+import { TaskQueue } from "../../src/TaskQueue.js"
+import * as Worker from "../../src/Worker.js"
+import { JobCounter, produceAtRate } from "../lib/agent.js"
+
+const counter = new JobCounter()
+
+const Noop = Task.make("noop", {
+  payload: Schema.Struct({ t: Schema.optional(Schema.Number) }),
+  success: Schema.Void,
+  handler: (payload) => Effect.sync(() => counter.onJob(payload))
+})
+
+let runtime: ManagedRuntime.ManagedRuntime<Baton.Services, unknown> | undefined
+let workerScope: Scope.CloseableScope | undefined
+
+const rt = () => {
+  if (runtime === undefined) throw new Error("setup first")
+  return runtime
+}
+
+export const commands = {
+  setup: async (args: { url: string; schema: string; maxConnections?: number }) => {
+    runtime = ManagedRuntime.make(
+      Baton.layerPg({ url: args.url, schema: args.schema, maxConnections: args.maxConnections ?? 10 })
+    )
+    await runtime.runPromise(Effect.void)
+  },
+  reset: () =>
+    rt().runPromise(
+      Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`TRUNCATE baton_tasks, baton_completions`
+        yield* sql`VACUUM ANALYZE baton_tasks`
+        yield* sql`VACUUM ANALYZE baton_completions`
+      })
+    ),
+  enqueueBulk: (args: { n: number }) =>
+    rt().runPromise(
+      Effect.gen(function* () {
+        const queue = yield* TaskQueue
+        const calls = Array.from({ length: args.n }, () => Task.call(Noop, {}))
+        const start = performance.now()
+        const ids = yield* queue.enqueueMany(calls)
+        return { ms: performance.now() - start, count: ids.length }
+      })
+    ),
+  startWorker: async (args: { concurrency: number; prefetch?: number }) => {
+    counter.start()
+    const scope = await rt().runPromise(Scope.make())
+    workerScope = scope
+    await rt().runPromise(Worker.run({ tasks: [Noop], concurrency: args.concurrency, prefetch: args.prefetch }).pipe(Scope.extend(scope)))
+  },
+  stopWorker: async () => {
+    const scope = workerScope
+    workerScope = undefined
+    if (scope !== undefined) await rt().runPromise(Scope.close(scope, Exit.void))
+    return counter.finish()
+  },
+  produce: (args: { count: number; intervalMs: number }) =>
+    produceAtRate(args.count, args.intervalMs, (t) =>
+      rt().runPromise(Effect.flatMap(TaskQueue, (queue) => queue.enqueue(Noop, { t })))
+    ),
+  teardown: async () => {
+    if (runtime !== undefined) await runtime.dispose()
+    runtime = undefined
+  }
+}

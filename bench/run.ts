@@ -1,0 +1,80 @@
+/**
+ * `npm run bench` — Baton against its peers, side by side in one run (issue 7).
+ *
+ *   npm run bench                      all scenarios
+ *   npm run bench -- queue-latency     one scenario (several may be named)
+ *   npm run bench -- --quick           reduced sizes (whole run under a minute), same JSON
+ *   npm run bench -- --rounds 7        more rounds (default 5, or 3 with --quick)
+ *   npm run bench -- --systems baton,pg-boss   only some systems (Baton always runs)
+ *
+ * Each scenario prints a table and writes bench/results/<scenario>.json. Environment: BENCH_PG_URL (default
+ * postgres://postgres@127.0.0.1:5432/test; each system gets its own database on that server), BENCH_REDIS_URL,
+ * BENCH_CPU_PROF=<dir> (CPU profiles of the agent processes), BENCH_VERBOSE=1.
+ */
+import * as os from "node:os"
+import { serverInfo } from "./lib/db.js"
+import { machine, type ScenarioResult, writeResult } from "./lib/report.js"
+import type { ScenarioOptions } from "./scenarios/types.js"
+
+type Scenario = (options: ScenarioOptions) => Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">>
+
+const scenarios: Record<string, () => Promise<Scenario>> = {
+  "queue-throughput": async () => (await import("./scenarios/queue-throughput.js")).run
+}
+
+const args = process.argv.slice(2)
+const quick = args.includes("--quick")
+const flag = (name: string): string | undefined => {
+  const i = args.indexOf(name)
+  return i >= 0 ? args[i + 1] : undefined
+}
+const roundsArg = flag("--rounds")
+const systemsArg = flag("--systems")
+const flagValues = new Set([roundsArg, systemsArg].filter((v) => v !== undefined))
+const named = args.filter((arg) => !arg.startsWith("--") && !flagValues.has(arg))
+for (const name of named) {
+  if (!(name in scenarios)) {
+    console.error(`unknown scenario "${name}"; known: ${Object.keys(scenarios).join(", ")}`)
+    process.exit(2)
+  }
+}
+const selected = named.length > 0 ? named : Object.keys(scenarios)
+const rounds = roundsArg !== undefined ? Math.max(1, Number(roundsArg)) : quick ? 3 : 5
+
+const main = async () => {
+  const postgres = await serverInfo()
+  const started = performance.now()
+  console.log(`Baton benchmarks — node ${process.version}, ${postgres}`)
+  console.log(`machine: ${machine()}; load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`)
+  console.log(`scenarios: ${selected.join(", ")}; rounds: ${rounds}${quick ? " (quick)" : ""}`)
+  let failed = 0
+  for (const name of selected) {
+    const t0 = performance.now()
+    console.log(`\n=== ${name}`)
+    try {
+      const scenario = await scenarios[name]!()
+      const result = await scenario({
+        quick,
+        rounds,
+        systems: systemsArg?.split(","),
+        log: (line) => console.log(line)
+      })
+      const file = writeResult({
+        ...result,
+        node: process.version,
+        postgres,
+        when: new Date().toISOString(),
+        machine: machine()
+      })
+      console.log(`ratios (ours / peer, ${result.headline}): ${JSON.stringify(result.ratios)}`)
+      console.log(`wrote ${file} in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+    } catch (error) {
+      failed++
+      console.error(`scenario ${name} failed:`, error)
+    }
+  }
+  console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`)
+  process.exit(failed > 0 ? 1 : 0)
+}
+
+main()
