@@ -2,24 +2,59 @@
  * Baton's ready-made layers: storage plus every service, for one backend.
  *
  * `layerMemory` (tests), `layerSqlite({ filename })` (the embedded default), `layerPg({ url })` and
- * `layerPgConfig` (`DATABASE_URL`). Each provides the `SqlClient` and `Storage` too, so application code can join
- * Baton's transactions (`sql.withTransaction`).
+ * `layerPgConfig` (`DATABASE_URL`). Each provides TaskQueue, CompletionBackend, CheckpointCoordinator (durable,
+ * waking on the completion stream), ChordRegistry (whose coordinator runs for the life of the layer), RunService
+ * and ExtractionWorkflow — and the `SqlClient` and `Storage` too, so application code can join Baton's
+ * transactions (`sql.withTransaction`). Workers are started separately (`Worker.run` / `Worker.layer`), so a process
+ * can produce without consuming.
  *
  * @since 0.1.0
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import * as Layer from "effect/Layer"
+import type { CheckpointCoordinator } from "./CheckpointCoordinator.js"
+import type { ChordRegistry } from "./ChordRegistry.js"
+import type { CompletionBackend } from "./CompletionBackend.js"
+import * as ExtractionWorkflow from "./ExtractionWorkflow.js"
+import type { RunService } from "./RunService.js"
+import * as SqlCheckpointCoordinator from "./SqlCheckpointCoordinator.js"
+import * as SqlChordRegistry from "./SqlChordRegistry.js"
+import * as SqlCompletionBackend from "./SqlCompletionBackend.js"
+import * as SqlRunService from "./SqlRunService.js"
 import * as SqlTaskQueue from "./SqlTaskQueue.js"
 import * as Storage from "./Storage.js"
 import type { TaskQueue } from "./TaskQueue.js"
 
-/** Everything Baton provides. */
-export type Services = TaskQueue | SqlClient.SqlClient | Storage.Storage
+/** The core services (everything but the example workflow). */
+export type CoreServices =
+  | SqlClient.SqlClient
+  | Storage.Storage
+  | TaskQueue
+  | CompletionBackend
+  | CheckpointCoordinator
+  | ChordRegistry
+  | RunService
 
-/** Baton's services on a given storage layer. */
+/** Everything Baton provides. */
+export type Services = CoreServices | ExtractionWorkflow.ExtractionWorkflow
+
+/** Baton's core services on a given storage layer. */
+export const coreLayerWith = <E, R>(
+  storage: Layer.Layer<SqlClient.SqlClient | Storage.Storage, E, R>
+): Layer.Layer<CoreServices, E, R> => {
+  const queue = SqlTaskQueue.layer.pipe(Layer.provideMerge(storage))
+  const completions = SqlCompletionBackend.layer.pipe(Layer.provideMerge(queue))
+  return Layer.mergeAll(
+    SqlCheckpointCoordinator.layerWithCompletions(),
+    SqlChordRegistry.layer,
+    SqlRunService.layer
+  ).pipe(Layer.provideMerge(completions))
+}
+
+/** Baton's services (core + ExtractionWorkflow) on a given storage layer. */
 export const layerWith = <E, R>(
   storage: Layer.Layer<SqlClient.SqlClient | Storage.Storage, E, R>
-): Layer.Layer<Services, E, R> => SqlTaskQueue.layer.pipe(Layer.provideMerge(storage))
+): Layer.Layer<Services, E, R> => ExtractionWorkflow.layer.pipe(Layer.provideMerge(coreLayerWith(storage)))
 
 /** Baton on SQLite `:memory:` (a fresh database per layer build). */
 export const layerMemory: Layer.Layer<Services, Storage.StorageError> = layerWith(Storage.layerMemory)
