@@ -16,6 +16,7 @@
  * Writes bench/results/completion-stream.json. BENCH_PG_URL overrides the server (the bench uses its own database).
  */
 import { type ChildProcess, spawn } from "node:child_process"
+import * as os from "node:os"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import * as Effect from "effect/Effect"
@@ -153,6 +154,7 @@ const main = async () => {
   const throughputCount = Number(process.argv[4] ?? 100_000)
   const url = await ensureDatabase("bench_completions")
   const postgres = await serverInfo()
+  const loadAtStart = os.loadavg()
   const admin = await connect(url)
   await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
   console.log(`completion stream on ${postgres}; node ${process.version}; ${machine()}`)
@@ -337,7 +339,17 @@ const main = async () => {
     when: new Date().toISOString(),
     quick: false,
     rounds: 1,
-    machine: machine()
+    machine: machine(),
+    notes: [
+      `load average (1/5/15 min) at start ${loadAtStart.map((l) => l.toFixed(2)).join("/")}, ` +
+        `at end ${os
+          .loadavg()
+          .map((l) => l.toFixed(2))
+          .join("/")}`,
+      "latency: the producer paces at most ratePerSecond; achievedRate is what sequential commits allowed",
+      "ForeignWriter split: whether another session's writing transaction (anywhere in the cluster), begun before " +
+        "the commit, was still open just after it (sampled every 10 ms); such events wait for the horizon"
+    ]
   }
   console.log(`\nwrote ${writeResult(result)}`)
 }

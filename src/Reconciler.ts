@@ -15,7 +15,6 @@
  *
  * @since 0.1.0
  */
-import type { SqlError } from "@effect/sql/SqlError"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
@@ -149,7 +148,7 @@ export const pruneCompletions = (
   interval: Duration.DurationInput = Duration.minutes(1)
 ): ReconcileStep => ({
   name: "completions.prune",
-  run: completions.prune as Effect.Effect<number, SqlError>,
+  run: completions.prune,
   interval
 })
 

@@ -19,6 +19,8 @@
  *
  * The background fiber inherits the services of the fiber that first opened the connection (its Clock included).
  */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Deferred from "effect/Deferred"
@@ -205,12 +207,29 @@ const makeShared = (key: ListenerKey): Effect.Effect<Shared, never, Scope.Scope>
       })
     )
 
-    yield* session.pipe(
-      Effect.catchAll(markDown),
-      Effect.forever,
-      Effect.annotateLogs({ listener: key.applicationName }),
-      Effect.forkScoped
-    )
+    // Sessions that die young (LISTEN failing right after connecting, a kill loop) back off too; the first death
+    // after a healthy session reconnects at once.
+    let shortLived = 0
+    const supervised = Effect.gen(function* () {
+      const started = yield* Clock.currentTimeMillis
+      yield* session.pipe(
+        // A defect must not end the listener for good: log it, go Down, reconnect.
+        Effect.catchAllCause((cause) =>
+          Cause.isInterruptedOnly(cause)
+            ? Effect.interrupt
+            : Cause.failureOption(cause).pipe(
+                Option.match({
+                  onNone: () => markDown(new ListenerError({ message: Cause.pretty(cause) })),
+                  onSome: markDown
+                })
+              )
+        )
+      )
+      shortLived = (yield* Clock.currentTimeMillis) - started < 2000 ? shortLived + 1 : 0
+      if (shortLived > 1) yield* Effect.sleep(Duration.millis(Math.min(50 * 2 ** shortLived, 5000)))
+    })
+
+    yield* supervised.pipe(Effect.forever, Effect.annotateLogs({ listener: key.applicationName }), Effect.forkScoped)
 
     return {
       hub,
