@@ -3,7 +3,7 @@
  * `INSERT` + `UPDATE` autocommit pairs with the `pg` driver on one connection (a durable checkpoint is a creation and
  * a completion, i.e. two commits).
  *
- *   npx tsx bench/checkpoints-durable.ts [count=2000] [rounds=3]
+ *   npx tsx bench/checkpoints-durable.ts [count=2000] [rounds=5]
  *
  * Each round runs `count` sequential create → complete → await with
  * - `ours`: `SqlCheckpointCoordinator.layer` (defaults),
@@ -11,7 +11,7 @@
  *   await then re-reads the row),
  * - `ours-async-create`: `layerWith({ asyncCreate: true })`,
  * and `count` bare pairs on a table of the same shape (same columns, primary key and unique constraint), interleaved in
- * blocks of 50 in a rotating order (the disk's fsync latency drifts; interleaving makes every variant see the same
+ * blocks of 20 in a rotating order (the disk's fsync latency drifts; interleaving makes every variant see the same
  * drift). Tables are truncated before each round. Figures are medians over rounds. Writes
  * bench/results/checkpoints.json.
  * Environment: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test; the bench uses its own database).
@@ -28,10 +28,10 @@ import { machine, printTable, ratios, writeResult } from "./lib/report.js"
 import { median, round } from "./lib/stats.js"
 
 const count = Number(process.argv[2] ?? 2000)
-const rounds = Number(process.argv[3] ?? 3)
-const blockSize = 50
+const rounds = Number(process.argv[3] ?? 5)
+const blockSize = 20
 
-type Variant = "ours" | "ours-tx" | "ours-async-create" | "bare-commit"
+type Variant = "ours" | "ours-tx" | "ours-async-create" | "bare-commit" | "bare-commit-with-event"
 
 const main = async () => {
   const url = await ensureDatabase("bench_checkpoints")
@@ -94,11 +94,35 @@ const main = async () => {
     return performance.now() - started
   }
 
+  // Ours' completion statement, sent through the bare driver: separates the event's cost from the client's.
+  const bareWithEvent = async (runId: string, from: number, n: number) => {
+    const started = performance.now()
+    for (let i = from; i < from + n; i++) {
+      const id = crypto.randomUUID()
+      await client.query(
+        "INSERT INTO bench_cp.baton_checkpoints (id, run_id, batch_index, status, created_at) VALUES ($1, $2, $3, 'pending', $4)",
+        [id, runId, i, Date.now()]
+      )
+      await client.query(
+        `WITH upd AS (
+          UPDATE bench_cp.baton_checkpoints SET status = 'completed', result = $2, completed_at = $3
+          WHERE id = $1 AND status = 'pending' RETURNING run_id
+        ), ins AS (
+          INSERT INTO bench_cp.baton_completions (kind, namespace, tags, outcome, run_id, at)
+          SELECT 'checkpoint.completed', 'default', '[]', 'succeeded', run_id, $3::bigint FROM upd RETURNING seq
+        ) SELECT (SELECT pg_notify('baton_bench_cp_completions', max(seq)::text) FROM ins HAVING count(*) > 0)`,
+        [id, JSON.stringify({ batch: i, documents: 10 }), Date.now()]
+      )
+    }
+    return performance.now() - started
+  }
+
   const block: Record<Variant, (runId: string, from: number, n: number) => Promise<number>> = {
     ours: (runId, from, n) => ours(runtimes.ours, false, runId, from, n),
     "ours-tx": (runId, from, n) => ours(runtimes.ours, true, runId, from, n),
     "ours-async-create": (runId, from, n) => ours(runtimes["ours-async-create"], false, runId, from, n),
-    "bare-commit": bare
+    "bare-commit": bare,
+    "bare-commit-with-event": bareWithEvent
   }
   const variants = Object.keys(block) as Array<Variant>
 
@@ -106,7 +130,7 @@ const main = async () => {
   // the disk's fsync latency (and of whatever else runs on the machine) weighs on every variant alike.
   const runRound = async (n: number): Promise<Record<Variant, number>> => {
     await truncate()
-    const elapsed: Record<Variant, number> = { ours: 0, "ours-tx": 0, "ours-async-create": 0, "bare-commit": 0 }
+    const elapsed = Object.fromEntries(variants.map((v) => [v, 0])) as Record<Variant, number>
     const runIds = Object.fromEntries(variants.map((v) => [v, `bench-${v}-${crypto.randomUUID()}`])) as Record<
       Variant,
       string
@@ -128,7 +152,8 @@ const main = async () => {
     ours: [],
     "ours-tx": [],
     "ours-async-create": [],
-    "bare-commit": []
+    "bare-commit": [],
+    "bare-commit-with-event": []
   }
   for (let r = 0; r < rounds; r++) {
     const rates = await runRound(count)
@@ -150,6 +175,10 @@ const main = async () => {
     "bare-commit": {
       ...figure("bare-commit"),
       settings: "pg driver, one connection, INSERT then UPDATE per item, each its own autocommit transaction"
+    },
+    "bare-commit-with-event": {
+      ...figure("bare-commit-with-event"),
+      settings: "as bare-commit, the UPDATE being ours' completion statement (log row + NOTIFY), on baton_checkpoints"
     }
   }
   const allRatios = ratios("checkpointsPerSecond", oursResult, peers)
@@ -162,7 +191,12 @@ const main = async () => {
       ["ours (create; complete; await)", median(samples.ours), allRatios["bare-commit"]],
       ["ours, complete in sql.withTransaction", median(samples["ours-tx"]), inTxRatio],
       ["ours, asyncCreate", median(samples["ours-async-create"]), asyncRatio],
-      ["bare INSERT + UPDATE (pg, autocommit)", median(samples["bare-commit"]), 1]
+      ["bare INSERT + UPDATE (pg, autocommit)", median(samples["bare-commit"]), 1],
+      [
+        "bare, UPDATE + log row + NOTIFY in one statement",
+        median(samples["bare-commit-with-event"]),
+        round(median(samples["bare-commit-with-event"]) / median(samples["bare-commit"]))
+      ]
     ]
   )
   const file = writeResult({
@@ -182,6 +216,7 @@ const main = async () => {
     notes: [
       `${count} sequential create → complete → await per variant and round, interleaved in blocks of ${blockSize} in rotating order; medians over ${rounds} rounds`,
       "bare-commit: the same table shape, INSERT + UPDATE as two autocommit statements (two commits, like a checkpoint)",
+      "bare-commit-with-event: the same, with ours' completion statement (UPDATE + completions-log row + NOTIFY) sent through pg: the gap between it and ours is the Effect SQL client",
       "ours also appends a completions-log row and a NOTIFY in the completing transaction",
       "asyncCreate: the creation commits with synchronous_commit = off (see docs/checkpoint-coordination.md)"
     ]

@@ -8,7 +8,8 @@
  * - `completeCheckpoint` / `failCheckpoint` join the caller's `sql.withTransaction` when there is one: the guarded
  *   `UPDATE … WHERE status = 'pending'` and the completions-log event (`checkpoint.completed` /
  *   `checkpoint.failed`, plus NOTIFY on Postgres) commit or roll back with the caller's work. A rollback leaves the
- *   checkpoint pending.
+ *   checkpoint pending. On Postgres that is one statement (one round trip, atomic on its own); on SQLite a short
+ *   transaction (a savepoint inside the caller's).
  * - Nothing in this process is told about a completion before it committed: outside a transaction the local waiters
  *   are resolved after the commit; inside the caller's transaction they are only nudged to re-read the row, which
  *   shows the completion once (and only if) the caller's transaction commits.
@@ -56,7 +57,10 @@ export interface Options {
   readonly pollMin?: Duration.DurationInput | undefined
   /** Longest delay between re-reads (default 100 ms; 1 s with a completion stream, which wakes waiters itself). */
   readonly pollMax?: Duration.DurationInput | undefined
-  /** Outcomes completed in this process kept for an immediate local await (default 10,000; oldest dropped first). */
+  /**
+   * Outcomes completed in this process kept for an immediate local await (default 1,000; oldest dropped first; an
+   * outcome is dropped once awaited, and one over 16 KiB of JSON is never kept: its await reads the row).
+   */
   readonly localCacheSize?: number | undefined
   /**
    * Postgres only: commit a checkpoint's creation asynchronously (`synchronous_commit = off` for that one statement,
@@ -115,6 +119,9 @@ const outcomeOf = (row: StateRow): Outcome | undefined =>
 
 const checkpointKinds = ["checkpoint.completed", "checkpoint.failed"] as const
 
+// Bounds the local cache's memory: larger outcomes are read back from the row by their await.
+const maxCachedText = 16 * 1024
+
 /** Builds the service. Requires the `SqlClient` and `Storage` of a storage layer. */
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const sql = yield* SqlClient.SqlClient
@@ -122,7 +129,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const dialect = storage.dialect
   const completions = options.completions
   const asyncCreate = options.asyncCreate === true && dialect === "pg"
-  const cacheSize = Math.max(0, options.localCacheSize ?? 10_000)
+  const cacheSize = Math.max(0, options.localCacheSize ?? 1_000)
   const pollMin = Duration.decode(options.pollMin ?? Duration.millis(2))
   const pollMax = Duration.decode(options.pollMax ?? (completions !== undefined ? Duration.seconds(1) : "100 millis"))
   // Exponential from pollMin, capped at pollMax (union takes the shorter delay).
@@ -133,7 +140,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const recent = new Map<string, Outcome>()
 
   const remember = (id: string, outcome: Outcome): void => {
-    if (cacheSize === 0) return
+    if (cacheSize === 0 || outcome.text.length > maxCachedText) return
     recent.delete(id)
     recent.set(id, outcome)
     if (recent.size > cacheSize) {
@@ -386,13 +393,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
               duration: millis,
               onTimeout: () => new CheckpointTimeout({ token, timeoutMillis: millis })
             })
-      return Effect.flatMap(bounded, (outcome) => deliver(token, outcome))
-    }).pipe(
-      Effect.withSpan("CheckpointCoordinator.awaitCheckpoint", {
-        captureStackTrace: false,
-        attributes: { runId: token.runId, batchIndex: token.batchIndex }
-      })
-    )
+      // Traced only here, where it reads or waits: the cache hit above is a map lookup, cheaper than a span.
+      return Effect.flatMap(bounded, (outcome) => deliver(token, outcome)).pipe(
+        Effect.withSpan("CheckpointCoordinator.awaitCheckpoint", {
+          captureStackTrace: false,
+          attributes: { runId: token.runId, batchIndex: token.batchIndex }
+        })
+      )
+    })
 
   const findCheckpoint = (runId: string, batchIndex: number) =>
     readToken(runId, batchIndex).pipe(

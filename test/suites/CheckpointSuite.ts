@@ -481,6 +481,17 @@ export const durableCheckpointSuite = (backend: Backend) => {
       }).pipe(Effect.provide(layer()))
     )
 
+    it.live("a large result (not kept in the local cache) is read back from the row", () =>
+      Effect.gen(function* () {
+        const coordinator = yield* CheckpointCoordinator
+        const token = yield* coordinator.createCheckpoint(freshRun(), 0)
+        const result = { rows: Array.from({ length: 2_000 }, (_, i) => ({ i, name: `document-${i}` })) }
+        yield* coordinator.completeCheckpoint(token, result)
+        assert.deepStrictEqual(yield* coordinator.awaitCheckpoint(token), result)
+        assert.deepStrictEqual(yield* coordinator.awaitCheckpoint(token), result)
+      }).pipe(Effect.provide(layer()))
+    )
+
     it.live("concurrent completions append exactly one event", () =>
       Effect.gen(function* () {
         const coordinator = yield* CheckpointCoordinator
