@@ -14,7 +14,7 @@ import * as fs from "node:fs"
 import { CheckpointCoordinator } from "../../CheckpointCoordinator.js"
 import { ChordRegistry } from "../../ChordRegistry.js"
 import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
-import { type Run, RunService } from "../../RunService.js"
+import { type Run, RunService, RunStateConflict } from "../../RunService.js"
 import { TaskQueue } from "../../TaskQueue.js"
 import * as Worker from "../../Worker.js"
 import type { Corpus } from "./corpus.js"
@@ -216,6 +216,9 @@ export const resume = (options: {
     const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
     const progress = yield* workflow.progress(options.runId)
     const run = progress.run
+    if (run.state === "cancelled") {
+      return yield* new RunStateConflict({ runId: run.id, from: run.state, to: "running" })
+    }
     yield* execute({
       runId: options.runId,
       input: undefined,

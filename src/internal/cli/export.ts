@@ -78,6 +78,7 @@ const batchColumns = [
   "runId",
   "batchIndex",
   "documents",
+  "formats",
   "bytes",
   "words",
   "headings",
