@@ -12,8 +12,9 @@
  *     woken by `chord.*` completion events when a `CompletionBackend` is provided, else by polling;
  *   - when a `CompletionBackend` is provided, checks the chord of every body-task event it sees (batched): a running
  *     chord whose body is complete at that point was skipped by the normal path, and is dispatched;
- *   - runs the reconciler pass every `reconcileInterval`: chords whose counters say "complete" (or "failed") but that
- *     are not dispatched, chords with no body progress for `staleAfter` and no live body task (counters recounted
+ *   - runs the reconciler pass every `reconcileInterval` (as a step of the `Reconciler` service when one is provided —
+ *     its runner, `Reconciler.run`, then drives it — else on its own schedule): chords whose counters say "complete"
+ *     (or "failed") but that are not dispatched, chords with no body progress for `staleAfter` and no live body task (counters recounted
  *     from the task rows), and leftover body tasks of failed chords. Every dispatch it makes goes through the same
  *     guard as the normal path and counts in `baton_chords_healed_total`.
  *
@@ -59,13 +60,17 @@ import {
 } from "./internal/chordLedger.js"
 import { ledgerContext } from "./internal/completionLog.js"
 import { encodeCall } from "./SqlTaskQueue.js"
+import { Reconciler } from "./Reconciler.js"
 import { Storage } from "./Storage.js"
 import type * as Task from "./Task.js"
 import { InvalidPayload, type RawEnqueue, TaskId, TaskQueue } from "./TaskQueue.js"
 
 /** Settings of the registry's coordinator. */
 export interface Options {
-  /** Period of the reconciler pass in this process (default 5 s; 0 disables it). */
+  /**
+   * Period of the reconciler pass in this process (default 5 s; 0 disables it). With a `Reconciler` service in the
+   * context the pass is registered as its step `chord.dispatch-undispatched` (at most this often) instead.
+   */
   readonly reconcileInterval?: Duration.DurationInput | undefined
   /** A running chord whose body made no progress for this long and has no live body task is recounted (default 1 min). */
   readonly staleAfter?: Duration.DurationInput | undefined
@@ -77,6 +82,9 @@ export interface Options {
   /** Chords handled per reconciler query (default 100). */
   readonly reconcileBatch?: number | undefined
 }
+
+/** The name of the chord step when a `Reconciler` service drives the reconciler pass. */
+export const reconcileStepName = "chord.dispatch-undispatched"
 
 const decodeFailure = Schema.decodeUnknownOption(Schema.parseJson(ChordFailure))
 
@@ -347,7 +355,11 @@ export const make = (
     }
 
     yield* Effect.forkScoped(watcher)
-    if (Duration.toMillis(reconcileEvery) > 0) {
+    const reconciler = yield* Effect.serviceOption(Reconciler)
+    if (Duration.toMillis(reconcileEvery) > 0 && Option.isSome(reconciler)) {
+      // A Reconciler service is present: the pass is one of its steps (its runner drives it, measured per step).
+      yield* reconciler.value.register({ name: reconcileStepName, run: reconcile, interval: reconcileEvery })
+    } else if (Duration.toMillis(reconcileEvery) > 0) {
       yield* Effect.forkScoped(
         reconcile.pipe(
           Effect.catchAll((error) => Effect.as(Effect.logWarning("chord reconciler pass failed", error), 0)),

@@ -145,7 +145,10 @@ for (const kind of kinds) {
             callback: ChordRegistry.callback(Sum, { label: "race" })
           })
           // Child reconcilers run every 5 ms: they race the completions for the dispatch too.
-          for (let i = 0; i < 3; i++) yield* worker(descriptor, `proc-${i}`, { concurrency: 2, reconcileMs: 5 })
+          const children: Array<Child> = []
+          for (let i = 0; i < 3; i++) {
+            children.push(yield* worker(descriptor, `proc-${i}`, { concurrency: 2, reconcileMs: 5 }))
+          }
           for (let i = 0; i < 8; i++) {
             yield* Worker.run({
               tasks: allTasks,
@@ -154,6 +157,14 @@ for (const kind of kinds) {
               pollInterval: { min: "1 millis", max: "10 millis" }
             })
           }
+          // Runs first on the way out, even after a failure: release the gated handlers and stop the children, so
+          // the in-process workers' shutdown does not wait for handlers that would never finish.
+          yield* Effect.addFinalizer(() =>
+            Effect.sync(() => {
+              fs.writeFileSync(gate, "")
+              for (const child of children) child.kill("SIGKILL")
+            })
+          )
           // Every slot holds one body task, all waiting at the gate.
           yield* Backends.eventually(
             Effect.map(queue.counts, (c) => c.running === size),

@@ -88,7 +88,8 @@ interface BodyRow {
 
 const finishedColumns = "id, name, queue, namespace, tags, chord_id, chord_index, run_id"
 
-const done = (row: ChordRow): number => Number(row.succeeded) + Number(row.failed) + Number(row.cancelled)
+const done = (row: Pick<ChordRow, "succeeded" | "failed" | "cancelled">): number =>
+  Number(row.succeeded) + Number(row.failed) + Number(row.cancelled)
 
 /** Whether a body outcome counts as a failure under the `fail` policy. */
 const isFailure = (state: string): boolean => state === "failed" || state === "dead" || state === "cancelled"
@@ -104,17 +105,24 @@ export const lockRunning = (ctx: LedgerContext, chordId: string) =>
     (rows) => rows[0]
   )
 
+type Counters = Pick<
+  ChordRow,
+  "id" | "state" | "failure_policy" | "expected" | "succeeded" | "failed" | "cancelled" | "body_open"
+>
+
+// The hot statement of a big chord: it returns only the counters (the full row is read once, when settling).
 const bump = (ctx: LedgerContext, chordId: string, outcome: string, n: number, now: number) => {
   const { sql } = ctx
+  const returning = sql.literal("id, state, failure_policy, expected, succeeded, failed, cancelled, body_open")
   const statement =
     outcome === "succeeded"
-      ? sql<ChordRow>`UPDATE baton_chords SET succeeded = succeeded + ${n}, last_body_at = ${now}
-          WHERE id = ${chordId} RETURNING *`
+      ? sql<Counters>`UPDATE baton_chords SET succeeded = succeeded + ${n}, last_body_at = ${now}
+          WHERE id = ${chordId} RETURNING ${returning}`
       : outcome === "cancelled"
-        ? sql<ChordRow>`UPDATE baton_chords SET cancelled = cancelled + ${n}, last_body_at = ${now}
-            WHERE id = ${chordId} RETURNING *`
-        : sql<ChordRow>`UPDATE baton_chords SET failed = failed + ${n}, last_body_at = ${now}
-            WHERE id = ${chordId} RETURNING *`
+        ? sql<Counters>`UPDATE baton_chords SET cancelled = cancelled + ${n}, last_body_at = ${now}
+            WHERE id = ${chordId} RETURNING ${returning}`
+        : sql<Counters>`UPDATE baton_chords SET failed = failed + ${n}, last_body_at = ${now}
+            WHERE id = ${chordId} RETURNING ${returning}`
   return Effect.map(statement, (rows) => rows[0])
 }
 
@@ -139,7 +147,11 @@ export const recordBodies = (
       if (chord === undefined) continue // tasks pointing at a chord that does not exist: nothing to count
       if (chord.state === "running") {
         const failing = chord.failure_policy === "fail" && isFailure(outcome)
-        if (failing || done(chord) >= Number(chord.expected)) yield* settleChord(ctx, chord, now, false)
+        if (failing || done(chord) >= Number(chord.expected)) {
+          // This transaction holds the row lock (the UPDATE above) until it commits.
+          const full = yield* ctx.sql<ChordRow>`SELECT * FROM baton_chords WHERE id = ${chordId}`
+          if (full[0] !== undefined) yield* settleChord(ctx, full[0], now, false)
+        }
       } else if (chord.body_open === 1 && done(chord) >= Number(chord.expected)) {
         yield* ctx.sql`UPDATE baton_chords SET body_open = 0 WHERE id = ${chordId}`
       }
@@ -151,23 +163,45 @@ interface Tally {
   readonly succeeded: number
   readonly failed: number
   readonly cancelled: number
+  /** The callback's `results` as JSON text (when asked for). */
+  readonly results: string | undefined
 }
 
-/** Counts the body by state: one pass over the chord's index entries, no rows shipped. */
-const tallyBody = (ctx: LedgerContext, chordId: string) =>
-  Effect.map(
-    ctx.sql<Tally>`SELECT count(*) AS total,
-      count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
-      count(*) FILTER (WHERE state IN ('failed', 'dead')) AS failed,
-      count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+const noError = JSON.stringify({ kind: "failure", message: "no error recorded", attempt: 0 })
+
+/**
+ * Reads the body in one pass over the chord's index entries: counts by state and, when asked, the callback's `results`
+ * as JSON text, built by the database in body order from the stored (already encoded) JSON of each body task — one
+ * row comes back, not one row per body task (a 100,000-task chord is one round trip).
+ */
+const readBody = (ctx: LedgerContext, chordId: string, results: "fail" | "continue" | undefined) => {
+  const { sql } = ctx
+  const quotedId = ctx.dialect === "pg" ? sql`to_json(id)::text` : sql`json_quote(id)`
+  const element =
+    results === "continue"
+      ? sql`CASE WHEN state = 'succeeded'
+          THEN '{"_tag":"Success","taskId":' || ${quotedId} || ',"value":' || COALESCE(result, 'null') || '}'
+          ELSE '{"_tag":"Failure","taskId":' || ${quotedId} || ',"state":"' || state || '","error":'
+            || COALESCE(error, ${noError}) || '}' END`
+      : sql`COALESCE(result, 'null')`
+  const aggregate = results === undefined ? sql`NULL` : sql`string_agg(${element}, ',' ORDER BY chord_index)`
+  return Effect.map(
+    ctx.sql<{ total: number; succeeded: number; failed: number; cancelled: number; results: string | null }>`
+      SELECT count(*) AS total,
+        count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+        count(*) FILTER (WHERE state IN ('failed', 'dead')) AS failed,
+        count(*) FILTER (WHERE state = 'cancelled') AS cancelled,
+        ${aggregate} AS results
       FROM baton_tasks WHERE chord_id = ${chordId}`,
     (rows): Tally => ({
       total: Number(rows[0]?.total ?? 0),
       succeeded: Number(rows[0]?.succeeded ?? 0),
       failed: Number(rows[0]?.failed ?? 0),
-      cancelled: Number(rows[0]?.cancelled ?? 0)
+      cancelled: Number(rows[0]?.cancelled ?? 0),
+      results: results === undefined ? undefined : `[${rows[0]?.results ?? ""}]`
     })
   )
+}
 
 /** The body task that failed first (earliest finish, then lowest index). */
 const firstFailure = (ctx: LedgerContext, chordId: string) =>
@@ -177,29 +211,6 @@ const firstFailure = (ctx: LedgerContext, chordId: string) =>
       ORDER BY finished_at, chord_index LIMIT 1`,
     (rows) => rows[0]
   )
-
-const noError = JSON.stringify({ kind: "failure", message: "no error recorded", attempt: 0 })
-
-/**
- * The callback's `results` as JSON text, built by the database in body order from the stored (already encoded) JSON
- * of each body task: one string comes back, not one row per body task (a 100,000-task chord is one round trip).
- */
-const resultsJson = (ctx: LedgerContext, chordId: string, policy: "fail" | "continue") => {
-  const { sql } = ctx
-  const quotedId = ctx.dialect === "pg" ? sql`to_json(id)::text` : sql`json_quote(id)`
-  const element =
-    policy === "continue"
-      ? sql`CASE WHEN state = 'succeeded'
-          THEN '{"_tag":"Success","taskId":' || ${quotedId} || ',"value":' || COALESCE(result, 'null') || '}'
-          ELSE '{"_tag":"Failure","taskId":' || ${quotedId} || ',"state":"' || state || '","error":'
-            || COALESCE(error, ${noError}) || '}' END`
-      : sql`COALESCE(result, 'null')`
-  return Effect.map(
-    sql<{ results: string | null }>`SELECT string_agg(${element}, ',' ORDER BY chord_index) AS results
-      FROM baton_tasks WHERE chord_id = ${chordId}`,
-    (rows) => `[${rows[0]?.results ?? ""}]`
-  )
-}
 
 /** The result of settling a chord. */
 export type Settled = "completed" | "failed" | "waiting" | "not-running"
@@ -215,7 +226,9 @@ export const settleChord = (
   healed: boolean
 ): Effect.Effect<Settled, SqlError> =>
   Effect.gen(function* () {
-    const tally = yield* tallyBody(ctx, chord.id)
+    // The results are built in the same pass unless the counters already say this chord fails.
+    const failing = chord.failure_policy === "fail" && Number(chord.failed) + Number(chord.cancelled) > 0
+    const tally = yield* readBody(ctx, chord.id, failing ? undefined : chord.failure_policy)
     if (
       tally.succeeded !== Number(chord.succeeded) ||
       tally.failed !== Number(chord.failed) ||
@@ -237,7 +250,8 @@ export const settleChord = (
     }
     const open = tally.total - tally.succeeded - tally.failed - tally.cancelled
     if (open > 0 || tally.total < Number(chord.expected)) return "waiting"
-    return (yield* completeChord(ctx, chord, now, healed)) ? "completed" : "not-running"
+    const results = tally.results ?? (yield* readBody(ctx, chord.id, chord.failure_policy)).results ?? "[]"
+    return (yield* completeChord(ctx, chord, results, now, healed)) ? "completed" : "not-running"
   })
 
 const parseTaskError = (text: string | null): ChordFailure["error"] => {
@@ -324,13 +338,13 @@ const recordDispatch = (chord: ChordRow, at: number, healed: boolean) =>
 const completeChord = (
   ctx: LedgerContext,
   chord: ChordRow,
+  results: string,
   now: number,
   healed: boolean
 ): Effect.Effect<boolean, SqlError> =>
   Effect.gen(function* () {
     const { sql } = ctx
     const sealed = JSON.parse(chord.callback) as SealedCall
-    const results = yield* resultsJson(ctx, chord.id, chord.failure_policy)
     const at = Math.max(now, yield* Clock.currentTimeMillis)
     // The guard: of all transactions that get here, only one sees the chord running and undispatched.
     const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'completed', dispatched_at = ${at},

@@ -14,6 +14,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as ChordRegistry from "../../src/ChordRegistry.js"
 import { appendLog } from "../../src/internal/completionLog.js"
+import * as Reconciler from "../../src/Reconciler.js"
 import * as SqlChordRegistry from "../../src/SqlChordRegistry.js"
 import * as SqlCompletionBackend from "../../src/SqlCompletionBackend.js"
 import * as SqlTaskQueue from "../../src/SqlTaskQueue.js"
@@ -667,6 +668,33 @@ export const chordSuite = (backend: Backend) => {
         assert.strictEqual(info.callbackTaskId, callbackId)
         assert.strictEqual(yield* tasksNamed("chord-sum"), 1)
       }).pipe(Effect.scoped, Effect.provide(chordLayer(backend)))
+    )
+
+    it.effect("with a Reconciler service, the pass is its step and heals through it", () =>
+      Effect.gen(function* () {
+        const registry = yield* ChordRegistry.ChordRegistry
+        const reconciler = yield* Reconciler.Reconciler
+        const sql = yield* SqlClient.SqlClient
+        assert.deepStrictEqual(yield* reconciler.steps, [SqlChordRegistry.reconcileStepName])
+        const handle = yield* registry.chord({
+          body: [Task.call(Square, { n: 2 })],
+          callback: ChordRegistry.callback(Sum, { label: "step" })
+        })
+        yield* sql`UPDATE baton_tasks SET state = 'succeeded', result = '4', finished_at = 1
+          WHERE chord_id = ${handle.chordId}`
+        yield* sql`UPDATE baton_chords SET succeeded = 1, last_body_at = 1 WHERE id = ${handle.chordId}`
+        const reports = yield* reconciler.runOnce
+        assert.deepStrictEqual(reports, [{ _tag: "Fixed", name: SqlChordRegistry.reconcileStepName, fixed: 1 }])
+        assert.strictEqual((yield* registry.get(handle.chordId)).state, "completed")
+      }).pipe(
+        Effect.provide(
+          SqlChordRegistry.layerWith({ reconcileInterval: "1 millis" }).pipe(
+            Layer.provideMerge(Reconciler.layerEmpty),
+            Layer.provideMerge(SqlTaskQueue.layer),
+            Layer.provideMerge(backend.storage())
+          )
+        )
+      )
     )
 
     it.effect("get / await of an unknown chord fail with ChordNotFound", () =>
