@@ -4,8 +4,10 @@
  * Every subscriber reads the durable completions log after its own cursor; live channels only tell it when to read
  * again, so a lost wake-up costs latency, never an event:
  * - Postgres: the log is read in `(xid, seq)` order, and only rows whose writer's transaction id is below the
- *   snapshot's xmin (`pg_snapshot_xmin(pg_current_snapshot())`), i.e. rows no still-running transaction can precede.
- *   A `seq` taken before a commit that lands late can therefore never be overtaken (docs/completion-backend.md).
+ *   horizon: the oldest transaction of this database still in progress in the reading statement's snapshot (the
+ *   snapshot's xmin, minus transactions positively seen in other databases), i.e. rows no still-running transaction
+ *   can precede. A `seq` taken before a commit that lands late can therefore never be overtaken
+ *   (docs/completion-backend.md).
  *   Wake-ups come from the process's one shared LISTEN connection (`internal/pgListener`); while it is down, the
  *   subscriber polls; when it is back, the subscriber re-reads (back-fill). Committed rows held back by an older
  *   open transaction are polled for quickly until the horizon passes them.
@@ -81,6 +83,27 @@ export const defaultRetention: NonNullable<Options["retention"]> = { maxAge: Dur
 
 const filterFields = new Set(["namespace", "tags", "taskName", "kinds"])
 const knownKinds = new Set<string>(CompletionKindSchema.literals)
+
+/**
+ * Postgres: the delivery horizon of the snapshot `s.snap` — the lowest transaction id in progress when it was taken
+ * that may belong to THIS database (or the snapshot's xmax when none). Rows below it can no longer be preceded by a
+ * row that is not visible yet. An in-progress id is skipped only when it is positively seen, after the snapshot, in a
+ * session or prepared transaction of another database (which can never write here); one that finished meanwhile, or
+ * that `pg_stat_activity` does not show, counts. `backend_xid` is a 32-bit xid: compared with the low 32 bits of the
+ * xid8 (in-progress ids are within 2^31 of each other, so this is unambiguous). Static SQL, no input.
+ */
+const horizonSql = `coalesce((
+  SELECT min(x.id) FROM pg_snapshot_xip(s.snap) AS x(id)
+  WHERE NOT EXISTS (
+    SELECT 1 FROM pg_stat_activity a
+    WHERE a.backend_xid IS NOT NULL
+      AND a.datid <> (SELECT d.oid FROM pg_database d WHERE d.datname = current_database())
+      AND a.backend_xid::text::bigint = x.id::text::bigint % 4294967296
+  ) AND NOT EXISTS (
+    SELECT 1 FROM pg_prepared_xacts p
+    WHERE p.database <> current_database() AND p.transaction::text::bigint = x.id::text::bigint % 4294967296
+  )
+), pg_snapshot_xmax(s.snap))`
 
 interface Position {
   /** The writer's transaction id (Postgres; 0 on SQLite). */
@@ -257,6 +280,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   // -- reading the log ------------------------------------------------------------------------------------------------
 
+  const horizon = sql.literal(horizonSql)
   const columns = sql.literal(
     "c.seq, c.kind, c.task_id, c.task_name, c.queue, c.namespace, c.tags, c.outcome, c.chord_id, c.run_id, c.at"
   )
@@ -302,7 +326,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           SELECT h.horizon, t.top_xid, t.top_seq,
             EXISTS (SELECT 1 FROM baton_completions c WHERE c.xid >= h.horizon) AS pending,
             p.xid AS pruned_xid, p.seq AS pruned_seq, p.max_seq AS pruned_max_seq
-          FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS horizon) h
+          FROM (SELECT ${horizon} AS horizon FROM (SELECT pg_current_snapshot() AS snap) s) h
           CROSS JOIN baton_completions_pruned p
           LEFT JOIN LATERAL (
             SELECT c.xid AS top_xid, c.seq AS top_seq FROM baton_completions c WHERE c.xid < h.horizon
@@ -527,10 +551,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         if (cutoffAt === null && cutoffSeq === null) return 0
         // Only rows below the horizon: a committed row still held back from subscribers is never pruned.
         const [result] = yield* sql<{ n: number }>`WITH h AS MATERIALIZED (
-            SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin
+            SELECT ${horizon} AS horizon FROM (SELECT pg_current_snapshot() AS snap) s
           ), victims AS (
             SELECT c.seq FROM baton_completions c, h
-            WHERE c.xid < h.xmin AND (c.at < ${cutoffAt} OR c.seq <= ${cutoffSeq})
+            WHERE c.xid < h.horizon AND (c.at < ${cutoffAt} OR c.seq <= ${cutoffSeq})
             ORDER BY c.seq LIMIT ${pruneBatch}
           ), del AS (
             DELETE FROM baton_completions c USING victims v WHERE c.seq = v.seq RETURNING c.xid, c.seq

@@ -37,11 +37,13 @@ const isolatedPg = () => {
 }
 
 /** A raw connection outside Baton's pool (a "foreign" committer, or an observer). */
-const rawClient = (schema?: string) =>
+const rawClient = (schema?: string, database?: string) =>
   Effect.acquireRelease(
     Effect.promise(async () => {
+      const url = new URL(Backends.pgUrl())
+      if (database !== undefined) url.pathname = `/${database}`
       const client = new pg.Client({
-        connectionString: Backends.pgUrl(),
+        connectionString: url.toString(),
         ...(schema !== undefined ? { options: `-c search_path=${schema}` } : {})
       })
       client.on("error", () => {})
@@ -158,6 +160,42 @@ describe.runIf(Backends.pgAvailable())("CompletionBackend (pg only)", () => {
         assert.deepStrictEqual(ids(yield* Ref.get(seen)), ["older-high-seq", "younger-low-seq"])
         const all = yield* Effect.scoped(Effect.flatMap(completions.subscribe({ fromSequence: 0 }), (s) => take(s, 2)))
         assert.deepStrictEqual(ids(all), ["older-high-seq", "younger-low-seq"])
+      }).pipe(Effect.provide(layerFor(env.storage)))
+    })
+  )
+
+  it.scopedLive("an open writer in another database does not hold delivery back; one in this database does", () =>
+    Effect.gen(function* () {
+      const env = isolatedPg()
+      yield* Effect.gen(function* () {
+        const completions = yield* CompletionBackend
+        const stream = yield* completions.subscribe()
+        const seen = yield* Ref.make<ReadonlyArray<CompletionEvent>>([])
+        yield* stream.pipe(
+          Stream.runForEach((event) => Ref.update(seen, (events) => [...events, event])),
+          Effect.forkScoped
+        )
+        // A writing transaction in the "postgres" database, open for the whole test.
+        const elsewhere = yield* rawClient(undefined, "postgres")
+        yield* query(elsewhere, "BEGIN")
+        yield* query(elsewhere, "SELECT pg_current_xact_id()")
+        const first = yield* finish(tasks(3))
+        yield* eventuallyEffect(Effect.map(Ref.get(seen), (events) => events.length === 3))
+        assert.deepStrictEqual(new Set(ids(yield* Ref.get(seen))), new Set(first))
+        // A writing transaction in THIS database (another schema) holds later rows back until it ends.
+        const here = yield* rawClient()
+        yield* query(here, "BEGIN")
+        yield* query(here, "SELECT pg_current_xact_id()")
+        const second = yield* finish(tasks(2))
+        const early = yield* eventuallyEffect(
+          Effect.map(Ref.get(seen), (events) => events.length > 3),
+          300
+        ).pipe(Effect.option)
+        assert.strictEqual(early._tag, "None", "held back by the open transaction of this database")
+        yield* query(here, "COMMIT")
+        yield* eventuallyEffect(Effect.map(Ref.get(seen), (events) => events.length === 5))
+        assert.deepStrictEqual(new Set(ids((yield* Ref.get(seen)).slice(3))), new Set(second))
+        yield* query(elsewhere, "COMMIT")
       }).pipe(Effect.provide(layerFor(env.storage)))
     })
   )

@@ -94,8 +94,9 @@ export const failureOf = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effec
   )
 
 /**
- * Postgres delivers (and prunes) only rows below the oldest open transaction of the whole cluster; other test
- * processes may hold one open for a while. Waits until every row in the log is below that horizon (no-op on SQLite).
+ * Postgres delivers (and prunes) only rows below the oldest open writing transaction of the database; other test
+ * files may hold one open for a while. Waits until no such transaction older than the log's newest row is left
+ * (no-op on SQLite).
  */
 export const settled = Effect.gen(function* () {
   const storage = yield* Storage.Storage
@@ -103,8 +104,12 @@ export const settled = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   yield* eventuallyEffect(
     Effect.map(
-      sql<{ ok: boolean }>`SELECT coalesce((SELECT max(xid) FROM baton_completions)
-        < pg_snapshot_xmin(pg_current_snapshot()), true) AS ok`,
+      sql<{ ok: boolean }>`SELECT NOT EXISTS (
+          SELECT 1 FROM pg_stat_activity a
+          WHERE a.datname = current_database() AND a.backend_xid IS NOT NULL AND a.pid <> pg_backend_pid()
+            AND a.backend_xid::text::bigint
+              <= (SELECT max(xid)::text::bigint % 4294967296 FROM baton_completions)
+        ) AS ok`,
       (rows) => rows[0]?.ok === true
     ),
     60_000
