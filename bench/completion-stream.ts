@@ -111,6 +111,8 @@ const spawnChild = async (url: string, mode: "live" | "replay", count: number, c
 
 // -- parent: the producer ------------------------------------------------------------------------------------------
 
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms))
+
 /**
  * Samples, every 10 ms, when the oldest writing transaction of OTHER sessions started — in this database (those hold
  * the delivery horizon back) and in other databases of the cluster (those do not). Classifies commit times.
