@@ -153,6 +153,7 @@ for (const kind of kinds) {
             yield* Worker.run({
               tasks: allTasks,
               concurrency: 2,
+              prefetch: 0,
               workerId: `fiber-${i}`,
               pollInterval: { min: "1 millis", max: "10 millis" }
             })
@@ -165,7 +166,7 @@ for (const kind of kinds) {
               for (const child of children) child.kill("SIGKILL")
             })
           )
-          // Every slot holds one body task, all waiting at the gate.
+          // Every slot holds one body task, all waiting at the gate (no prefetch: a worker claims only what it runs).
           yield* Backends.eventually(
             Effect.map(queue.counts, (c) => c.running === size),
             `all ${size} body tasks running`,

@@ -512,7 +512,7 @@ export const chordSuite = (backend: Backend) => {
           callback: ChordRegistry.callback(Sum, { label: "race" })
         })
         // 8 independent workers (each its own completion batches), 2 slots each: all 16 handlers wait at the gate.
-        for (let i = 0; i < 8; i++) yield* runWorker({ concurrency: 2, workerId: `racer-${i}` })
+        for (let i = 0; i < 8; i++) yield* runWorker({ concurrency: 2, prefetch: 0, workerId: `racer-${i}` })
         const queue = yield* TaskQueue
         yield* eventually(
           Effect.map(queue.counts, (c) => c.running === 16),
