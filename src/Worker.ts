@@ -18,9 +18,13 @@
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Chunk from "effect/Chunk"
+import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as FiberSet from "effect/FiberSet"
@@ -33,6 +37,7 @@ import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import * as Tracer from "effect/Tracer"
 import * as Task from "./Task.js"
 import { type ClaimedTask, type FailureDisposition, type TaskError, TaskQueue } from "./TaskQueue.js"
 
@@ -57,6 +62,12 @@ export interface WorkerOptions<Tasks extends ReadonlyArray<Task.Any>> {
    * `concurrency`; 0 claims only for free slots.
    */
   readonly prefetch?: number | undefined
+  /**
+   * A `Worker.execute` span per task attempt. Default: only when a tracer is installed (e.g. an OpenTelemetry
+   * layer); Effect's built-in tracer exports nowhere, and creating a span per task is a measurable share of the
+   * worker's CPU at tens of thousands of tasks a second.
+   */
+  readonly spans?: boolean | undefined
   /** How long in-flight handlers may run after shutdown begins before they are released (default 10 s). */
   readonly shutdownGracePeriod?: Duration.DurationInput | undefined
   /** Reconciler period: reclaim expired leases of other (dead) workers (default 5 s; 0 disables). */
@@ -96,6 +107,9 @@ export const retryDelay = (
     })
   )
 
+// Effect's default tracer: spans that go nowhere unless a tracer layer replaces it.
+const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+
 /** Starts a worker in the current scope. */
 export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
   options: WorkerOptions<Tasks>
@@ -107,6 +121,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     const concurrency = Math.max(1, options.concurrency ?? 10)
     const prefetch = Math.max(0, Math.floor(options.prefetch ?? concurrency))
     const capacity = concurrency + prefetch
+    const spans = options.spans ?? (yield* Effect.tracer) !== builtInTracer
     // Claim in batches of at least this many once work is flowing (a claim is a round trip and a commit).
     const minClaim = Math.max(1, Math.floor(prefetch / 2))
     const queues = options.queues ?? [...new Set(options.tasks.map((task) => task.defaults.queue ?? "default"))].sort()
@@ -119,11 +134,15 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     const grace = Duration.decode(options.shutdownGracePeriod ?? Duration.seconds(10))
     const reclaimEvery = Duration.decode(options.reclaimInterval ?? Duration.seconds(5))
 
+    const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
+      effect.pipe(Effect.annotateLogs({ workerId }), Effect.annotateSpans({ workerId }))
+
     const processed = yield* Ref.make(0)
     // Every task whose lease this worker holds: buffered, running, or waiting for its completion to commit.
     const held = new Map<string, ClaimedTask>()
-    // Claimed tasks waiting for a free handler slot (the local queue).
-    const buffer: Array<ClaimedTask> = []
+    // Claimed tasks waiting for a free handler slot (the local queue), and `stop` markers at shutdown.
+    const ready = yield* Queue.unbounded<ClaimedTask | typeof stop>()
+    let buffered = 0
     let active = 0
     let accepting = true
     const needWork = yield* Queue.sliding<void>(1)
@@ -145,9 +164,12 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
       let codec = codecs.get(definition.name)
       if (codec === undefined) {
         codec = {
-          decodePayload: Schema.decodeUnknown(Schema.parseJson(definition.payload as Schema.Schema<unknown, unknown>)),
-          encodeSuccess: Schema.encode(definition.success as Schema.Schema<unknown, unknown>),
-          encodeFailure: Schema.encode(definition.failure as Schema.Schema<unknown, unknown>)
+          decodePayload: codecOf(
+            Schema.parseJson(definition.payload as Schema.Schema<unknown, unknown>) as Schema.Schema<unknown, unknown>,
+            "decode"
+          ),
+          encodeSuccess: codecOf(definition.success as Schema.Schema<unknown, unknown>, "encode"),
+          encodeFailure: codecOf(definition.failure as Schema.Schema<unknown, unknown>, "encode")
         }
         codecs.set(definition.name, codec)
       }
@@ -164,6 +186,9 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         else flushes.push(item.done)
       }
       if (items.length > 0) {
+        // From here the group commit decides: the heartbeat stops extending these leases (a failed commit leaves
+        // them to expire and be reclaimed), and a heartbeat racing the commit does not report them as lost.
+        for (const item of items) held.delete(item.task.id)
         const exit = yield* Effect.exit(
           queue.complete(items.map((item) => ({ id: item.task.id, leaseId: item.task.leaseId, result: item.result })))
         )
@@ -171,7 +196,6 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         if (Exit.isSuccess(exit)) {
           for (let i = 0; i < items.length; i++) {
             const task = items[i]!.task
-            held.delete(task.id)
             if (exit.value[i] === true) accepted++
             else {
               yield* Effect.logWarning("completion refused: the task's lease is no longer held (it ran twice)").pipe(
@@ -180,7 +204,6 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
             }
           }
         } else {
-          for (const item of items) held.delete(item.task.id)
           yield* Effect.logWarning("completing a batch failed; the tasks will be reclaimed when their leases expire", {
             cause: Cause.pretty(exit.cause)
           })
@@ -209,7 +232,13 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
           yield* outcome(disposition._tag.toLowerCase())
         }
         yield* Effect.logDebug("task attempt failed", { kind: error.kind, disposition: disposition._tag })
-      })
+      }).pipe(
+        Effect.catchAll((error) =>
+          Effect.logError("recording a task outcome failed; its lease will expire and it will be retried", {
+            error: error.message
+          })
+        )
+      )
 
     const execute = (task: ClaimedTask): Effect.Effect<void> => {
       const definition = registry.get(task.name)
@@ -225,7 +254,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
           )
         }
         const codec = codecsOf(definition)
-        const decoded = yield* Effect.either(codec.decodePayload(task.payload))
+        const decoded = yield* codec.decodePayload(task.payload)
         if (decoded._tag === "Left") {
           return yield* recordFailure(
             task,
@@ -265,7 +294,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         }
         const exit = yield* Effect.exit(handler)
         if (Exit.isSuccess(exit)) {
-          const encoded = yield* Effect.either(codec.encodeSuccess(exit.value))
+          const encoded = yield* codec.encodeSuccess(exit.value)
           if (encoded._tag === "Left") {
             return yield* recordFailure(
               task,
@@ -279,7 +308,8 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
           }
           // The handler's slot frees as soon as the completion is queued; the group commit records it (and
           // refuses it if the lease was lost meanwhile).
-          yield* Queue.offer(completions, { _tag: "Complete", task, result: encoded.right })
+          const completion: Completion = { _tag: "Complete", task, result: encoded.right }
+          if (!Queue.unsafeOffer(completions, completion)) yield* Queue.offer(completions, completion)
           handedOver = true
           return
         }
@@ -292,7 +322,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         }
         const failure = Cause.failureOption(exit.cause)
         if (failure._tag === "Some") {
-          const encoded = yield* Effect.either(codec.encodeFailure(failure.value))
+          const encoded = yield* codec.encodeFailure(failure.value)
           const value = encoded._tag === "Right" ? encoded.right : String(failure.value)
           const message =
             typeof failure.value === "object" && failure.value !== null && "message" in failure.value
@@ -308,9 +338,15 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         }
         return yield* recordFailure(task, { ...base, kind: "defect", message: causeMessage(exit.cause) }, false)
       })
-      return body.pipe(
-        Effect.onInterrupt(() =>
-          handedOver
+      // One exit handler (cheaper than onInterrupt + catchAllCause + ensuring, and this runs for every task): frees
+      // the slot, hands an interrupted task back (shutdown), and logs anything unexpected.
+      const settle = (exit: Exit.Exit<void>): Effect.Effect<void> => {
+        if (!handedOver) held.delete(task.id)
+        active--
+        askForWork()
+        if (Exit.isSuccess(exit)) return Effect.void
+        if (Cause.isInterruptedOnly(exit.cause)) {
+          return handedOver
             ? Effect.void
             : queue
                 .release(task.id, task.leaseId, {
@@ -319,45 +355,45 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
                   message: `worker ${workerId} shut down`
                 })
                 .pipe(Effect.ignore)
-        ),
-        Effect.catchAllCause((cause) =>
-          Cause.isInterruptedOnly(cause)
-            ? Effect.interrupt
-            : Effect.logError("recording a task outcome failed; its lease will expire and it will be retried", {
-                cause: Cause.pretty(cause)
-              })
-        ),
-        Effect.ensuring(
-          Effect.sync(() => {
-            if (!handedOver) held.delete(task.id)
-            active--
-            dispatch()
-          })
-        ),
-        Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt), workerId }),
-        Effect.withSpan("Worker.execute", {
+        }
+        return Effect.logError("recording a task outcome failed; its lease will expire and it will be retried", {
+          cause: Cause.pretty(exit.cause)
+        })
+      }
+      let effect = body.pipe(
+        Effect.onExit(settle),
+        Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt) })
+      )
+      if (spans) {
+        effect = Effect.withSpan(effect, "Worker.execute", {
           attributes: { taskId: task.id, task: task.name, attempt: task.attempt },
           captureStackTrace: false
         })
-      ) as Effect.Effect<void>
-    }
-
-    // Starts buffered tasks while handler slots are free; asks for more work when the buffer runs low. Forked
-    // fibers start on the scheduler, not on this stack.
-    // The runtime captured here carries the handlers' requirements (`Task.Requirements<Tasks>`).
-    const fork = yield* FiberSet.runtime(running)<Task.Requirements<Tasks[number]>>()
-    const dispatch = (): void => {
-      while (accepting && active < concurrency && buffer.length > 0) {
-        active++
-        fork(execute(buffer.shift()!), { immediate: false })
       }
-      if (accepting && capacity - active - buffer.length >= minClaim) Queue.unsafeOffer(needWork, undefined)
+      return effect
     }
 
+    const askForWork = (): void => {
+      if (accepting && capacity - active - buffered >= minClaim) Queue.unsafeOffer(needWork, undefined)
+    }
+
+    // `concurrency` long-lived slot fibers run the buffered tasks one after another: no fiber is forked per task.
+    // They are forked from this fiber, so they carry the handlers' requirements (`Task.Requirements<Tasks>`).
+    const slot = Effect.gen(function* () {
+      while (true) {
+        const next = yield* Queue.take(ready)
+        if (next === stop) return
+        buffered--
+        active++
+        // A defect here would be a Baton bug (handlers' own are caught): it is logged by `settle`, and the slot
+        // lives on.
+        yield* Effect.exit(execute(next))
+      }
+    })
     const claimLoop = Effect.gen(function* () {
       let idle = pollMin
       while (true) {
-        const free = capacity - active - buffer.length
+        const free = capacity - active - buffered
         if (free < minClaim) {
           yield* Queue.take(needWork)
           continue
@@ -373,9 +409,9 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
               Effect.sync(() => {
                 for (const task of claimed) {
                   held.set(task.id, task)
-                  buffer.push(task)
+                  buffered++
+                  Queue.unsafeOffer(ready, task)
                 }
-                dispatch()
               })
             )
           )
@@ -412,9 +448,6 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
       Effect.repeat(Schedule.spaced(reclaimEvery))
     )
 
-    const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
-      effect.pipe(Effect.annotateLogs({ workerId }), Effect.annotateSpans({ workerId }))
-
     // Finalizers run in reverse order: the last one added (shutdown) runs first, while the completer still runs.
     yield* Effect.forkScoped(annotate(completer))
     yield* Effect.forkScoped(annotate(heartbeat))
@@ -425,14 +458,23 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         Stream.runForEach(() => Queue.offer(wake, undefined))
       )
     )
+    for (let i = 0; i < concurrency; i++) yield* FiberSet.run(running, annotate(slot))
     const loop = yield* Effect.forkScoped(annotate(claimLoop))
     yield* Effect.addFinalizer(() =>
       Effect.gen(function* () {
-        yield* Effect.logDebug("worker stopping: no more claims", { inFlight: active, buffered: buffer.length })
+        yield* Effect.logDebug("worker stopping: no more claims", { inFlight: active, buffered })
         accepting = false
         yield* Fiber.interrupt(loop)
         // Claimed but never started: hand back at once (the attempt is not counted).
-        const unstarted = buffer.splice(0)
+        const unstarted = (yield* Queue.takeAll(ready)).pipe(
+          Chunk.filter((task) => task !== stop)
+        ) as Chunk.Chunk<ClaimedTask>
+        buffered = 0
+        // Idle slots end at once, busy ones after their task.
+        yield* Queue.offerAll(
+          ready,
+          Array.from({ length: concurrency }, () => stop)
+        )
         const releasing = yield* Effect.fork(
           Effect.forEach(
             unstarted,
@@ -472,14 +514,32 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     }
   })
 
+const stop: unique symbol = Symbol.for("baton/Worker/stop")
+
 type Completion =
   | { readonly _tag: "Complete"; readonly task: ClaimedTask; readonly result: unknown }
   | { readonly _tag: "Flush"; readonly done: Deferred.Deferred<void> }
 
+type Codec = (input: unknown) => Effect.Effect<Either.Either<unknown, ParseResult.ParseError>>
+
 interface Codecs {
-  readonly decodePayload: (input: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
-  readonly encodeSuccess: (value: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
-  readonly encodeFailure: (value: unknown) => Effect.Effect<unknown, ParseResult.ParseError>
+  readonly decodePayload: Codec
+  readonly encodeSuccess: Codec
+  readonly encodeFailure: Codec
+}
+
+/**
+ * A Schema decoder or encoder that runs synchronously (an `Either` is an Effect, so no fiber work) and falls back to
+ * the effectful parser only for schemas with asynchronous transformations.
+ */
+const codecOf = (schema: Schema.Schema<unknown, unknown>, direction: "decode" | "encode"): Codec => {
+  const sync = direction === "decode" ? Schema.decodeUnknownEither(schema) : Schema.encodeUnknownEither(schema)
+  const effectful = direction === "decode" ? Schema.decodeUnknown(schema) : Schema.encodeUnknown(schema)
+  return (input) => {
+    const result = sync(input)
+    if (Either.isRight(result) || result.left.issue._tag !== "Forbidden") return Effect.succeed(result)
+    return Effect.either(effectful(input))
+  }
 }
 
 /** A layer running a worker for the lifetime of the layer (graceful shutdown when it is released). */
