@@ -195,7 +195,13 @@ const makePg = (options: PgOptions) =>
           Effect.tryPromise({
             try: async () => {
               await client.connect()
-              await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`)
+              try {
+                await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`)
+              } catch (error) {
+                // IF NOT EXISTS is not atomic: a concurrent creator can win between the check and the insert.
+                const code = (error as { code?: string }).code
+                if (code !== "23505" && code !== "42P06") throw error
+              }
             },
             catch: (cause) => new StorageError({ message: connectionErrorMessage(where, cause), cause })
           }),
