@@ -8,7 +8,7 @@ backend=$1; mode=$2; repeats=${3:-3}
 for r in $(seq 1 "$repeats"); do
   tag="bench_$$_$r"
   if [ "$backend" = pg ]; then
-    export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test BATON_PG_SCHEMA="bt_$tag"; unset BATON_DB
+    export DATABASE_URL=postgres://postgres@127.0.0.1:5432/test BATON_PG_SCHEMA="demo_$tag"; unset BATON_DB
   else
     unset DATABASE_URL BATON_PG_SCHEMA; export BATON_DB="/tmp/$tag.db"; rm -f "$BATON_DB"*
   fi
@@ -32,4 +32,10 @@ for r in $(seq 1 "$repeats"); do
   for p in "${pids[@]}"; do kill -INT "$p"; done
   for p in "${pids[@]}"; do wait "$p"; done
   echo "$backend $mode run $r: $rate (elapsed $elapsed, load $(cut -d' ' -f1 /proc/loadavg))"
+  if [ "$backend" = pg ]; then
+    node -e 'const pg = require("pg"); const c = new pg.Client(process.env.DATABASE_URL);
+      c.connect().then(() => c.query(`DROP SCHEMA IF EXISTS "${process.env.BATON_PG_SCHEMA}" CASCADE`)).finally(() => c.end())'
+  else
+    rm -f "$BATON_DB"*
+  fi
 done

@@ -36,6 +36,7 @@ import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import { CheckpointCoordinator, type CheckpointToken } from "./CheckpointCoordinator.js"
@@ -286,19 +287,31 @@ export const make = Effect.gen(function* () {
       FROM baton_extract_inputs WHERE run_id = ${runId} AND doc_index >= ${batchIndex * batchSize}
         AND doc_index < ${(batchIndex + 1) * batchSize} ORDER BY doc_index`
 
-  // Subscribe, then re-read, then wait: a completion between the read and the wait is not lost.
+  // Subscribe, then re-read, then wait: a completion between the read and the wait is not lost. The completion event
+  // is the wake-up; a re-read of the row on a capped backoff runs alongside, because event delivery can lag (on
+  // Postgres an unrelated long transaction holds the log's horizon back; on SQLite other processes' completions are
+  // polled), and the driver's latency is the run's latency.
   const awaitTerminal = (taskId: string, taskName: string) =>
     Effect.scoped(
       Effect.gen(function* () {
         const events = yield* completions.subscribe({ filter: { taskName, kinds: ["task"] } })
         const first = yield* queue.get(taskId)
         if (terminalStates.includes(first.state)) return first
-        yield* events.pipe(
+        const woken = events.pipe(
           Stream.filter((event) => event.taskId === taskId),
           Stream.take(1),
-          Stream.runDrain
+          Stream.runDrain,
+          Effect.zipRight(queue.get(taskId))
         )
-        return yield* queue.get(taskId)
+        const polled = queue.get(taskId).pipe(
+          Effect.repeat(
+            Schedule.union(Schedule.exponential("10 millis", 1.5), Schedule.spaced("250 millis")).pipe(
+              Schedule.whileInput((info: TaskInfo) => !terminalStates.includes(info.state)),
+              Schedule.passthrough
+            )
+          )
+        )
+        return yield* Effect.raceFirst(woken, polled)
       })
     )
 
@@ -403,7 +416,7 @@ export const make = Effect.gen(function* () {
       Effect.catchTags({
         RunNotFound: Effect.die,
         ProgressRefused: (refused) =>
-          Effect.flatMap(Effect.orDie(runs.getRun(run.id)), (current) =>
+          Effect.flatMap(Effect.catchTag(runs.getRun(run.id), "RunNotFound", Effect.die), (current) =>
             current.completedBatches > batchIndex && current.state !== "failed" && current.state !== "cancelled"
               ? Effect.succeed(current)
               : failRun(run, batchIndex, undefined, refused.message)
@@ -418,9 +431,18 @@ export const make = Effect.gen(function* () {
       for (const scope of run.checkpointScopes) {
         const found = yield* checkpoints.findCheckpoint(scope, batchIndex)
         if (Option.isNone(found)) continue
-        const status = yield* checkpoints.pollCheckpoint(found.value).pipe(Effect.orDie)
+        // It was just found, and checkpoints are never deleted: not-found (or failed, after Completed) is a defect.
+        const status = yield* checkpoints
+          .pollCheckpoint(found.value)
+          .pipe(Effect.catchTag("CheckpointNotFound", Effect.die))
         if (status._tag === "Completed") {
-          yield* checkpoints.awaitCheckpoint(found.value).pipe(Effect.orDie)
+          yield* checkpoints.awaitCheckpoint(found.value).pipe(
+            Effect.catchTags({
+              CheckpointNotFound: Effect.die,
+              CheckpointFailed: Effect.die,
+              CheckpointTimeout: Effect.die
+            })
+          )
           return yield* recordProgress(run, batchIndex)
         }
       }

@@ -46,6 +46,10 @@ export const describeCause = (
     return { line: describeFailure(failure.value).replace(/\s*\n\s*/g, " "), code: ExitCode.error }
   }
   const defect = Cause.squash(cause)
+  if (typeof defect === "object" && defect !== null && (defect as { _tag?: unknown })._tag === "SqlError") {
+    // A database error some step did not expect: still say what the database said.
+    return { line: describeFailure(defect).replace(/\s*\n\s*/g, " "), code: ExitCode.error }
+  }
   const message = causeMessage(defect) ?? String(defect)
   return {
     line: `internal error: ${message.replace(/\s*\n\s*/g, " ")} (run again with --verbose for details)`,
