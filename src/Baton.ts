@@ -5,7 +5,8 @@
  * `layerPgConfig` (`DATABASE_URL`). Each provides TaskQueue, CompletionBackend, CheckpointCoordinator (durable,
  * waking on the completion stream), ChordRegistry (whose coordinator runs for the life of the layer), RunService
  * and ExtractionWorkflow — and the `SqlClient` and `Storage` too, so application code can join Baton's
- * transactions (`sql.withTransaction`). Workers are started separately (`Worker.run` / `Worker.layer`), so a process
+ * transactions (`sql.withTransaction`) — and run the `Reconciler` (expired leases, log retention, chord healing) in the
+ * background for the life of the layer. Workers are started separately (`Worker.run` / `Worker.layer`), so a process
  * can produce without consuming.
  *
  * @since 0.1.0
@@ -16,6 +17,7 @@ import type { CheckpointCoordinator } from "./CheckpointCoordinator.js"
 import type { ChordRegistry } from "./ChordRegistry.js"
 import type { CompletionBackend } from "./CompletionBackend.js"
 import * as ExtractionWorkflow from "./ExtractionWorkflow.js"
+import * as Reconciler from "./Reconciler.js"
 import type { RunService } from "./RunService.js"
 import * as SqlCheckpointCoordinator from "./SqlCheckpointCoordinator.js"
 import * as SqlChordRegistry from "./SqlChordRegistry.js"
@@ -34,6 +36,7 @@ export type CoreServices =
   | CheckpointCoordinator
   | ChordRegistry
   | RunService
+  | Reconciler.Reconciler
 
 /** Everything Baton provides. */
 export type Services = CoreServices | ExtractionWorkflow.ExtractionWorkflow
@@ -44,11 +47,15 @@ export const coreLayerWith = <E, R>(
 ): Layer.Layer<CoreServices, E, R> => {
   const queue = SqlTaskQueue.layer.pipe(Layer.provideMerge(storage))
   const completions = SqlCompletionBackend.layer.pipe(Layer.provideMerge(queue))
+  // The reconciler (expired leases, log retention, and the chords' heal pass, which the chord registry registers
+  // as a step) runs for the life of the layer in every process.
+  const withReconciler = Reconciler.layer.pipe(Layer.provideMerge(completions))
   return Layer.mergeAll(
     SqlCheckpointCoordinator.layerWithCompletions(),
     SqlChordRegistry.layer,
-    SqlRunService.layer
-  ).pipe(Layer.provideMerge(completions))
+    SqlRunService.layer,
+    Reconciler.layerRun()
+  ).pipe(Layer.provideMerge(withReconciler))
 }
 
 /** Baton's services (core + ExtractionWorkflow) on a given storage layer. */
