@@ -3,11 +3,13 @@
  * 1,000 and 100,000 body tasks, and the total chord time; plus the hot-row check: draining 100,000 body tasks of one
  * chord (every completion moves the same counter row) next to draining 100,000 plain tasks with the same workers.
  *
- *   npx tsx bench/chord-fanin.ts [--quick] [--workers 4] [--concurrency 25]
+ *   npx tsx bench/chord-fanin.ts [--quick] [--plan 10:100,1000:20,100000:3] [--topologies 1x100,4x25]
  *
  * Setup: Baton in its own database (`bench_chords`), `SqlTaskQueue` + `SqlChordRegistry` (+ `SqlCompletionBackend`,
- * as in production); `--workers` `Worker.run` instances in this process, each with its own completion batches and
- * `--concurrency` slots, sharing a pool of 20 connections. The body handler returns `n * 2` at once.
+ * as in production), a pool of 20 connections. Two worker topologies are measured in the same run, one after the
+ * other: `1x100` (one `Worker.run` with 100 slots: one completer, so completions of a chord never contend for its
+ * row) and `4x25` (four `Worker.run` instances with 25 slots each, each with its own completion batches: they contend
+ * for the chord row, as workers of several processes do). The body handler returns `n * 2` at once.
  *
  * What is measured, per chord:
  * - `latency` (the headline): from the moment the last body handler returned (host monotonic clock, recorded by the
@@ -20,6 +22,8 @@
  * - `total`: from the `chord(...)` call to the callback being visible.
  * - drain rates (body tasks per second from the first to the last handler) and, during the 100,000-task runs, how
  *   often a backend of this benchmark was waiting on a lock (sampled every 50 ms from `pg_stat_activity`).
+ * - the queue's floor, measured the same way: one plain task, from its handler returning to its completion being
+ *   visible; and 100,000 plain tasks drained by the same workers (the hot-row comparison).
  *
  * Writes bench/results/chord-fanin.json. Environment: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test).
  */
@@ -29,6 +33,7 @@ import * as Layer from "effect/Layer"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import * as os from "node:os"
 import type pg from "pg"
 import * as ChordRegistry from "../src/ChordRegistry.js"
 import * as SqlChordRegistry from "../src/SqlChordRegistry.js"
@@ -44,12 +49,15 @@ import { latencySummary, mean, median, nowMs, round } from "./lib/stats.js"
 
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
-const flag = (name: string, fallback: number): number => {
-  const i = args.indexOf(name)
-  return i >= 0 ? Number(args[i + 1]) : fallback
-}
-const workers = flag("--workers", 4)
-const concurrency = flag("--concurrency", 25)
+const topologiesArg = args.includes("--topologies") ? args[args.indexOf("--topologies") + 1] : undefined
+const topologies: ReadonlyArray<{ readonly workers: number; readonly concurrency: number }> = (
+  topologiesArg ?? "1x100,4x25"
+)
+  .split(",")
+  .map((item) => {
+    const [workers, concurrency] = item.split("x").map(Number)
+    return { workers: workers!, concurrency: concurrency! }
+  })
 const planArg = args.includes("--plan") ? args[args.indexOf("--plan") + 1] : undefined
 const plan: ReadonlyArray<{ readonly size: number; readonly runs: number }> = planArg
   ? planArg.split(",").map((item) => {
@@ -70,7 +78,9 @@ const plan: ReadonlyArray<{ readonly size: number; readonly runs: number }> = pl
 
 // Per chord: when its body handlers ran (host monotonic clock). Keyed by chord id (TaskContext.chordId).
 const timings = new Map<string, { first: number; last: number; count: number }>()
-const plain = { first: 0, last: 0, count: 0 }
+// Plain drain runs: distinct payloads seen (a task run twice counts once) and when. Single tasks: n < 0.
+const plain = { first: 0, last: 0, seen: new Set<number>() }
+const singles = new Map<number, number>()
 
 const Double = Task.make("bench-double", {
   payload: Schema.Struct({ n: Schema.Number }),
@@ -79,8 +89,12 @@ const Double = Task.make("bench-double", {
     Effect.map(Task.TaskContext, (ctx) => {
       const now = nowMs()
       if (ctx.chordId === undefined) {
-        if (plain.count++ === 0) plain.first = now
-        plain.last = now
+        if (n < 0) singles.set(n, now)
+        else {
+          if (plain.seen.size === 0) plain.first = now
+          plain.seen.add(n)
+          plain.last = now
+        }
       } else {
         let t = timings.get(ctx.chordId)
         if (t === undefined) timings.set(ctx.chordId, (t = { first: now, last: now, count: 0 }))
@@ -150,9 +164,8 @@ const main = async () => {
   const applicationName = `baton-chord-bench-${process.pid}`
   const schema = `chord_bench_${process.pid}`
   console.log(`chord fan-in: ${plan.map((p) => `${p.runs} x ${p.size}`).join(", ")} body tasks`)
-  console.log(
-    `${workers} workers x ${concurrency} slots in-process; node ${process.version}, ${postgres}, ${machine()}`
-  )
+  console.log(`topologies: ${topologies.map((t) => `${t.workers}x${t.concurrency}`).join(", ")}`)
+  console.log(`node ${process.version}, ${postgres}, ${machine()}`)
 
   const layer = SqlChordRegistry.layer.pipe(
     Layer.provideMerge(SqlCompletionBackend.layer),
@@ -164,171 +177,179 @@ const main = async () => {
   await observer.query(`SET search_path = ${schema}`)
   const sampler = await connect(url)
 
-  const startWorkers: Effect.Effect<void, never, TaskQueue | Scope.Scope> = Effect.forEach(
-    Array.from({ length: workers }, (_, i) => i),
-    (i) =>
-      Worker.run({
-        tasks: [Double, Total],
-        concurrency,
-        workerId: `bench-${i}`,
-        pollInterval: { min: "1 millis", max: "20 millis" }
-      }),
-    { discard: true }
-  )
-  const scope = await runtime.runPromise(Scope.make())
-  await runtime.runPromise(Scope.extend(startWorkers, scope))
-
-  const runChord = async (size: number): Promise<ChordSample> => {
-    const stopSampler = size >= 10_000 ? lockSampler(sampler, applicationName) : undefined
-    const t0 = nowMs()
-    const handle = await runtime.runPromise(
-      Effect.flatMap(ChordRegistry.ChordRegistry, (registry) =>
-        registry.chord({
-          body: Array.from({ length: size }, (_, n) => Task.call(Double, { n })),
-          callback: ChordRegistry.callback(Total, {})
-        })
-      )
+  const runPhase = async (workers: number, concurrency: number) => {
+    const startWorkers: Effect.Effect<void, never, TaskQueue | Scope.Scope> = Effect.forEach(
+      Array.from({ length: workers }, (_, i) => i),
+      (i) =>
+        Worker.run({
+          // No heartbeat during the run (lease 30 min, beat every 10 min): SqlTaskQueue's heartbeat and completion
+          // UPDATEs can deadlock on Postgres (reported), and a lost completion batch stalls for a lease. That is a
+          // queue issue, not the fan-in being measured.
+          leaseDuration: "30 minutes",
+          heartbeatInterval: "10 minutes",
+          tasks: [Double, Total],
+          concurrency,
+          workerId: `bench-${i}`,
+          pollInterval: { min: "1 millis", max: "20 millis" }
+        }),
+      { discard: true }
     )
-    const visible = await observe(observer, handle.chordId, size)
-    const locks = stopSampler === undefined ? undefined : await stopSampler()
-    const { rows } = await observer.query<{ in_tx: number }>(
-      "SELECT dispatched_at - last_body_at AS in_tx FROM baton_chords WHERE id = $1",
-      [handle.chordId]
-    )
-    const t = timings.get(handle.chordId)
-    timings.delete(handle.chordId)
-    if (t === undefined || t.count < size) {
-      throw new Error(`chord ${handle.chordId}: ${t?.count ?? 0} of ${size} body handlers ran`)
-    }
-    return {
-      size,
-      latency: visible - t.last,
-      inTransaction: Number(rows[0]!.in_tx),
-      total: visible - t0,
-      drain: (size / Math.max(1, t.last - t.first)) * 1000,
-      ...(locks ?? {})
-    }
-  }
+    const scope = await runtime.runPromise(Scope.make())
+    await runtime.runPromise(Scope.extend(startWorkers, scope))
+    console.log(`\n--- ${workers} worker(s) x ${concurrency} slots`)
 
-  /** 100,000 plain tasks (no chord) through the same workers: the drain rate without the chord counter. */
-  const runPlain = async (size: number) => {
-    plain.count = 0
-    const stopSampler = lockSampler(sampler, applicationName)
-    await runtime.runPromise(
-      Effect.flatMap(TaskQueue, (queue) =>
-        queue.enqueueMany(Array.from({ length: size }, (_, n) => Task.call(Double, { n })))
-      )
-    )
-    while (plain.count < size) await new Promise((resolve) => setTimeout(resolve, 20))
-    const locks = await stopSampler()
-    return { drain: (size / Math.max(1, plain.last - plain.first)) * 1000, ...locks }
-  }
-
-  /** The queue's own floor: one plain task, from its handler returning to its completion being visible. */
-  const runSingle = async (): Promise<number> => {
-    const before = plain.count
-    const id = await runtime.runPromise(Effect.flatMap(TaskQueue, (queue) => queue.enqueue(Double, { n: 1 })))
-    for (;;) {
-      const { rows } = await observer.query<{ state: string }>("SELECT state FROM baton_tasks WHERE id = $1", [id])
-      if (rows[0]!.state === "succeeded") {
-        if (plain.count !== before + 1) throw new Error("single task: handler count mismatch")
-        return nowMs() - plain.last
-      }
-    }
-  }
-  const baseline: Array<number> = []
-  await runSingle()
-  for (let i = 0; i < (quick ? 20 : 100); i++) baseline.push(await runSingle())
-  const baselineSummary = latencySummary(baseline)
-  console.log(
-    `  plain task, handler return → completion visible: p50 ${round(baselineSummary.p50)} ms, p99 ${round(baselineSummary.p99)} ms`
-  )
-
-  const results: Record<number, Array<ChordSample>> = {}
-  for (const { runs, size } of plan) {
-    // One warm-up chord per size (connections, JIT), not recorded.
-    if (size < 100_000) await runChord(size)
-    const list: Array<ChordSample> = []
-    for (let i = 0; i < runs; i++) {
-      const sample = await runChord(size)
-      list.push(sample)
-      if (size >= 1_000) {
-        console.log(
-          `  ${size}: latency ${round(sample.latency)} ms, in-tx ${sample.inTransaction} ms, total ${round(sample.total)} ms, ` +
-            `drain ${round(sample.drain)}/s` +
-            (sample.lockWaitShare === undefined ? "" : `, lock-wait share ${round(sample.lockWaitShare)}`)
+    const runChord = async (size: number): Promise<ChordSample> => {
+      const stopSampler = size >= 10_000 ? lockSampler(sampler, applicationName) : undefined
+      const t0 = nowMs()
+      const handle = await runtime.runPromise(
+        Effect.flatMap(ChordRegistry.ChordRegistry, (registry) =>
+          registry.chord({
+            body: Array.from({ length: size }, (_, n) => Task.call(Double, { n })),
+            callback: ChordRegistry.callback(Total, {})
+          })
         )
+      )
+      const visible = await observe(observer, handle.chordId, size)
+      const locks = stopSampler === undefined ? undefined : await stopSampler()
+      const { rows } = await observer.query<{ in_tx: number }>(
+        "SELECT dispatched_at - last_body_at AS in_tx FROM baton_chords WHERE id = $1",
+        [handle.chordId]
+      )
+      const t = timings.get(handle.chordId)
+      timings.delete(handle.chordId)
+      if (t === undefined || t.count < size) {
+        throw new Error(`chord ${handle.chordId}: ${t?.count ?? 0} of ${size} body handlers ran`)
+      }
+      return {
+        size,
+        latency: visible - t.last,
+        inTransaction: Number(rows[0]!.in_tx),
+        total: visible - t0,
+        drain: (size / Math.max(1, t.last - t.first)) * 1000,
+        ...(locks ?? {})
       }
     }
-    results[size] = list
-  }
-  const plainRuns: Array<{ drain: number; lockWaitShare: number; lockWaitersMean: number }> = []
-  const plainSize = Math.max(...plan.map((p) => p.size))
-  for (let i = 0; i < (quick ? 1 : 2); i++) {
-    const r = await runPlain(plainSize)
-    console.log(`  plain ${plainSize}: drain ${round(r.drain)}/s, lock-wait share ${round(r.lockWaitShare)}`)
-    plainRuns.push(r)
-  }
 
-  const summary = (size: number) => {
-    const list = results[size]!
-    const latency = latencySummary(list.map((s) => s.latency))
-    const inTx = latencySummary(list.map((s) => s.inTransaction))
-    const total = latencySummary(list.map((s) => s.total))
-    return {
-      runs: list.length,
-      latencyP50Ms: round(latency.p50),
-      latencyP99Ms: round(latency.p99),
-      latencyMaxMs: round(latency.max),
-      inTransactionP50Ms: round(inTx.p50),
-      inTransactionP99Ms: round(inTx.p99),
-      totalP50Ms: round(total.p50),
-      totalP99Ms: round(total.p99),
-      drainPerSecond: round(median(list.map((s) => s.drain))),
-      ...(size >= 10_000
-        ? {
-            lockWaitShare: round(median(list.map((s) => s.lockWaitShare ?? 0))),
-            lockWaitersMean: round(median(list.map((s) => s.lockWaitersMean ?? 0)))
-          }
-        : {}),
-      samples: list.map((s) => ({
-        latency: round(s.latency),
-        inTransaction: s.inTransaction,
-        total: round(s.total),
-        drain: round(s.drain)
-      }))
+    /** 100,000 plain tasks (no chord) through the same workers: the drain rate without the chord counter. */
+    const runPlain = async (size: number) => {
+      plain.seen.clear()
+      const stopSampler = lockSampler(sampler, applicationName)
+      await runtime.runPromise(
+        Effect.flatMap(TaskQueue, (queue) =>
+          queue.enqueueMany(Array.from({ length: size }, (_, n) => Task.call(Double, { n })))
+        )
+      )
+      while (plain.seen.size < size) await new Promise((resolve) => setTimeout(resolve, 20))
+      const locks = await stopSampler()
+      return { drain: (size / Math.max(1, plain.last - plain.first)) * 1000, ...locks }
     }
-  }
-  const bySize = Object.fromEntries(plan.map(({ size }) => [String(size), summary(size)]))
-  const plainDrain = median(plainRuns.map((r) => r.drain))
-  const chordDrain = bySize[String(plainSize)]!.drainPerSecond
-  printTable(
-    "last body completion → callback enqueued (ms)",
-    ["body tasks", "runs", "p50", "p99", "max", "in-tx p50", "total p50", "drain/s"],
-    plan.map(({ size }) => {
-      const s = bySize[String(size)]!
-      return [
-        size,
-        s.runs,
-        s.latencyP50Ms,
-        s.latencyP99Ms,
-        s.latencyMaxMs,
-        s.inTransactionP50Ms,
-        s.totalP50Ms,
-        s.drainPerSecond
-      ]
-    })
-  )
-  console.log(
-    `\nhot row: 100,000 plain tasks drain at ${round(plainDrain)}/s, one 100,000-task chord at ${chordDrain}/s`
-  )
 
-  const file = writeResult({
-    scenario: "chord-fanin",
-    unit: "ms",
-    higherIsBetter: false,
-    headline: "latencyP99Ms_1000",
-    ours: {
+    /** The queue's own floor: one plain task, from its handler returning to its completion being visible. */
+    let single = 0
+    const runSingle = async (): Promise<number> => {
+      const n = -1 - single++
+      const id = await runtime.runPromise(Effect.flatMap(TaskQueue, (queue) => queue.enqueue(Double, { n })))
+      for (;;) {
+        const { rows } = await observer.query<{ state: string }>("SELECT state FROM baton_tasks WHERE id = $1", [id])
+        if (rows[0]!.state === "succeeded") return nowMs() - singles.get(n)!
+      }
+    }
+    const baseline: Array<number> = []
+    await runSingle()
+    for (let i = 0; i < (quick ? 20 : 100); i++) baseline.push(await runSingle())
+    const baselineSummary = latencySummary(baseline)
+    console.log(
+      `  plain task, handler return → completion visible: p50 ${round(baselineSummary.p50)} ms, p99 ${round(baselineSummary.p99)} ms`
+    )
+
+    const results: Record<number, Array<ChordSample>> = {}
+    for (const { runs, size } of plan) {
+      // One warm-up chord per size (connections, JIT), not recorded.
+      if (size < 100_000) await runChord(size)
+      const list: Array<ChordSample> = []
+      for (let i = 0; i < runs; i++) {
+        const sample = await runChord(size)
+        list.push(sample)
+        if (size >= 1_000) {
+          console.log(
+            `  ${size}: latency ${round(sample.latency)} ms, in-tx ${sample.inTransaction} ms, total ${round(sample.total)} ms, ` +
+              `drain ${round(sample.drain)}/s` +
+              (sample.lockWaitShare === undefined ? "" : `, lock-wait share ${round(sample.lockWaitShare)}`)
+          )
+        }
+      }
+      results[size] = list
+    }
+    const plainRuns: Array<{ drain: number; lockWaitShare: number; lockWaitersMean: number }> = []
+    const plainSize = Math.max(...plan.map((p) => p.size))
+    for (let i = 0; i < (quick ? 1 : 2); i++) {
+      const r = await runPlain(plainSize)
+      console.log(`  plain ${plainSize}: drain ${round(r.drain)}/s, lock-wait share ${round(r.lockWaitShare)}`)
+      plainRuns.push(r)
+    }
+
+    const summary = (size: number) => {
+      const list = results[size]!
+      const latency = latencySummary(list.map((s) => s.latency))
+      const inTx = latencySummary(list.map((s) => s.inTransaction))
+      const total = latencySummary(list.map((s) => s.total))
+      return {
+        runs: list.length,
+        latencyP50Ms: round(latency.p50),
+        latencyP99Ms: round(latency.p99),
+        latencyMaxMs: round(latency.max),
+        inTransactionP50Ms: round(inTx.p50),
+        inTransactionP99Ms: round(inTx.p99),
+        totalP50Ms: round(total.p50),
+        totalP99Ms: round(total.p99),
+        drainPerSecond: size >= 1_000 ? round(median(list.map((s) => s.drain))) : undefined,
+        ...(size >= 10_000
+          ? {
+              lockWaitShare: round(median(list.map((s) => s.lockWaitShare ?? 0))),
+              lockWaitersMean: round(median(list.map((s) => s.lockWaitersMean ?? 0)))
+            }
+          : {}),
+        samples: list.map((s) => ({
+          latency: round(s.latency),
+          inTransaction: s.inTransaction,
+          total: round(s.total),
+          drain: round(s.drain)
+        }))
+      }
+    }
+    const bySize = Object.fromEntries(plan.map(({ size }) => [String(size), summary(size)]))
+    const plainDrain = median(plainRuns.map((r) => r.drain))
+    const chordDrain = bySize[String(plainSize)]!.drainPerSecond
+    printTable(
+      "last body completion → callback enqueued (ms)",
+      ["body tasks", "runs", "p50", "p99", "max", "in-tx p50", "total p50", "drain/s"],
+      plan.map(({ size }) => {
+        const s = bySize[String(size)]!
+        return [
+          size,
+          s.runs,
+          s.latencyP50Ms,
+          s.latencyP99Ms,
+          s.latencyMaxMs,
+          s.inTransactionP50Ms,
+          s.totalP50Ms,
+          s.drainPerSecond
+        ]
+      })
+    )
+    console.log(
+      `hot row: ${plainSize} plain tasks drain at ${round(plainDrain)}/s, one ${plainSize}-task chord at ${chordDrain}/s`
+    )
+    // Nothing left over for the next phase (callbacks, re-runs).
+    for (;;) {
+      const { rows } = await observer.query<{ n: number }>(
+        "SELECT count(*) AS n FROM baton_tasks WHERE state IN ('pending', 'running')"
+      )
+      if (Number(rows[0]!.n) === 0) break
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+    await runtime.runPromise(Scope.close(scope, Exit.void))
+    return {
       latencyP50Ms_10: bySize["10"]?.latencyP50Ms,
       latencyP99Ms_10: bySize["10"]?.latencyP99Ms,
       latencyP50Ms_1000: bySize["1000"]?.latencyP50Ms,
@@ -338,17 +359,36 @@ const main = async () => {
       totalP50Ms_10: bySize["10"]?.totalP50Ms,
       totalP50Ms_1000: bySize["1000"]?.totalP50Ms,
       totalP50Ms_100000: bySize["100000"]?.totalP50Ms,
-      bySize,
       plainTaskCompletionP50Ms: round(baselineSummary.p50),
       plainTaskCompletionP99Ms: round(baselineSummary.p99),
+      bySize,
       hotRow: {
         plainDrainPerSecond: round(plainDrain),
         chordDrainPerSecond: chordDrain,
-        chordOverPlain: round(chordDrain / plainDrain),
+        chordOverPlain: chordDrain === undefined ? undefined : round(chordDrain / plainDrain),
         plainLockWaitShare: round(median(plainRuns.map((r) => r.lockWaitShare))),
         plainRuns: plainRuns.map((r) => ({ drain: round(r.drain), lockWaitShare: round(r.lockWaitShare) }))
       },
-      settings: `${workers} Worker.run x concurrency ${concurrency} in one process, pool of 20; SqlChordRegistry.layer + SqlCompletionBackend.layer defaults`
+      settings: `${workers} Worker.run x concurrency ${concurrency} (default prefetch) in one process, lease 30 min without heartbeats during the run, pool of 20; SqlChordRegistry.layer + SqlCompletionBackend.layer defaults`
+    }
+  }
+
+  const loadBefore = os.loadavg().map((l) => round(l))
+  const phases: Record<string, Awaited<ReturnType<typeof runPhase>>> = {}
+  for (const { concurrency, workers } of topologies) {
+    phases[`${workers}x${concurrency}`] = await runPhase(workers, concurrency)
+  }
+  const main4 = phases["4x25"] ?? Object.values(phases)[0]!
+  const file = writeResult({
+    scenario: "chord-fanin",
+    unit: "ms",
+    higherIsBetter: false,
+    headline: "latencyP99Ms_1000",
+    // Top-level figures: the contended topology (several completers per chord, as with several worker processes).
+    ours: {
+      ...Object.fromEntries(Object.entries(main4).filter(([key]) => key !== "bySize" && key !== "hotRow")),
+      topologies: phases,
+      loadAverage: { before: loadBefore, after: os.loadavg().map((l) => round(l)) }
     },
     peers: {},
     ratios: {},
@@ -363,12 +403,12 @@ const main = async () => {
       "inTransaction: dispatched_at - last_body_at on the chord row (database-side part, ms resolution)",
       "total: chord(...) call → callback visible (includes enqueueing the body and draining it)",
       "plainTaskCompletion: the queue's floor measured the same way for one plain task (handler returned → its succeeded state visible)",
+      "topologies: 1x100 = one Worker.run with 100 slots (one completer: no contention on the chord row), 4x25 = four Worker.run with 25 slots each (four completers contend for the chord row, like several worker processes); the top-level figures are 4x25",
       "hotRow: the same workers drain 100,000 plain tasks; lockWaitShare = share of 50 ms samples in which a backend of this benchmark waited on a lock"
     ]
   })
   console.log(`wrote ${file}`)
 
-  await runtime.runPromise(Scope.close(scope, Exit.void))
   await runtime.dispose()
   await observer.end()
   await sampler.end()
