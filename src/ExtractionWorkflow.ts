@@ -267,6 +267,14 @@ export const make = Effect.gen(function* () {
     }
     return yield* sql.withTransaction(
       Effect.gen(function* () {
+        // An existing run keeps the input it was started with (whatever `documents` says now).
+        if (input.runId !== undefined) {
+          const existing = yield* runs.getRun(input.runId).pipe(
+            Effect.map(Option.some),
+            Effect.catchTag("RunNotFound", () => Effect.succeed(Option.none()))
+          )
+          if (Option.isSome(existing)) return existing.value
+        }
         const run = yield* runs.createRun({
           kind,
           totalBatches: Math.ceil(documents.length / batchSize),
@@ -282,10 +290,11 @@ export const make = Effect.gen(function* () {
     )
   })
 
-  const loadBatch = (runId: string, batchIndex: number, batchSize: number) =>
+  const loadBatch = (runId: string, batchIndex: number, metadata: RunMetadata) =>
     sql<{ doc_index: number; path: string; content: string }>`SELECT doc_index, path, content
-      FROM baton_extract_inputs WHERE run_id = ${runId} AND doc_index >= ${batchIndex * batchSize}
-        AND doc_index < ${(batchIndex + 1) * batchSize} ORDER BY doc_index`
+      FROM baton_extract_inputs WHERE run_id = ${runId} AND doc_index >= ${batchIndex * metadata.batchSize}
+        AND doc_index < ${Math.min((batchIndex + 1) * metadata.batchSize, metadata.totalDocuments)}
+      ORDER BY doc_index`
 
   // Subscribe, then re-read, then wait: a completion between the read and the wait is not lost. The completion event
   // is the wake-up; a re-read of the row on a capped backoff runs alongside, because event delivery can lag (on
@@ -377,7 +386,7 @@ export const make = Effect.gen(function* () {
   // The batch's chord, the merge result and the extracts; or why the batch failed.
   const fanOut = (run: Run, batchIndex: number, metadata: RunMetadata) =>
     Effect.gen(function* () {
-      const inputs = yield* loadBatch(run.id, batchIndex, metadata.batchSize)
+      const inputs = yield* loadBatch(run.id, batchIndex, metadata)
       const handle = yield* chords.chord({
         body: inputs.map((doc) => Task.call(ExtractDocument, { path: doc.path, content: doc.content })),
         callback: ChordRegistry.callback(MergeBatch, { runId: run.id, batchIndex }),

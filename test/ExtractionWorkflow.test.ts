@@ -122,9 +122,18 @@ for (const backend of Backends.all()) {
         yield* assertResults("full")
         const progress = yield* workflow.progress("full")
         assert.strictEqual(progress.documentsDone, documents.length)
-        // Running a succeeded run again returns its result and changes nothing.
-        const again = yield* workflow.run({ documents, batchSize, runId: "full" })
+        // Running a succeeded run again returns its result and changes nothing, whatever the documents say now.
+        const again = yield* workflow.run({
+          documents: [...documents, { path: "late.md", content: "# Late" }],
+          batchSize: 2,
+          runId: "full"
+        })
         assert.deepStrictEqual(again, result)
+        const inputs = yield* Effect.flatMap(
+          SqlClient.SqlClient,
+          (sql) => sql<{ n: number }>`SELECT count(*) AS n FROM baton_extract_inputs WHERE run_id = 'full'`
+        )
+        assert.strictEqual(Number(inputs[0]?.n), documents.length)
         assert.strictEqual(yield* countRows("chords", "full"), totalBatches)
       }).pipe(Effect.scoped, Effect.provide(layer()))
     )
