@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Measures `baton demo` throughput (documents/second, as printed in its summary: documents of the run / time from
 # the run's start to its end, process start-up excluded).
-#   scratchpad/demo-bench.sh sqlite|pg  in-process|<N worker processes>  [repeats]
+#   [DEMO_ARGS="--batch-size 100"] scratchpad/demo-bench.sh sqlite|pg  in-process|<N worker processes>  [repeats]
 set -u
 cd "$(dirname "$0")/.."
 backend=$1; mode=$2; repeats=${3:-3}
@@ -26,7 +26,7 @@ for r in $(seq 1 "$repeats"); do
       until grep -q "Ctrl-C to stop" "/tmp/$tag.w$w.log" 2>/dev/null; do sleep 0.2; done
     done
   fi
-  node bin/baton.js demo "${args[@]}" > "/tmp/$tag.out" 2>&1
+  node bin/baton.js demo "${args[@]}" ${DEMO_ARGS:-} > "/tmp/$tag.out" 2>&1
   rate=$(grep -o "throughput *│ [0-9.]* docs/s" "/tmp/$tag.out" | grep -o "[0-9.]* docs/s")
   elapsed=$(grep -o "elapsed *│ [0-9.a-z]*" "/tmp/$tag.out" | awk '{print $3}')
   for p in "${pids[@]}"; do kill -INT "$p"; done
