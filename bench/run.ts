@@ -45,7 +45,12 @@ const main = async () => {
   const postgres = await serverInfo()
   const started = performance.now()
   console.log(`Baton benchmarks — node ${process.version}, ${postgres}`)
-  console.log(`machine: ${machine()}; load average ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}`)
+  console.log(
+    `machine: ${machine()}; load average ${os
+      .loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`
+  )
   console.log(`scenarios: ${selected.join(", ")}; rounds: ${rounds}${quick ? " (quick)" : ""}`)
   let failed = 0
   for (const name of selected) {

@@ -93,6 +93,12 @@ const insertColumns = [
 
 type InsertRow = { readonly [K in (typeof insertColumns)[number]]: string | number | null }
 
+// What a worker needs of a claimed task (fewer columns to send and parse than `*`, per task, on the hot path).
+const claimedColumns = [
+  ...["id", "name", "queue", "namespace", "payload", "priority", "attempts", "max_attempts", "timeout_ms"],
+  ...["backoff", "run_at", "lease_id", "chord_id", "run_id"]
+].join(", ")
+
 const finishedColumns = "id, name, queue, namespace, tags, chord_id, chord_index, run_id"
 
 const toDate = (ms: number | null): Date | undefined => (ms === null ? undefined : new Date(Number(ms)))
@@ -402,12 +408,12 @@ export const make = Effect.gen(function* () {
               SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(options.queues)}
                 AND run_at <= ${now}
               ORDER BY priority DESC, run_at LIMIT ${options.limit} FOR UPDATE SKIP LOCKED
-            ) AND ${asyncCommit} RETURNING *`
+            ) AND ${asyncCommit} RETURNING ${sql.literal(claimedColumns)}`
           : yield* sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
               SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(options.queues)}
                 AND run_at <= ${now}
               ORDER BY priority DESC, run_at LIMIT ${options.limit}
-            ) RETURNING *`
+            ) RETURNING ${sql.literal(claimedColumns)}`
       // RETURNING does not preserve the subquery's order.
       return [...rows]
         .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.run_at) - Number(b.run_at))

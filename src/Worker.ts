@@ -4,8 +4,10 @@
  * `Worker.run(options)` is scoped: it starts the worker in the current `Scope` and, when the scope closes, stops
  * claiming, lets in-flight handlers finish within `shutdownGracePeriod`, and hands the rest back to the queue
  * (`release`, the attempt not counted). While running it
- * - claims in batches under one lease, up to `concurrency + prefetch` tasks ahead (a local queue, so a freed slot
- *   starts the next task without a round trip), and extends the leases of everything it holds with a heartbeat,
+ * - claims in batches under one lease, keeping a local queue of tasks ahead of its free slots (so a freed slot
+ *   starts the next task without a round trip) sized to about two claim round trips' worth of work — large for
+ *   fast tasks, near zero for slow ones, never more than `prefetch` — and extends the leases of everything it holds
+ *   with a heartbeat,
  * - wakes on new work (in-process enqueues, NOTIFY on Postgres) and otherwise polls with exponential backoff,
  * - records each outcome distinctly: success, typed failure, defect, timeout (retried with the task's exponential
  *   backoff until `maxAttempts`, then `dead`), undecodable payload or unknown task name (`failed` at once, no
@@ -56,10 +58,11 @@ export interface WorkerOptions<Tasks extends ReadonlyArray<Task.Any>> {
   /** Poll interval when idle: starts at `min`, doubles up to `max` (default 50 ms .. 1 s). */
   readonly pollInterval?: { readonly min?: Duration.DurationInput; readonly max?: Duration.DurationInput } | undefined
   /**
-   * Tasks claimed ahead of free handler slots (a local queue, like graphile-worker's `localQueue`): a slot that
-   * frees starts the next task without a database round trip, and claims come in batches. Buffered tasks are
-   * leased (and heart-beaten) while they wait; a shutdown hands them back without counting an attempt. Default:
-   * `concurrency`; 0 claims only for free slots.
+   * Most tasks claimed ahead of free handler slots (a local queue, like graphile-worker's `localQueue`): a slot
+   * that frees starts the next task without a database round trip, and claims come in batches. Within this bound
+   * the worker keeps about two claim round trips' worth of work buffered, measured as it runs (so slow tasks are
+   * not hoarded away from other workers). Buffered tasks are leased (and heart-beaten) while they wait; a shutdown
+   * hands them back without counting an attempt. Default 1000; 0 claims only for free slots.
    */
   readonly prefetch?: number | undefined
   /**
@@ -119,11 +122,13 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     const registry = new Map<string, Task.Any>(options.tasks.map((task) => [task.name, task]))
     const workerId = options.workerId ?? `worker-${crypto.randomUUID().slice(0, 8)}`
     const concurrency = Math.max(1, options.concurrency ?? 10)
-    const prefetch = Math.max(0, Math.floor(options.prefetch ?? concurrency))
-    const capacity = concurrency + prefetch
+    const maxPrefetch = Math.max(0, Math.floor(options.prefetch ?? 1000))
+    // The local queue's current target: starts at `concurrency`, then follows the measured task rate × claim time.
+    let prefetch = Math.min(concurrency, maxPrefetch)
     const spans = options.spans ?? (yield* Effect.tracer) !== builtInTracer
+    const capacity = () => concurrency + prefetch
     // Claim in batches of at least this many once work is flowing (a claim is a round trip and a commit).
-    const minClaim = Math.max(1, Math.floor(prefetch / 2))
+    const minClaim = () => Math.max(1, Math.floor(prefetch / 2))
     const queues = options.queues ?? [...new Set(options.tasks.map((task) => task.defaults.queue ?? "default"))].sort()
     const leaseMs = Duration.toMillis(Duration.decode(options.leaseDuration ?? Duration.seconds(30)))
     const heartbeatMs = Duration.toMillis(
@@ -144,12 +149,17 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     const ready = yield* Queue.unbounded<ClaimedTask | typeof stop>()
     let buffered = 0
     let active = 0
+    // Handler runs finished so far (the rate the local queue is sized by).
+    let finished = 0
     let accepting = true
     const needWork = yield* Queue.sliding<void>(1)
     const wake = yield* Queue.sliding<void>(1)
     const running = yield* FiberSet.make<void, never>()
     // Bounded: when commits fall behind, finished handlers wait here before their slot frees (backpressure).
-    const completions = yield* Queue.bounded<Completion>(Math.max(1000, capacity * 4))
+    // The group commit and the heartbeat both lock many of this worker's task rows, in no common order: run one at
+    // a time, or they deadlock each other (seen under load).
+    const leaseWrites = yield* Effect.makeSemaphore(1)
+    const completions = yield* Queue.bounded<Completion>(Math.max(1000, (concurrency + maxPrefetch) * 2))
 
     const outcomeCounters = new Map<string, Metric.Metric.Counter<number>>()
     const outcome = (tag: string, n = 1) => {
@@ -190,7 +200,9 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         // them to expire and be reclaimed), and a heartbeat racing the commit does not report them as lost.
         for (const item of items) held.delete(item.task.id)
         const exit = yield* Effect.exit(
-          queue.complete(items.map((item) => ({ id: item.task.id, leaseId: item.task.leaseId, result: item.result })))
+          leaseWrites.withPermits(1)(
+            queue.complete(items.map((item) => ({ id: item.task.id, leaseId: item.task.leaseId, result: item.result })))
+          )
         )
         let accepted = 0
         if (Exit.isSuccess(exit)) {
@@ -343,6 +355,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
       const settle = (exit: Exit.Exit<void>): Effect.Effect<void> => {
         if (!handedOver) held.delete(task.id)
         active--
+        finished++
         askForWork()
         if (Exit.isSuccess(exit)) return Effect.void
         if (Cause.isInterruptedOnly(exit.cause)) {
@@ -374,7 +387,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     }
 
     const askForWork = (): void => {
-      if (accepting && capacity - active - buffered >= minClaim) Queue.unsafeOffer(needWork, undefined)
+      if (accepting && capacity() - active - buffered >= minClaim()) Queue.unsafeOffer(needWork, undefined)
     }
 
     // `concurrency` long-lived slot fibers run the buffered tasks one after another: no fiber is forked per task.
@@ -392,9 +405,21 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     })
     const claimLoop = Effect.gen(function* () {
       let idle = pollMin
+      let rate = 0 // handler runs per millisecond (moving average)
+      let claimMs = 1 // claim round trip (moving average)
+      let sampledAt = yield* Clock.currentTimeMillis
+      let sampledFinished = 0
       while (true) {
-        const free = capacity - active - buffered
-        if (free < minClaim) {
+        const now = yield* Clock.currentTimeMillis
+        if (now - sampledAt >= 5) {
+          const recent = (finished - sampledFinished) / (now - sampledAt)
+          rate = rate === 0 ? recent : rate * 0.7 + recent * 0.3
+          sampledAt = now
+          sampledFinished = finished
+          prefetch = Math.min(maxPrefetch, Math.ceil(2 * rate * claimMs))
+        }
+        const free = capacity() - active - buffered
+        if (free < minClaim()) {
           yield* Queue.take(needWork)
           continue
         }
@@ -416,6 +441,8 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
             )
           )
         )
+        const claimedAt = yield* Clock.currentTimeMillis
+        claimMs = claimMs * 0.7 + Math.max(0.1, claimedAt - now) * 0.3
         if (claimed.length === 0) {
           yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(idle))
           idle = Duration.min(Duration.times(idle, 2), pollMax)
@@ -430,7 +457,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     const heartbeat = Effect.gen(function* () {
       const leases = [...held.values()].map((task) => ({ id: task.id, leaseId: task.leaseId }))
       if (leases.length === 0) return
-      const stillHeld = yield* queue.heartbeat(leases, leaseMs)
+      const stillHeld = yield* leaseWrites.withPermits(1)(queue.heartbeat(leases, leaseMs))
       for (const lease of leases) {
         if (!stillHeld.has(lease.id) && held.has(lease.id)) {
           yield* Effect.logWarning("lease lost; the task may run again elsewhere", { taskId: lease.id })
@@ -506,7 +533,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         yield* Fiber.join(releasing)
       }).pipe(annotate)
     )
-    yield* Effect.logDebug("worker started", { queues: queues.join(","), concurrency, prefetch })
+    yield* Effect.logDebug("worker started", { queues: queues.join(","), concurrency, maxPrefetch })
     return {
       workerId,
       processed: Ref.get(processed),

@@ -28,17 +28,18 @@ export const baton: QueueSystem = {
   ours: true,
   peer: "baton",
   database: "bench_baton",
-  setup: { schema: "bench" },
+  setup: { schema: "bench", layer: "queue" },
   worker: {},
   remainingSql: "SELECT count(*) AS n FROM bench.baton_tasks WHERE state <> 'succeeded'",
-  settings: "Worker.run defaults (concurrency as stated)"
+  settings: "SqlTaskQueue.layer on Storage.layerPg; Worker.run defaults (concurrency as stated)"
 }
 
-export const batonPrefetch: QueueSystem = {
+export const batonFull: QueueSystem = {
   ...baton,
-  name: "baton (prefetch 100)",
-  worker: { prefetch: 100 },
-  settings: "Worker.run with prefetch 100 (its local queue, the counterpart of graphile-worker's localQueue.size)"
+  name: "baton (full layer)",
+  setup: { ...baton.setup, layer: "full" },
+  settings:
+    "Worker.run defaults in a process that provides all of Baton.layerPg (completion stream, chord coordinator, reconciler, checkpoints)"
 }
 
 export const graphile: QueueSystem = {
@@ -67,7 +68,8 @@ export const pgBoss: QueueSystem = {
   setup: {},
   worker: { variant: "throughput" },
   remainingSql: "SELECT count(*) AS n FROM pgboss.job WHERE name = 'noop' AND state <> 'completed'",
-  settings: "useListenNotify, queue notify: true; work localConcurrency 1, batchSize 10, burstWhenBatchFull, polling 0.5 s"
+  settings:
+    "useListenNotify, queue notify: true; work localConcurrency 1, batchSize 10, burstWhenBatchFull, polling 0.5 s"
 }
 
 /** Spawns `count` agents for a system and runs `setup` on each. */
@@ -80,11 +82,7 @@ export const startAgents = async (system: QueueSystem, count: number): Promise<R
 }
 
 /** Sums the `progress` events of several agents; resolves when the sum reaches `target`. */
-export const waitForHandled = (
-  agents: ReadonlyArray<Agent>,
-  target: number,
-  timeoutMs = 180_000
-): Promise<number> =>
+export const waitForHandled = (agents: ReadonlyArray<Agent>, target: number, timeoutMs = 180_000): Promise<number> =>
   new Promise((resolve, reject) => {
     const counts = agents.map(() => 0)
     const offs: Array<() => void> = []

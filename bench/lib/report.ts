@@ -68,7 +68,11 @@ const format = (value: unknown): string => {
 }
 
 /** Prints an aligned table. */
-export const printTable = (title: string, headers: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<unknown>>) => {
+export const printTable = (
+  title: string,
+  headers: ReadonlyArray<string>,
+  rows: ReadonlyArray<ReadonlyArray<unknown>>
+) => {
   const cells = [headers.map(String), ...rows.map((row) => row.map(format))]
   const widths = headers.map((_, i) => Math.max(...cells.map((row) => (row[i] ?? "").length)))
   const line = (row: ReadonlyArray<string>) =>

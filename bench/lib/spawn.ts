@@ -24,11 +24,15 @@ export const spawnAgent = (peer: string, env: Record<string, string> = {}, label
   const nodeFlags: Array<string> = []
   const profDir = process.env.BENCH_CPU_PROF
   if (profDir !== undefined && profDir !== "") nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${profDir}`)
-  const child = spawn(process.execPath, [...nodeFlags, "--import", "tsx", path.join(root, "bench/lib/agentMain.ts"), peer], {
-    cwd: root,
-    env: { ...process.env, ...env },
-    stdio: ["pipe", "pipe", "pipe"]
-  })
+  const child = spawn(
+    process.execPath,
+    [...nodeFlags, "--import", "tsx", path.join(root, "bench/lib/agentMain.ts"), peer],
+    {
+      cwd: root,
+      env: { ...process.env, ...env },
+      stdio: ["pipe", "pipe", "pipe"]
+    }
+  )
   let nextId = 1
   const pending = new Map<number, { resolve: (value: any) => void; reject: (error: Error) => void }>()
   const listeners = new Map<string, Set<(data: any) => void>>()

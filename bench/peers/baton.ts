@@ -7,7 +7,10 @@ import * as Exit from "effect/Exit"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Schema from "effect/Schema"
 import * as Scope from "effect/Scope"
+import * as Layer from "effect/Layer"
 import * as Baton from "../../src/Baton.js"
+import * as SqlTaskQueue from "../../src/SqlTaskQueue.js"
+import * as Storage from "../../src/Storage.js"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Task from "../../src/Task.js"
 import { TaskQueue } from "../../src/TaskQueue.js"
@@ -22,7 +25,7 @@ const Noop = Task.make("noop", {
   handler: (payload) => Effect.sync(() => counter.onJob(payload))
 })
 
-let runtime: ManagedRuntime.ManagedRuntime<Baton.Services, unknown> | undefined
+let runtime: ManagedRuntime.ManagedRuntime<TaskQueue | SqlClient.SqlClient, unknown> | undefined
 let workerScope: Scope.CloseableScope | undefined
 
 const rt = () => {
@@ -31,9 +34,14 @@ const rt = () => {
 }
 
 export const commands = {
-  setup: async (args: { url: string; schema: string; maxConnections?: number }) => {
+  setup: async (args: { url: string; schema: string; layer?: "queue" | "full"; maxConnections?: number }) => {
+    const storage = { url: args.url, schema: args.schema, maxConnections: args.maxConnections ?? 10 }
+    // "queue": the task queue on its storage, what an application that only needs a job queue provides.
+    // "full": every Baton service (completion stream, chord coordinator, reconciler, ...) in the same process.
     runtime = ManagedRuntime.make(
-      Baton.layerPg({ url: args.url, schema: args.schema, maxConnections: args.maxConnections ?? 10 })
+      args.layer === "full"
+        ? Baton.layerPg(storage)
+        : SqlTaskQueue.layer.pipe(Layer.provideMerge(Storage.layerPg(storage)))
     )
     await runtime.runPromise(Effect.void)
   },
@@ -60,7 +68,9 @@ export const commands = {
     counter.start()
     const scope = await rt().runPromise(Scope.make())
     workerScope = scope
-    await rt().runPromise(Worker.run({ tasks: [Noop], concurrency: args.concurrency, prefetch: args.prefetch }).pipe(Scope.extend(scope)))
+    await rt().runPromise(
+      Worker.run({ tasks: [Noop], concurrency: args.concurrency, prefetch: args.prefetch }).pipe(Scope.extend(scope))
+    )
   },
   stopWorker: async () => {
     const scope = workerScope

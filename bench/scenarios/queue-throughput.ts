@@ -11,7 +11,7 @@ import type { Agent } from "../lib/spawn.js"
 import { connect, urlFor } from "../lib/db.js"
 import {
   baton,
-  batonPrefetch,
+  batonFull,
   collect,
   graphile,
   graphilePerf,
@@ -57,11 +57,13 @@ const drain = async (
   }
 }
 
-export const run = async (options: ScenarioOptions): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
+export const run = async (
+  options: ScenarioOptions
+): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
   const n = options.quick ? 5_000 : 20_000
   const rounds = options.rounds
   const concurrency = 10
-  const systems = [baton, batonPrefetch, graphile, graphilePerf, pgBoss].filter(
+  const systems = [baton, ...(options.quick ? [] : [batonFull]), graphile, graphilePerf, pgBoss].filter(
     (system) => options.systems === undefined || options.systems.includes(system.name) || system.ours
   )
   const agents = new Map<string, ReadonlyArray<Agent>>()
