@@ -19,7 +19,9 @@ import type { ScenarioOptions } from "./scenarios/types.js"
 type Scenario = (options: ScenarioOptions) => Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">>
 
 const scenarios: Record<string, () => Promise<Scenario>> = {
-  "queue-throughput": async () => (await import("./scenarios/queue-throughput.js")).run
+  "queue-throughput": async () => (await import("./scenarios/queue-throughput.js")).run,
+  "queue-latency": async () => (await import("./scenarios/queue-latency.js")).run,
+  checkpoints: async () => (await import("./scenarios/checkpoints.js")).run
 }
 
 const args = process.argv.slice(2)

@@ -112,12 +112,16 @@ const parseJson = (text: string | null): Option.Option<unknown> => {
   }
 }
 
-const decodeTaskError = Schema.decodeUnknownOption(Schema.parseJson(Schema.Struct({
-  kind: Schema.String,
-  message: Schema.String,
-  attempt: Schema.Number,
-  error: Schema.optional(Schema.Unknown)
-})))
+const decodeTaskError = Schema.decodeUnknownOption(
+  Schema.parseJson(
+    Schema.Struct({
+      kind: Schema.String,
+      message: Schema.String,
+      attempt: Schema.Number,
+      error: Schema.optional(Schema.Unknown)
+    })
+  )
+)
 
 const toInfo = (row: TaskRow): TaskInfo => ({
   id: TaskId.make(row.id),
@@ -264,10 +268,18 @@ export const make = Effect.gen(function* () {
   const insertRows = (rows: ReadonlyArray<InsertRow>): Effect.Effect<ReadonlyArray<string>, SqlError> => {
     const json = JSON.stringify(rows)
     if (dialect === "pg") {
-      return sql<{ id: string }>`INSERT INTO baton_tasks (${sql.literal(insertColumns.join(", "))})
-        SELECT ${sql.literal(insertColumns.join(", "))}
-        FROM json_populate_recordset(NULL::baton_tasks, ${json}::json)
-        ON CONFLICT DO NOTHING RETURNING id`.pipe(Effect.map((result) => result.map((row) => row.id)))
+      // The insert and its NOTIFY (one per queue, delivered at commit) in one statement: one round trip, and
+      // atomic on its own, so a single enqueue needs no explicit transaction.
+      return sql<{ id: string }>`WITH ins AS (
+          INSERT INTO baton_tasks (${sql.literal(insertColumns.join(", "))})
+          SELECT ${sql.literal(insertColumns.join(", "))}
+          FROM json_populate_recordset(NULL::baton_tasks, ${json}::json)
+          ON CONFLICT DO NOTHING RETURNING id, queue
+        ), notified AS (
+          SELECT count(pg_notify(${tasksChannel(storage.channelPrefix)}, queue)) AS n
+          FROM (SELECT DISTINCT queue FROM ins) q
+        )
+        SELECT ins.id FROM ins CROSS JOIN notified`.pipe(Effect.map((result) => result.map((row) => row.id)))
     }
     const select = insertColumns.map((column) => `json_extract(value, '$.${column}')`).join(", ")
     return sql<{ id: string }>`INSERT INTO baton_tasks (${sql.literal(insertColumns.join(", "))})
@@ -284,6 +296,7 @@ export const make = Effect.gen(function* () {
         )
       : Effect.void
 
+  const chunk = 5000
   const enqueueRaw = (requests: ReadonlyArray<RawEnqueue>) =>
     Effect.gen(function* () {
       if (requests.length === 0) return []
@@ -292,32 +305,33 @@ export const make = Effect.gen(function* () {
         try: () => requests.map((request) => toInsertRow(request, now)),
         catch: (error) => error
       }).pipe(Effect.orDie)
-      const ids = yield* sql.withTransaction(
-        Effect.gen(function* () {
-          const inserted = new Set<string>()
-          // Chunked so a huge enqueue does not build one giant statement.
-          for (let i = 0; i < rows.length; i += 5000) {
-            for (const id of yield* insertRows(rows.slice(i, i + 5000))) inserted.add(id)
+      const insertAll = Effect.gen(function* () {
+        const inserted = new Set<string>()
+        // Chunked so a huge enqueue does not build one giant statement.
+        for (let i = 0; i < rows.length; i += chunk) {
+          for (const id of yield* insertRows(rows.slice(i, i + chunk))) inserted.add(id)
+        }
+        const result: Array<string> = []
+        for (const row of rows) {
+          if (inserted.has(row.id as string)) {
+            result.push(row.id as string)
+            continue
           }
-          const result: Array<string> = []
-          for (const row of rows) {
-            if (inserted.has(row.id as string)) {
-              result.push(row.id as string)
-              continue
-            }
-            // Lost to an existing task with the same idempotency key: return that task.
-            const existing = yield* sql<{ id: string }>`SELECT id FROM baton_tasks
+          // Lost to an existing task with the same idempotency key: return that task.
+          const existing = yield* sql<{ id: string }>`SELECT id FROM baton_tasks
               WHERE namespace = ${row.namespace} AND idempotency_key = ${row.idempotency_key}`
-            const found = existing[0]
-            if (found === undefined) {
-              return yield* Effect.dieMessage(`enqueue: task ${row.id} was neither inserted nor found`)
-            }
-            result.push(found.id)
+          const found = existing[0]
+          if (found === undefined) {
+            return yield* Effect.dieMessage(`enqueue: task ${row.id} was neither inserted nor found`)
           }
-          yield* notifyQueues(rows.map((row) => row.queue as string))
-          return result
-        })
-      )
+          result.push(found.id)
+        }
+        return result
+      })
+      // Postgres: up to one chunk is one statement (insert + NOTIFY), atomic without a transaction of its own (it
+      // still joins the caller's). A task that lost to an existing idempotency key is looked up afterwards: that
+      // task is committed (the conflicting insert waited for it). SQLite batches are short and local anyway.
+      const ids = yield* dialect === "pg" && rows.length <= chunk ? insertAll : sql.withTransaction(insertAll)
       yield* Effect.forEach(new Set(rows.map((row) => row.queue as string)), (queue) => PubSub.publish(wakeHub, queue))
       return ids.map((id) => TaskId.make(id))
     }).pipe(Effect.withSpan("TaskQueue.enqueueRaw", { attributes: { count: requests.length } }))
@@ -350,11 +364,14 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const row = yield* findRow(taskId)
       if (row.state !== "succeeded" || row.result === null) return Option.none()
-      const decoded = yield* Schema.decodeUnknown(Schema.parseJson(task.success as Schema.Schema<unknown, unknown>))(row.result).pipe(Effect.orDie)
+      const decoded = yield* Schema.decodeUnknown(Schema.parseJson(task.success as Schema.Schema<unknown, unknown>))(
+        row.result
+      ).pipe(Effect.orDie)
       return Option.some(decoded as Task.Success<T>)
     })
 
-  const guardedFinish = (set: Statement.Statement<unknown>, where: Statement.Statement<unknown>) => sql<FinishedTask>`UPDATE baton_tasks SET ${set} WHERE ${where} RETURNING ${sql.literal(finishedColumns)}`
+  const guardedFinish = (set: Statement.Statement<unknown>, where: Statement.Statement<unknown>) =>
+    sql<FinishedTask>`UPDATE baton_tasks SET ${set} WHERE ${where} RETURNING ${sql.literal(finishedColumns)}`
 
   const cancel = (taskId: string) =>
     Effect.gen(function* () {
@@ -425,9 +442,18 @@ export const make = Effect.gen(function* () {
       if (leases.length === 0) return new Set<string>()
       const now = yield* Clock.currentTimeMillis
       const leaseIds = [...new Set(leases.map((lease) => lease.leaseId))]
-      const rows = yield* sql<{ id: string }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
-        updated_at = ${now} WHERE state = 'running' AND lease_id IN ${sql.in(leaseIds)} AND ${asyncCommit}
-        RETURNING id`
+      // Postgres: SKIP LOCKED, so a heartbeat never waits on (or deadlocks with) a completion batch holding some of
+      // the same rows; a row being completed needs no extension.
+      const rows =
+        dialect === "pg"
+          ? yield* sql<{ id: string }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
+              updated_at = ${now} WHERE id IN (
+                SELECT id FROM baton_tasks WHERE state = 'running' AND lease_id IN ${sql.in(leaseIds)}
+                ORDER BY id FOR UPDATE SKIP LOCKED
+              ) AND ${asyncCommit} RETURNING id`
+          : yield* sql<{ id: string }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
+              updated_at = ${now} WHERE state = 'running' AND lease_id IN ${sql.in(leaseIds)} AND ${asyncCommit}
+              RETURNING id`
       return new Set(rows.map((row) => row.id))
     })
 
@@ -502,18 +528,24 @@ export const make = Effect.gen(function* () {
     const now = yield* Clock.currentTimeMillis
     return yield* sql.withTransaction(
       Effect.gen(function* () {
-        const deadError = JSON.stringify({ kind: "lease_expired", message: "lease expired; no attempts left", attempt: 0 })
+        // Back to pending first (touches only task rows), then the dead ones (whose chord bookkeeping takes chord
+        // row locks): the same lock order as completions, so the two cannot deadlock.
+        const retryError = JSON.stringify({ kind: "lease_expired", message: "lease expired", attempt: 0 })
+        const back = yield* sql<{ id: string; queue: string }>`UPDATE baton_tasks SET state = 'pending',
+          lease_id = NULL, lease_expires_at = NULL, run_at = ${now}, error = ${retryError}, updated_at = ${now}
+          WHERE state = 'running' AND lease_expires_at < ${now} AND attempts < max_attempts RETURNING id, queue`
+        if (back.length > 0) yield* notifyQueues(back.map((row) => row.queue))
+        const deadError = JSON.stringify({
+          kind: "lease_expired",
+          message: "lease expired; no attempts left",
+          attempt: 0
+        })
         const dead = yield* guardedFinish(
           sql`state = 'dead', lease_id = NULL, lease_expires_at = NULL, error = ${deadError},
               finished_at = ${now}, updated_at = ${now}`,
           sql`state = 'running' AND lease_expires_at < ${now} AND attempts >= max_attempts`
         )
         yield* recordFinished(sql, dialect, storage.channelPrefix, dead, "dead", now)
-        const retryError = JSON.stringify({ kind: "lease_expired", message: "lease expired", attempt: 0 })
-        const back = yield* sql<{ id: string; queue: string }>`UPDATE baton_tasks SET state = 'pending',
-          lease_id = NULL, lease_expires_at = NULL, run_at = ${now}, error = ${retryError}, updated_at = ${now}
-          WHERE state = 'running' AND lease_expires_at < ${now} RETURNING id, queue`
-        if (back.length > 0) yield* notifyQueues(back.map((row) => row.queue))
         return dead.length + back.length
       })
     )

@@ -91,6 +91,11 @@ export class JobCounter {
     this.timer = undefined
   }
 
+  /** What was recorded so far. */
+  snapshot() {
+    return { handled: this.handled }
+  }
+
   /** Stops reporting and returns what was recorded. */
   finish() {
     this.stopReporting()

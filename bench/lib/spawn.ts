@@ -106,3 +106,37 @@ export const spawnAgent = (peer: string, env: Record<string, string> = {}, label
   }
   return { name: label, process: child, call, on, close }
 }
+
+/**
+ * Runs another engineer's standalone bench script (`node --import tsx <script> ...args`) to completion; resolves
+ * with its output, rejects if it exits non-zero. Its stdout is echoed when BENCH_VERBOSE=1.
+ */
+export const runScript = (
+  script: string,
+  args: ReadonlyArray<string>,
+  options: { readonly nodeFlags?: ReadonlyArray<string>; readonly timeoutMs?: number } = {}
+): Promise<string> =>
+  new Promise((resolve, reject) => {
+    const child = spawn(
+      process.execPath,
+      [...(options.nodeFlags ?? []), "--import", "tsx", path.join(root, script), ...args],
+      {
+        cwd: root,
+        env: process.env,
+        stdio: ["ignore", "pipe", "pipe"]
+      }
+    )
+    let output = ""
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString()
+      if (process.env.BENCH_VERBOSE === "1") process.stderr.write(chunk)
+    }
+    child.stdout!.on("data", onData)
+    child.stderr!.on("data", onData)
+    const timer = setTimeout(() => child.kill("SIGKILL"), options.timeoutMs ?? 600_000)
+    child.on("exit", (code, signal) => {
+      clearTimeout(timer)
+      if (code === 0) resolve(output)
+      else reject(new Error(`${script} exited with ${code ?? signal}:\n${output.slice(-3000)}`))
+    })
+  })

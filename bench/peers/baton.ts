@@ -72,6 +72,7 @@ export const commands = {
       Worker.run({ tasks: [Noop], concurrency: args.concurrency, prefetch: args.prefetch }).pipe(Scope.extend(scope))
     )
   },
+  progress: () => counter.snapshot(),
   stopWorker: async () => {
     const scope = workerScope
     workerScope = undefined

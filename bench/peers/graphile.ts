@@ -47,6 +47,7 @@ export const commands = {
         : {})
     })
   },
+  progress: () => counter.snapshot(),
   stopWorker: async () => {
     if (runner !== undefined) await runner.stop()
     runner = undefined

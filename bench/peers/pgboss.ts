@@ -32,12 +32,13 @@ export const commands = {
     counter.start()
     const options =
       args.variant === "latency"
-        ? { localConcurrency: args.concurrency, batchSize: 1, pollingIntervalSeconds: 0.5 }
+        ? { localConcurrency: 1, batchSize: 1, pollingIntervalSeconds: 0.5 }
         : { localConcurrency: 1, batchSize: args.concurrency, burstWhenBatchFull: true, pollingIntervalSeconds: 0.5 }
     await boss!.work(queue, options, async (jobs) => {
       for (const job of jobs) counter.onJob(job.data)
     })
   },
+  progress: () => counter.snapshot(),
   stopWorker: async () => {
     await boss!.offWork(queue, { wait: true })
     return counter.finish()
