@@ -23,6 +23,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
+import * as PgListener from "./internal/pgListener.js"
 import { recordFinished, tasksChannel, type FinishedTask } from "./internal/completionLog.js"
 import { Storage } from "./Storage.js"
 import type * as Task from "./Task.js"
@@ -565,7 +566,12 @@ export const make = Effect.gen(function* () {
     fail,
     release,
     reclaimExpired,
-    wakeups: Stream.fromPubSub(wakeHub)
+    // In-process enqueues, plus NOTIFY from other processes on Postgres (the shared LISTEN connection). Missed
+    // notifications (connection down) are covered by the worker's polling.
+    wakeups:
+      storage.pg === undefined
+        ? Stream.fromPubSub(wakeHub)
+        : Stream.merge(Stream.fromPubSub(wakeHub), PgListener.payloads(storage.pg, tasksChannel(storage.channelPrefix)))
   })
 })
 
