@@ -21,7 +21,10 @@ type Scenario = (options: ScenarioOptions) => Promise<Omit<ScenarioResult, "node
 const scenarios: Record<string, () => Promise<Scenario>> = {
   "queue-throughput": async () => (await import("./scenarios/queue-throughput.js")).run,
   "queue-latency": async () => (await import("./scenarios/queue-latency.js")).run,
-  checkpoints: async () => (await import("./scenarios/checkpoints.js")).run
+  "chord-fanin": async () => (await import("./scenarios/wrapped.js")).chordFanin,
+  checkpoints: async () => (await import("./scenarios/checkpoints.js")).run,
+  "completion-stream": async () => (await import("./scenarios/wrapped.js")).completionStream,
+  memory: async () => (await import("./scenarios/wrapped.js")).memory
 }
 
 const args = process.argv.slice(2)

@@ -22,7 +22,7 @@ type Figures = Record<string, { checkpointsPerSecond: number; settings?: string 
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  const n = options.quick ? 300 : 2000
+  const n = options.quick ? 100 : 2000
   const perRound: Array<{ ours: Record<string, number>; peers: Record<string, number> }> = []
   let settings: Record<string, string> = {}
   const dbos = spawnAgent("dbos")

@@ -22,7 +22,7 @@ interface Round {
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  const jobs = (options.quick ? 100 : 500) + warmup
+  const jobs = (options.quick ? 60 : 500) + warmup
   const intervalMs = 10
   const concurrency = 10
   const systems: ReadonlyArray<QueueSystem> = [

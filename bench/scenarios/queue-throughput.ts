@@ -60,7 +60,7 @@ const drain = async (
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  const n = options.quick ? 5_000 : 20_000
+  const n = options.quick ? 2_000 : 20_000
   const rounds = options.rounds
   const concurrency = 10
   const systems = [baton, ...(options.quick ? [] : [batonFull]), graphile, graphilePerf, pgBoss].filter(
