@@ -267,10 +267,11 @@ describe("baton CLI", () => {
 
   it("SIGKILL at random points, repeated, then resume: exactly the results of an uninterrupted run", async () => {
     const dir = tempDir()
-    const documents = 60
+    // Many small batches, so that every process lives long enough to be killed mid-run at a random point.
+    const documents = 160
     const corpus = writeCorpus(path.join(dir, "corpus"), documents)
     const env = { BATON_DB: path.join(dir, "baton.db") }
-    const size = 2
+    const size = 1
     const common = ["--batch-size", String(size), "--lease", "1"]
     const reference = await baton(["run", "extract", corpus, ...common, "--run-id", "ref"], env)
     assert.strictEqual(reference.code, 0, reference.stderr)
@@ -278,7 +279,7 @@ describe("baton CLI", () => {
     let kills = 0
     let finished = false
     const killedAt: Array<string> = []
-    for (let i = 0; i < 8 && !finished; i++) {
+    for (let i = 0; i < 10 && !finished; i++) {
       const exists = i > 0 && (await baton(["export", "victim"], env)).code === 0
       const args = exists
         ? ["resume", "victim", "--lease", "1"]
@@ -286,7 +287,7 @@ describe("baton CLI", () => {
       const running = start(args, env)
       await running.waitFor("workers")
       // A random point: before the run exists, mid-batch, between save and progress, …
-      const delay = Math.floor(Math.random() * 800)
+      const delay = Math.floor(Math.random() * 400)
       const exited = await Promise.race([
         running.done.then(() => true),
         new Promise<false>((resolve) => setTimeout(() => resolve(false), delay))
