@@ -11,18 +11,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import type { CheckpointCoordinator } from "../../CheckpointCoordinator.js"
-import type { ChordRegistry } from "../../ChordRegistry.js"
-import type { CompletionBackend } from "../../CompletionBackend.js"
-import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
-import type { RunService } from "../../RunService.js"
-import * as SqlCheckpointCoordinator from "../../SqlCheckpointCoordinator.js"
-import * as SqlChordRegistry from "../../SqlChordRegistry.js"
-import * as SqlCompletionBackend from "../../SqlCompletionBackend.js"
-import * as SqlRunService from "../../SqlRunService.js"
-import * as SqlTaskQueue from "../../SqlTaskQueue.js"
+import * as Baton from "../../Baton.js"
 import * as Storage from "../../Storage.js"
-import type { TaskQueue } from "../../TaskQueue.js"
 
 /** The default SQLite file, relative to the current directory. */
 export const defaultDbFile = path.join(".baton", "baton.db")
@@ -82,33 +72,10 @@ export const storageLayer = (
       )
 
 /** Every service the CLI uses. */
-export type Services =
-  | SqlClient.SqlClient
-  | Storage.Storage
-  | TaskQueue
-  | CompletionBackend
-  | CheckpointCoordinator
-  | ChordRegistry
-  | RunService
-  | ExtractionWorkflow.ExtractionWorkflow
+export type Services = Baton.Services
 
-/**
- * Baton's services on a storage layer: TaskQueue, CompletionBackend, CheckpointCoordinator (waking on the completion
- * stream), ChordRegistry (its coordinator runs for the life of the layer) and RunService.
- */
-export const coreLayer = <E, R>(
-  storage: Layer.Layer<SqlClient.SqlClient | Storage.Storage, E, R>
-): Layer.Layer<Exclude<Services, ExtractionWorkflow.ExtractionWorkflow>, E, R> => {
-  const queue = SqlTaskQueue.layer.pipe(Layer.provideMerge(storage))
-  const completions = SqlCompletionBackend.layer.pipe(Layer.provideMerge(queue))
-  return Layer.mergeAll(
-    SqlCheckpointCoordinator.layerWithCompletions(),
-    SqlChordRegistry.layer,
-    SqlRunService.layer
-  ).pipe(Layer.provideMerge(completions))
-}
+/** Baton's core services (with the Reconciler) on a storage layer: `Baton.coreLayerWith`. */
+export const coreLayer = Baton.coreLayerWith
 
-/** `coreLayer` plus the ExtractionWorkflow: everything the CLI uses. */
-export const servicesLayer = <E, R>(
-  storage: Layer.Layer<SqlClient.SqlClient | Storage.Storage, E, R>
-): Layer.Layer<Services, E, R> => ExtractionWorkflow.layer.pipe(Layer.provideMerge(coreLayer(storage)))
+/** Everything the CLI uses, with the Reconciler running in every CLI process: `Baton.layerWith`. */
+export const servicesLayer = Baton.layerWith
