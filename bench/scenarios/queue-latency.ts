@@ -28,7 +28,12 @@ export const run = async (
   const systems: ReadonlyArray<QueueSystem> = [
     baton,
     graphile,
-    { ...pgBoss, worker: { variant: "latency" }, settings: "useListenNotify, queue notify: true; work batchSize 1" }
+    {
+      ...pgBoss,
+      worker: { variant: "latency" },
+      settings:
+        "useListenNotify, queue notify: true; work batchSize 1, localConcurrency 10 (with localConcurrency 1 it fell behind one job every 10 ms)"
+    }
   ].filter((system) => options.systems === undefined || options.systems.includes(system.name) || system.ours)
   const agents = new Map<string, ReadonlyArray<Agent>>()
   const results = new Map<string, Array<Round>>()
