@@ -8,11 +8,15 @@ const Double = Task.make("double", {
 })
 
 const url = process.argv[2]
-const layer = url ? Baton.layerPg({ url, schema: "smoke" }) : Baton.layerMemory
+const layer = url?.startsWith("sqlite:")
+  ? Baton.layerSqlite({ filename: url.slice(7) })
+  : url
+    ? Baton.layerPg({ url, schema: `smoke_${Date.now()}` })
+    : Baton.layerMemory
 const program = Effect.gen(function* () {
   const queue = yield* TaskQueue.TaskQueue
   const id = yield* queue.enqueue(Double, { n: 21 })
-  yield* Worker.run({ tasks: [Double], concurrency: 4 })
+  yield* Worker.run({ tasks: [Double], concurrency: 10 })
   const t0 = Date.now()
   while (Date.now() - t0 < 5000) {
     const info = yield* queue.get(id)
