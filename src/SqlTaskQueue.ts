@@ -24,6 +24,8 @@ import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as PgListener from "./internal/pgListener.js"
+import { insertColumns, type InsertRow } from "./internal/taskRow.js"
+import * as TaskRow from "./internal/taskRow.js"
 import { recordFinished, tasksChannel, type FinishedTask } from "./internal/completionLog.js"
 import { Storage } from "./Storage.js"
 import type * as Task from "./Task.js"
@@ -69,30 +71,6 @@ interface TaskRow {
   readonly started_at: number | null
   readonly finished_at: number | null
 }
-
-const insertColumns = [
-  "id",
-  "name",
-  "queue",
-  "namespace",
-  "tags",
-  "payload",
-  "state",
-  "priority",
-  "attempts",
-  "max_attempts",
-  "timeout_ms",
-  "backoff",
-  "run_at",
-  "idempotency_key",
-  "chord_id",
-  "chord_index",
-  "run_id",
-  "created_at",
-  "updated_at"
-] as const
-
-type InsertRow = { readonly [K in (typeof insertColumns)[number]]: string | number | null }
 
 // What a worker needs of a claimed task (fewer columns to send and parse than `*`, per task, on the hot path).
 const claimedColumns = [
@@ -243,27 +221,7 @@ export const make = Effect.gen(function* () {
     if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
       throw new RangeError(`maxAttempts must be a positive integer, got ${maxAttempts}`)
     }
-    return {
-      id: crypto.randomUUID(),
-      name: request.name,
-      queue: request.queue ?? "default",
-      namespace: request.namespace ?? "default",
-      tags: JSON.stringify(request.tags ?? []),
-      payload: JSON.stringify(request.payload ?? null),
-      state: "pending",
-      priority: request.priority ?? 0,
-      attempts: 0,
-      max_attempts: maxAttempts,
-      timeout_ms: request.timeoutMs ?? null,
-      backoff: request.backoff === undefined ? null : JSON.stringify(request.backoff),
-      run_at: request.runAt ?? now,
-      idempotency_key: request.idempotencyKey ?? null,
-      chord_id: request.chordId ?? null,
-      chord_index: request.chordIndex ?? null,
-      run_id: request.runId ?? null,
-      created_at: now,
-      updated_at: now
-    }
+    return TaskRow.toInsertRow(request, now)
   }
 
   const insertRows = (rows: ReadonlyArray<InsertRow>): Effect.Effect<ReadonlyArray<string>, SqlError> => {

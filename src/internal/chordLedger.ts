@@ -27,6 +27,7 @@ import { chordsCompleted, chordsFailed, chordsHealed, dispatchLatency, type Chor
 import type { Dialect } from "../Storage.js"
 import type { RawEnqueue } from "../TaskQueue.js"
 import type { FinishedTask, LogEntry } from "./completionLog.js"
+import { toInsertRow } from "./taskRow.js"
 
 /** What the ledger needs from its caller: the transaction's client and the log writers. */
 export interface LedgerContext {
@@ -276,27 +277,18 @@ const insertSealed = (ctx: LedgerContext, sealed: SealedCall, payload: string, n
   Effect.gen(function* () {
     const { sql } = ctx
     const request = sealed.request
-    const maxAttempts = request.maxAttempts ?? 3
     const row = {
-      id: crypto.randomUUID(),
-      name: request.name,
-      queue: request.queue ?? "default",
-      namespace: request.namespace ?? "default",
-      tags: JSON.stringify(request.tags ?? []),
-      payload,
-      state: "pending",
-      priority: request.priority ?? 0,
-      attempts: 0,
-      max_attempts: maxAttempts,
-      timeout_ms: request.timeoutMs ?? null,
-      backoff: request.backoff === undefined ? null : JSON.stringify(request.backoff),
-      run_at: request.runAt ?? now + (sealed.delayMs ?? 0),
-      idempotency_key: request.idempotencyKey ?? null,
-      chord_id: null,
-      chord_index: null,
-      run_id: request.runId ?? null,
-      created_at: now,
-      updated_at: now
+      ...toInsertRow(
+        {
+          ...request,
+          payload: null,
+          chordId: undefined,
+          chordIndex: undefined,
+          runAt: request.runAt ?? now + (sealed.delayMs ?? 0)
+        },
+        now
+      ),
+      payload
     }
     const inserted = yield* sql<{ id: string }>`INSERT INTO baton_tasks ${sql.insert(row)} ON CONFLICT DO NOTHING
       RETURNING id`
