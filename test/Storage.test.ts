@@ -3,7 +3,12 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as ConfigProvider from "effect/ConfigProvider"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Migrator from "@effect/sql/Migrator"
+import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
+import { sqliteMigrations } from "../src/internal/migrations/sqlite.js"
+import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
 import * as Storage from "../src/Storage.js"
+import { TaskQueue } from "../src/TaskQueue.js"
 import { pgAvailable, pgUrl, tempSqliteFile } from "./support/backends.js"
 
 const buildError = <A, E>(layer: Layer.Layer<A, E>) => Effect.flip(Effect.scoped(Layer.build(layer)))
@@ -95,6 +100,77 @@ describe("Storage", () => {
       const values = counts.map((rows) => Number(rows[0]!.n))
       assert.isAbove(values[0]!, 0)
       assert.isTrue(values.every((n) => n === values[0]))
+    })
+  )
+  // Migration 0006 rebuilds SQLite's task table (to drop a table constraint) and swaps indexes on both dialects: an
+  // existing database keeps its tasks, and idempotency keeps holding, across the upgrade.
+  const upgradeKeepsTasks = (sql: SqlClient.SqlClient, dialect: "pg" | "sqlite") =>
+    Effect.gen(function* () {
+      const queue = yield* TaskQueue
+      const again = yield* queue.enqueueRaw([
+        { name: "t", payload: 2, idempotencyKey: "k1" },
+        { name: "t", payload: 3 },
+        { name: "t", payload: 4 }
+      ])
+      assert.strictEqual(again[0], "old-keyed")
+      const info = yield* queue.get("old-plain")
+      assert.strictEqual(info.state, "pending")
+      assert.strictEqual(info.payload, 1)
+      const counts = yield* queue.counts
+      assert.strictEqual(counts.pending, 4)
+      const indexes =
+        dialect === "pg"
+          ? yield* sql<{ name: string }>`SELECT indexname AS name FROM pg_indexes
+              WHERE tablename = 'baton_tasks' AND schemaname = current_schema()`
+          : yield* sql<{
+              name: string
+            }>`SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'baton_tasks'
+              AND name NOT LIKE 'sqlite_autoindex_%'`
+      assert.deepStrictEqual(
+        indexes.map((row) => row.name).sort(),
+        ["baton_tasks_chord", "baton_tasks_claim", "baton_tasks_idempotency", "baton_tasks_lease"].concat(
+          dialect === "pg" ? ["baton_tasks_pkey"] : []
+        )
+      )
+    })
+
+  const oldRows = (sql: SqlClient.SqlClient) =>
+    sql`INSERT INTO baton_tasks (id, name, queue, namespace, tags, payload, state, max_attempts, run_at, idempotency_key,
+        created_at, updated_at)
+      VALUES ('old-keyed', 't', 'default', 'default', '[]', '1', 'pending', 3, 0, 'k1', 0, 0),
+        ('old-plain', 't', 'default', 'default', '[]', '1', 'pending', 3, 0, NULL, 0, 0)`
+
+  it.live("SQLite: a database at migration 0005 upgrades keeping its tasks and idempotency keys", () =>
+    Effect.gen(function* () {
+      const filename = tempSqliteFile()
+      const before = Object.fromEntries(Object.entries(sqliteMigrations).filter(([name]) => name < "0006"))
+      yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* Migrator.make({})({ loader: Migrator.fromRecord(before), table: Storage.migrationsTable })
+        yield* oldRows(sql)
+      }).pipe(Effect.provide(SqliteClient.layer({ filename })))
+      yield* Effect.flatMap(SqlClient.SqlClient, (sql) => upgradeKeepsTasks(sql, "sqlite")).pipe(
+        Effect.provide(SqlTaskQueue.layer.pipe(Layer.provideMerge(Storage.layerSqlite({ filename }))))
+      )
+    })
+  )
+
+  it.live.skipIf(!pgAvailable())("Postgres: migration 0006 applied to a populated schema keeps tasks and keys", () =>
+    Effect.gen(function* () {
+      const schema = `bt_upgrade_${process.pid}_${Date.now().toString(36)}`
+      const storage = () => Storage.layerPg({ url: pgUrl(), schema, maxConnections: 2 })
+      // Put the schema back to its 0005 shape (the old constraint and index), with rows, and forget 0006.
+      yield* Effect.gen(function* () {
+        const sql = yield* SqlClient.SqlClient
+        yield* sql`DROP INDEX baton_tasks_idempotency`
+        yield* sql`ALTER TABLE baton_tasks ADD CONSTRAINT baton_tasks_idempotency UNIQUE (namespace, idempotency_key)`
+        yield* sql`CREATE INDEX baton_tasks_state ON baton_tasks (state)`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'lean_task_indexes'`
+        yield* oldRows(sql)
+      }).pipe(Effect.provide(storage()))
+      yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
+        Effect.zipRight(upgradeKeepsTasks(sql, "pg"), sql`DROP SCHEMA ${sql(schema)} CASCADE`)
+      ).pipe(Effect.provide(SqlTaskQueue.layer.pipe(Layer.provideMerge(storage()))))
     })
   )
 })

@@ -4,11 +4,13 @@ import m0002 from "./sqlite/0002_completions_retention.js"
 import m0003 from "./sqlite/0003_checkpoints.js"
 import m0004 from "./sqlite/0004_chords.js"
 import m0005 from "./sqlite/0005_runs_extracts.js"
+import m0006 from "./sqlite/0006_lean_task_indexes.js"
 
 export const sqliteMigrations = {
   "0001_tasks": m0001,
   "0002_completions_retention": m0002,
   "0003_checkpoints": m0003,
   "0004_chords": m0004,
-  "0005_runs_extracts": m0005
+  "0005_runs_extracts": m0005,
+  "0006_lean_task_indexes": m0006
 }
