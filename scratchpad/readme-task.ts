@@ -1,4 +1,3 @@
-
 import { Effect, Schema } from "effect"
 import { Baton, Task, TaskQueue, Worker } from "../src/index.js"
 

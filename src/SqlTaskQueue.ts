@@ -218,6 +218,28 @@ export const encodeCall = (
   )
 }
 
+/** A new row as sent to Postgres: short keys (see `insertRows`), nulls and per-statement constants left out. */
+const packRow = (row: InsertRow): Record<string, unknown> => {
+  const packed: Record<string, unknown> = {
+    i: row.id,
+    n: row.name,
+    q: row.queue,
+    s: row.namespace,
+    g: row.tags,
+    p: row.payload,
+    r: row.priority,
+    m: row.max_attempts,
+    a: row.run_at
+  }
+  if (row.timeout_ms !== null) packed.t = row.timeout_ms
+  if (row.backoff !== null) packed.b = row.backoff
+  if (row.idempotency_key !== null) packed.k = row.idempotency_key
+  if (row.chord_id !== null) packed.c = row.chord_id
+  if (row.chord_index !== null) packed.x = row.chord_index
+  if (row.run_id !== null) packed.u = row.run_id
+  return packed
+}
+
 /** Builds the service. Requires the `SqlClient` and `Storage` of a storage layer. */
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
@@ -242,36 +264,43 @@ export const make = Effect.gen(function* () {
   const columns = sql.literal(insertColumns.join(", "))
   const sqliteSelect = sql.literal(insertColumns.map((column) => `json_extract(value, '$.${column}')`).join(", "))
 
+  // In the order of `insertRows`' SELECT list.
+  const pgColumns = sql`(id, name, queue, namespace, tags, payload, state, priority, attempts, max_attempts, timeout_ms,
+    backoff, run_at, idempotency_key, chord_id, chord_index, run_id, created_at, updated_at)`
+
   /** Inserts one chunk of rows; returns the ids inserted (all of them, unless an idempotency key conflicted). */
   const insertRows = (rows: ReadonlyArray<InsertRow>): Effect.Effect<ReadonlyArray<string>, SqlError> => {
-    const json = JSON.stringify(rows)
     // Without an idempotency key nothing can conflict (ids are random UUIDs): a plain INSERT, without the
     // speculative insertion of ON CONFLICT and without sending the ids back, is measurably cheaper per row.
     const keyed = rows.some((row) => row.idempotency_key !== null)
     if (dialect === "pg") {
+      // The rows travel as one JSON parameter with one-letter keys, nulls left out and the columns every new row
+      // shares (state, attempts, timestamps) written in SQL: parsing that JSON is most of the statement's server
+      // time, so its size matters (measured: half the bytes, about a third less time per chunk than whole rows).
+      const json = JSON.stringify(rows.map(packRow))
+      const now = rows[0]!.created_at
+      const select = sql`SELECT i, n, q, s, g, p, 'pending', r, 0, m, t, b, a, k, c, x, u, ${now}::bigint, ${now}::bigint
+        FROM json_to_recordset(${json}::json) AS v(i text, n text, q text, s text, g text, p text, r integer,
+          m integer, t integer, b text, a bigint, k text, c text, x integer, u text)`
       // The insert and its NOTIFY (one per queue, delivered at commit) in one statement: one round trip, and
       // atomic on its own, so a single enqueue needs no explicit transaction.
       const channel = tasksChannel(storage.channelPrefix)
       if (!keyed) {
         const queues = JSON.stringify([...new Set(rows.map((row) => row.queue))])
-        return sql`WITH ins AS (
-            INSERT INTO baton_tasks (${columns}) SELECT ${columns}
-            FROM json_populate_recordset(NULL::baton_tasks, ${json}::json)
-          )
+        return sql`WITH ins AS (INSERT INTO baton_tasks ${pgColumns} ${select})
           SELECT pg_notify(${channel}, q) FROM json_array_elements_text(${queues}::json) AS q`.pipe(
           Effect.as(rows.map((row) => row.id))
         )
       }
       return sql<{ id: string }>`WITH ins AS (
-          INSERT INTO baton_tasks (${columns}) SELECT ${columns}
-          FROM json_populate_recordset(NULL::baton_tasks, ${json}::json)
-          ON CONFLICT DO NOTHING RETURNING id, queue
+          INSERT INTO baton_tasks ${pgColumns} ${select} ON CONFLICT DO NOTHING RETURNING id, queue
         ), notified AS (
           SELECT count(pg_notify(${channel}, queue)) AS n
           FROM (SELECT DISTINCT queue FROM ins) q
         )
         SELECT ins.id FROM ins CROSS JOIN notified`.pipe(Effect.map((result) => result.map((row) => row.id)))
     }
+    const json = JSON.stringify(rows)
     if (!keyed) {
       return sql`INSERT INTO baton_tasks (${columns}) SELECT ${sqliteSelect} FROM json_each(${json})`.pipe(
         Effect.as(rows.map((row) => row.id))
