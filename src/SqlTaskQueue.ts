@@ -27,7 +27,13 @@ import * as Stream from "effect/Stream"
 import * as PgListener from "./internal/pgListener.js"
 import { insertColumns, type InsertRow } from "./internal/taskRow.js"
 import * as TaskRow from "./internal/taskRow.js"
-import { recordFinished, tasksChannel, type FinishedTask } from "./internal/completionLog.js"
+import {
+  completionsChannel,
+  recordChordBodies,
+  recordFinished,
+  tasksChannel,
+  type FinishedTask
+} from "./internal/completionLog.js"
 import { Storage } from "./Storage.js"
 import type * as Task from "./Task.js"
 import {
@@ -481,36 +487,77 @@ export const make = Effect.gen(function* () {
       return new Set(rows.map((row) => row.id))
     })
 
-  const complete = (
-    completions: ReadonlyArray<{ readonly id: string; readonly leaseId: string; readonly result: unknown }>
-  ) =>
+  type Completion = {
+    readonly id: string
+    readonly leaseId: string
+    readonly result: unknown
+    readonly chordId?: string | undefined
+  }
+
+  // Postgres: the guarded UPDATE, its completions-log rows and their NOTIFY as ONE statement. (The NOTIFY is a column
+  // of the result on purpose: a join the result does not read from is removed by the planner, and its NOTIFY with it.) `plainOnly` leaves
+  // chord body tasks alone (their counters must move in the same transaction: see `complete`).
+  const completePg = (json: string, now: number, plainOnly: boolean) =>
+    sql<FinishedTask>`WITH done AS (
+        UPDATE baton_tasks t SET state = 'succeeded', result = v.result,
+          lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
+        FROM json_to_recordset(${json}::json) AS v(id text, lease_id text, result text)
+        WHERE t.id = v.id AND t.lease_id = v.lease_id AND t.state = 'running'
+          ${plainOnly ? sql`AND t.chord_id IS NULL` : sql``}
+        RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id
+      ), log AS (
+        INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at)
+        SELECT 'task', id, name, queue, namespace, tags, 'succeeded', chord_id, run_id, ${now}::bigint FROM done
+        RETURNING seq
+      ), notified AS (
+        SELECT pg_notify(${completionsChannel(storage.channelPrefix)}, max(seq)::text) AS n FROM log HAVING count(*) > 0
+      )
+      SELECT done.*, (SELECT count(*) FROM notified) AS notified FROM done`
+
+  const completeSqlite = (json: string, now: number) =>
+    sql<FinishedTask>`UPDATE baton_tasks SET state = 'succeeded', result = v.result,
+        lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
+      FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.lease_id') AS lease_id,
+              json_extract(value, '$.result') AS result FROM json_each(${json})) AS v
+      WHERE baton_tasks.id = v.id AND baton_tasks.lease_id = v.lease_id AND baton_tasks.state = 'running'
+      RETURNING baton_tasks.id, baton_tasks.name, baton_tasks.queue, baton_tasks.namespace,
+        baton_tasks.tags, baton_tasks.chord_id, baton_tasks.chord_index, baton_tasks.run_id`
+
+  const completionsJson = (completions: ReadonlyArray<Completion>) =>
+    JSON.stringify(
+      completions.map((c) => ({ id: c.id, lease_id: c.leaseId, result: JSON.stringify(c.result ?? null) }))
+    )
+
+  // In one transaction: the guarded UPDATE, the log rows (and NOTIFY), and the chord counters of body tasks.
+  const completeInTransaction = (completions: ReadonlyArray<Completion>, now: number) =>
+    sql.withTransaction(
+      Effect.gen(function* () {
+        const json = completionsJson(completions)
+        if (dialect === "pg") {
+          const rows = yield* completePg(json, now, false)
+          yield* recordChordBodies(sql, dialect, storage.channelPrefix, rows, "succeeded", now)
+          return rows
+        }
+        const rows = yield* completeSqlite(json, now)
+        yield* recordFinished(sql, dialect, storage.channelPrefix, rows, "succeeded", now)
+        return rows
+      })
+    )
+
+  const complete = (completions: ReadonlyArray<Completion>) =>
     Effect.gen(function* () {
       if (completions.length === 0) return []
       const now = yield* Clock.currentTimeMillis
-      const json = JSON.stringify(
-        completions.map((c) => ({ id: c.id, lease_id: c.leaseId, result: JSON.stringify(c.result ?? null) }))
-      )
-      const rows = yield* sql.withTransaction(
-        Effect.gen(function* () {
-          const rows =
-            dialect === "pg"
-              ? yield* sql<FinishedTask>`UPDATE baton_tasks t SET state = 'succeeded', result = v.result,
-                  lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
-                FROM json_to_recordset(${json}::json) AS v(id text, lease_id text, result text)
-                WHERE t.id = v.id AND t.lease_id = v.lease_id AND t.state = 'running'
-                RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id`
-              : yield* sql<FinishedTask>`UPDATE baton_tasks SET state = 'succeeded', result = v.result,
-                  lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
-                FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.lease_id') AS lease_id,
-                        json_extract(value, '$.result') AS result FROM json_each(${json})) AS v
-                WHERE baton_tasks.id = v.id AND baton_tasks.lease_id = v.lease_id AND baton_tasks.state = 'running'
-                RETURNING baton_tasks.id, baton_tasks.name, baton_tasks.queue, baton_tasks.namespace,
-                  baton_tasks.tags, baton_tasks.chord_id, baton_tasks.chord_index, baton_tasks.run_id`
-          yield* recordFinished(sql, dialect, storage.channelPrefix, rows, "succeeded", now)
-          return rows
-        })
-      )
-      const done = new Set(rows.map((row) => row.id))
+      const done = new Set<string>()
+      if (dialect === "pg" && completions.every((c) => c.chordId === undefined)) {
+        // No chord body task announced: one autocommitted statement (a round trip, not four), which skips any chord
+        // body task after all; those (and tasks whose lease was lost) go through the transactional path below.
+        for (const row of yield* completePg(completionsJson(completions), now, true)) done.add(row.id)
+        const rest = completions.filter((c) => !done.has(c.id))
+        if (rest.length > 0) for (const row of yield* completeInTransaction(rest, now)) done.add(row.id)
+      } else {
+        for (const row of yield* completeInTransaction(completions, now)) done.add(row.id)
+      }
       return completions.map((c) => done.has(c.id))
     })
 

@@ -174,9 +174,18 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
       leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>,
       leaseMs: number
     ) => Effect.Effect<ReadonlySet<string>, SqlError>
-    /** Worker side: completes tasks with encoded results in one transaction; true where the lease guard held. */
+    /**
+     * Worker side: completes tasks with encoded results atomically (with their events and, for chord body tasks, the
+     * chord's counters); true where the lease guard held. `chordId` is the claimed task's (a hint: a batch with no
+     * chord body task commits as a single statement).
+     */
     readonly complete: (
-      completions: ReadonlyArray<{ readonly id: string; readonly leaseId: string; readonly result: unknown }>
+      completions: ReadonlyArray<{
+        readonly id: string
+        readonly leaseId: string
+        readonly result: unknown
+        readonly chordId?: string | undefined
+      }>
     ) => Effect.Effect<ReadonlyArray<boolean>, SqlError>
     /** Worker side: records a failed attempt (retry, dead or failed); false if the lease guard refused it. */
     readonly fail: (

@@ -201,7 +201,14 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
         for (const item of items) held.delete(item.task.id)
         const exit = yield* Effect.exit(
           leaseWrites.withPermits(1)(
-            queue.complete(items.map((item) => ({ id: item.task.id, leaseId: item.task.leaseId, result: item.result })))
+            queue.complete(
+              items.map((item) => ({
+                id: item.task.id,
+                leaseId: item.task.leaseId,
+                result: item.result,
+                chordId: item.task.chordId
+              }))
+            )
           )
         )
         let accepted = 0

@@ -215,8 +215,21 @@ describe.runIf(Backends.pgAvailable())("CompletionBackend (pg only)", () => {
           Stream.runForEach((event) => Ref.update(seen, (events) => [...events, event])),
           Effect.fork
         )
+        // Paced by the consumer (batch i waits until it has seen batch i - 5), so the kills below land while tasks
+        // still complete however fast a completion commits.
         const producer = yield* Effect.fork(
-          Effect.forEach(Array.from({ length: 100 }), () => finish(tasks(10)), { concurrency: 1 })
+          Effect.forEach(
+            Array.from({ length: 100 }, (_, i) => i),
+            (i) =>
+              Effect.zipRight(
+                eventuallyEffect(
+                  Effect.map(Ref.get(seen), (events) => events.length >= (i - 5) * 10),
+                  30_000
+                ),
+                finish(tasks(10))
+              ),
+            { concurrency: 1 }
+          )
         )
         const killed: Array<number> = []
         for (const threshold of [200, 600]) {

@@ -135,3 +135,20 @@ export const recordFinished = (
   // The chord counters last: their row lock is then held only for the rest of this transaction (the commit).
   return Effect.zipRight(log, recordBodies(ledgerContext(sql, dialect, channelPrefix), chordRows, outcome, now))
 }
+
+/**
+ * The chord half of `recordFinished`: counts the chord body tasks among `rows` (and dispatches what that completes),
+ * for a caller that already appended the rows' log entries in this transaction.
+ */
+export const recordChordBodies = (
+  sql: SqlClient.SqlClient,
+  dialect: Dialect,
+  channelPrefix: string,
+  rows: ReadonlyArray<FinishedTask>,
+  outcome: string,
+  now: number
+): Effect.Effect<void, SqlError> => {
+  const chordRows = rows.filter((row) => row.chord_id !== null)
+  if (chordRows.length === 0) return Effect.void
+  return recordBodies(ledgerContext(sql, dialect, channelPrefix), chordRows, outcome, now)
+}
