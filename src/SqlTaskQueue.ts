@@ -29,6 +29,7 @@ import { insertColumns, type InsertRow } from "./internal/taskRow.js"
 import * as TaskRow from "./internal/taskRow.js"
 import {
   completionsChannel,
+  onEnqueued,
   recordChordBodies,
   recordFinished,
   tasksChannel,
@@ -252,6 +253,13 @@ export const make = Effect.gen(function* () {
   const storage = yield* Storage
   const dialect = storage.dialect
   const wakeHub = yield* PubSub.sliding<string>(64)
+  if (dialect === "sqlite") {
+    // Tasks enqueued inside this process's transactions by others (a chord callback dispatched by a completion).
+    const unregister = onEnqueued(sql, (queues) => {
+      for (const queue of new Set(queues)) wakeHub.unsafeOffer(queue)
+    })
+    yield* Effect.addFinalizer(() => Effect.sync(unregister))
+  }
   // Claims and lease extensions commit without waiting for the WAL flush (Postgres `synchronous_commit = off`
   // for that one statement's transaction). Losing one in a server crash is harmless: the task is simply still
   // pending (or its lease shorter), and execution is at-least-once anyway. It never weakens a completion: a

@@ -311,3 +311,35 @@ if (Backends.pgAvailable()) {
     )
   })
 }
+
+describe("ChordRegistry: the dispatched callback wakes this process's workers", () => {
+  // A worker that never polls (1 hour) can only find the callback if its enqueue (inside the completing transaction)
+  // wakes it; on Postgres that is the NOTIFY, on SQLite an in-process signal.
+  for (const backend of Backends.all()) {
+    it.live(`[${backend.name}] a worker with a 1-hour poll interval runs the callback`, () =>
+      Effect.gen(function* () {
+        const registry = yield* ChordRegistry.ChordRegistry
+        const queue = yield* TaskQueue
+        yield* Worker.run({ tasks: allTasks, concurrency: 4, pollInterval: { min: "1 hour", max: "1 hour" } })
+        const handle = yield* registry.chord({
+          body: [1, 2, 3].map((n) => Task.call(Square, { n })),
+          callback: ChordRegistry.callback(Sum, { label: "woken" })
+        })
+        const callbackId = yield* handle.await
+        yield* Backends.eventually(
+          Effect.map(queue.get(callbackId), (info) => info.state === "succeeded"),
+          "the callback ran",
+          20_000
+        )
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          SqlChordRegistry.layerWith({ reconcileInterval: 0 }).pipe(
+            Layer.provideMerge(SqlTaskQueue.layer),
+            Layer.provideMerge(backend.storage())
+          )
+        )
+      )
+    )
+  }
+})

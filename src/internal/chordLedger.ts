@@ -27,7 +27,7 @@ import { chordsCompleted, chordsFailed, chordsHealed, dispatchLatency, type Chor
 import type { Dialect } from "../Storage.js"
 import type { RawEnqueue } from "../TaskQueue.js"
 import type { FinishedTask, LogEntry } from "./completionLog.js"
-import { toInsertRow } from "./taskRow.js"
+import { insertColumns, toInsertRow } from "./taskRow.js"
 
 /** What the ledger needs from its caller: the transaction's client and the log writers. */
 export interface LedgerContext {
@@ -43,6 +43,8 @@ export interface LedgerContext {
   ) => Effect.Effect<void, SqlError>
   /** Signals that tasks were enqueued on these queues (NOTIFY on Postgres, delivered at commit). */
   readonly wake: (queues: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
+  /** The NOTIFY channel of new tasks (Postgres). */
+  readonly tasksChannel: string
 }
 
 /** A callback (or onError) sealed into the chord row: the enqueue request without payload, and the encoded args. */
@@ -109,12 +111,19 @@ export const lockRunning = (ctx: LedgerContext, chordId: string) =>
 type Counters = Pick<
   ChordRow,
   "id" | "state" | "failure_policy" | "expected" | "succeeded" | "failed" | "cancelled" | "body_open"
->
+> & { readonly full_row?: string | null }
 
 // The hot statement of a big chord: it returns only the counters (the full row is read once, when settling).
 const bump = (ctx: LedgerContext, chordId: string, outcome: string, n: number, now: number) => {
   const { sql } = ctx
-  const returning = sql.literal("id, state, failure_policy, expected, succeeded, failed, cancelled, body_open")
+  // Postgres: when this count decides the chord, the full row comes back too (as JSON), saving the re-read.
+  const returning = sql.literal(
+    ctx.dialect === "pg"
+      ? `id, state, failure_policy, expected, succeeded, failed, cancelled, body_open,
+        CASE WHEN state = 'running' AND (succeeded + failed + cancelled >= expected
+          OR (failure_policy = 'fail' AND failed + cancelled > 0)) THEN row_to_json(baton_chords.*)::text END AS full_row`
+      : "id, state, failure_policy, expected, succeeded, failed, cancelled, body_open"
+  )
   const statement =
     outcome === "succeeded"
       ? sql<Counters>`UPDATE baton_chords SET succeeded = succeeded + ${n}, last_body_at = ${now}
@@ -150,7 +159,10 @@ export const recordBodies = (
         const failing = chord.failure_policy === "fail" && isFailure(outcome)
         if (failing || done(chord) >= Number(chord.expected)) {
           // This transaction holds the row lock (the UPDATE above) until it commits.
-          const full = yield* ctx.sql<ChordRow>`SELECT * FROM baton_chords WHERE id = ${chordId}`
+          const full =
+            typeof chord.full_row === "string"
+              ? [JSON.parse(chord.full_row) as ChordRow]
+              : yield* ctx.sql<ChordRow>`SELECT * FROM baton_chords WHERE id = ${chordId}`
           if (full[0] !== undefined) yield* settleChord(ctx, full[0], now, false)
         }
       } else if (chord.body_open === 1 && done(chord) >= Number(chord.expected)) {
@@ -272,32 +284,45 @@ const payloadText = (args: Readonly<Record<string, unknown>>, field: string, val
   return `{${JSON.stringify(field)}:${valueJson}${rest === "{}" ? "" : `,${rest.slice(1, -1)}`}}`
 }
 
+/** The task row of a sealed call (callback or onError) with its payload. */
+const sealedRow = (sealed: SealedCall, payload: string, now: number) => {
+  const request = sealed.request
+  return {
+    ...toInsertRow(
+      {
+        ...request,
+        payload: null,
+        chordId: undefined,
+        chordIndex: undefined,
+        runAt: request.runAt ?? now + (sealed.delayMs ?? 0)
+      },
+      now
+    ),
+    payload
+  }
+}
+
+/** The task that won an idempotency-key conflict against `row`. */
+const existingTask = (ctx: LedgerContext, row: ReturnType<typeof sealedRow>) =>
+  Effect.flatMap(
+    ctx.sql<{ id: string }>`SELECT id FROM baton_tasks
+      WHERE namespace = ${row.namespace} AND idempotency_key = ${row.idempotency_key}`,
+    (existing) =>
+      existing[0] === undefined
+        ? Effect.dieMessage(`chord: task ${row.id} neither inserted nor found`)
+        : Effect.succeed({ id: existing[0].id, queue: row.queue })
+  )
+
 /** Inserts a task for a sealed call (callback or onError); returns its id (an existing task's on a key conflict). */
 const insertSealed = (ctx: LedgerContext, sealed: SealedCall, payload: string, now: number) =>
   Effect.gen(function* () {
     const { sql } = ctx
-    const request = sealed.request
-    const row = {
-      ...toInsertRow(
-        {
-          ...request,
-          payload: null,
-          chordId: undefined,
-          chordIndex: undefined,
-          runAt: request.runAt ?? now + (sealed.delayMs ?? 0)
-        },
-        now
-      ),
-      payload
-    }
+    const row = sealedRow(sealed, payload, now)
     const inserted = yield* sql<{ id: string }>`INSERT INTO baton_tasks ${sql.insert(row)} ON CONFLICT DO NOTHING
       RETURNING id`
     yield* ctx.wake([row.queue])
     if (inserted[0] !== undefined) return { id: inserted[0].id, queue: row.queue }
-    const existing = yield* sql<{ id: string }>`SELECT id FROM baton_tasks
-      WHERE namespace = ${row.namespace} AND idempotency_key = ${row.idempotency_key}`
-    if (existing[0] === undefined) return yield* Effect.dieMessage(`chord: task ${row.id} neither inserted nor found`)
-    return { id: existing[0].id, queue: row.queue }
+    return yield* existingTask(ctx, row)
   })
 
 const chordEntry = (
@@ -338,12 +363,41 @@ const completeChord = (
     const { sql } = ctx
     const sealed = JSON.parse(chord.callback) as SealedCall
     const at = Math.max(now, yield* Clock.currentTimeMillis)
-    // The guard: of all transactions that get here, only one sees the chord running and undispatched.
-    const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'completed', dispatched_at = ${at},
-      healed = ${healed ? 1 : 0} WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id`
-    if (won.length === 0) return false
-    const task = yield* insertSealed(ctx, sealed, payloadText(sealed.args, "results", results), at)
-    yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
+    const payload = payloadText(sealed.args, "results", results)
+    let task: { readonly id: string; readonly queue: string }
+    if (ctx.dialect === "pg") {
+      // The guard, the callback's insert (only if the guard won), its wake-up and the chord's pointer to it in ONE
+      // statement: this transaction holds the chord row, so its round trips are on the fan-in's critical path.
+      const row = sealedRow(sealed, payload, at)
+      const [outcome] = yield* sql<{ won: number; inserted: string | null }>`WITH won AS (
+          UPDATE baton_chords SET state = 'completed', dispatched_at = ${at}, healed = ${healed ? 1 : 0},
+            callback_task_id = ${row.id}
+          WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id
+        ), ins AS (
+          INSERT INTO baton_tasks (${sql.literal(insertColumns.join(", "))})
+          SELECT ${sql.literal(insertColumns.join(", "))}
+          FROM json_populate_record(NULL::baton_tasks, ${JSON.stringify(row)}::json)
+          WHERE EXISTS (SELECT 1 FROM won)
+          ON CONFLICT DO NOTHING RETURNING id, queue
+        )
+        SELECT (SELECT count(*) FROM won) AS won, (SELECT id FROM ins) AS inserted,
+          (SELECT count(pg_notify(${ctx.tasksChannel}, queue)) FROM ins) AS notified`
+      // The guard: of all transactions that get here, only one sees the chord running and undispatched.
+      if (outcome === undefined || Number(outcome.won) === 0) return false
+      if (outcome.inserted !== null) task = { id: outcome.inserted, queue: row.queue }
+      else {
+        // The callback's idempotency key named an existing task: point the chord at that one.
+        task = yield* existingTask(ctx, row)
+        yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
+      }
+    } else {
+      // The guard: of all transactions that get here, only one sees the chord running and undispatched.
+      const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'completed', dispatched_at = ${at},
+        healed = ${healed ? 1 : 0} WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id`
+      if (won.length === 0) return false
+      task = yield* insertSealed(ctx, sealed, payload, at)
+      yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
+    }
     yield* ctx.append([
       chordEntry(chord, "chord.completed", "succeeded", at),
       chordEntry(chord, "chord.callback.enqueued", "succeeded", at, {

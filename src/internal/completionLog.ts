@@ -105,13 +105,42 @@ export const ledgerContext = (sql: SqlClient.SqlClient, dialect: Dialect, channe
   dialect,
   append: (entries) => appendLog(sql, dialect, channelPrefix, entries),
   appendFinished: (rows, outcome, now) => appendLog(sql, dialect, channelPrefix, taskEntries(rows, outcome, now)),
+  tasksChannel: tasksChannel(channelPrefix),
   wake: (queues) =>
     dialect === "pg"
       ? Effect.forEach(new Set(queues), (queue) => sql`SELECT pg_notify(${tasksChannel(channelPrefix)}, ${queue})`, {
           discard: true
         })
-      : Effect.void
+      : Effect.sync(() => signalEnqueued(sql, queues))
 })
+
+// SQLite has no NOTIFY either for "tasks were enqueued": a task inserted inside a transaction of this process (a chord
+// callback dispatched by a completion) wakes this process's workers through these listeners (SqlTaskQueue registers
+// one). Fired inside the transaction; the woken worker's claim runs on the same SQLite connection, which the
+// transaction holds, so the claim runs after the commit and finds the task.
+const enqueueListeners = new WeakMap<object, Set<(queues: ReadonlyArray<string>) => void>>()
+
+const signalEnqueued = (sql: SqlClient.SqlClient, queues: ReadonlyArray<string>): void => {
+  const listeners = enqueueListeners.get(sql)
+  if (listeners !== undefined) for (const listener of listeners) listener(queues)
+}
+
+/** Calls `listener` with the queues whenever a transaction of this process enqueues tasks through `sql` (SQLite). */
+export const onEnqueued = (
+  sql: SqlClient.SqlClient,
+  listener: (queues: ReadonlyArray<string>) => void
+): (() => void) => {
+  let listeners = enqueueListeners.get(sql)
+  if (listeners === undefined) {
+    listeners = new Set()
+    enqueueListeners.set(sql, listeners)
+  }
+  const registered = listeners
+  registered.add(listener)
+  return () => {
+    registered.delete(listener)
+  }
+}
 
 /**
  * Records that tasks reached a terminal state, inside the transaction of their guarded transition: log rows, NOTIFY,
