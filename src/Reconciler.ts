@@ -67,6 +67,10 @@ export class Reconciler extends Context.Tag("baton/Reconciler")<
     readonly runOnce: Effect.Effect<ReadonlyArray<StepReport>>
     /** The names of the registered steps, in order. */
     readonly steps: Effect.Effect<ReadonlyArray<string>>
+    /** Counts a periodic runner (`Reconciler.run`) as active until the current scope closes. */
+    readonly running: Effect.Effect<void, never, Scope.Scope>
+    /** True while a periodic runner is active and `step` is registered (so nobody else needs to run it). */
+    readonly covers: (step: string) => Effect.Effect<boolean>
   }
 >() {}
 
@@ -79,6 +83,7 @@ const describe = (cause: Cause.Cause<unknown>): string => {
 export const make: Effect.Effect<Reconciler["Type"]> = Effect.gen(function* () {
   const registered: Array<{ readonly step: ReconcileStep; lastRun: number | undefined }> = []
   const lock = yield* Effect.makeSemaphore(1)
+  let runners = 0
 
   const register = (step: ReconcileStep) =>
     Effect.acquireRelease(
@@ -132,13 +137,26 @@ export const make: Effect.Effect<Reconciler["Type"]> = Effect.gen(function* () {
   return Reconciler.of({
     register,
     runOnce,
-    steps: Effect.sync(() => registered.map((entry) => entry.step.name))
+    steps: Effect.sync(() => registered.map((entry) => entry.step.name)),
+    running: Effect.acquireRelease(
+      Effect.sync(() => {
+        runners++
+      }),
+      () =>
+        Effect.sync(() => {
+          runners--
+        })
+    ),
+    covers: (step) => Effect.sync(() => runners > 0 && registered.some((entry) => entry.step.name === step))
   })
 })
 
+/** Name of the expired-leases step (a `Worker` skips its own reclaim pass while a running reconciler has it). */
+export const reclaimStepName = "task.reclaim-expired-leases"
+
 /** Step: hand tasks with expired leases back to the queue. */
 export const reclaimExpiredLeases = (queue: TaskQueue["Type"]): ReconcileStep => ({
-  name: "task.reclaim-expired-leases",
+  name: reclaimStepName,
   run: queue.reclaimExpired
 })
 
@@ -177,6 +195,7 @@ export const run = (options: RunOptions = {}): Effect.Effect<void, never, Reconc
   Effect.gen(function* () {
     const reconciler = yield* Reconciler
     const interval = Duration.decode(options.interval ?? Duration.seconds(5))
+    yield* reconciler.running
     yield* reconciler.runOnce.pipe(
       Effect.repeat(Schedule.spaced(interval).pipe(Schedule.jittered)),
       Effect.annotateLogs({ service: "Reconciler" }),

@@ -40,6 +40,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
+import * as Reconciler from "./Reconciler.js"
 import * as Task from "./Task.js"
 import { type ClaimedTask, type FailureDisposition, type TaskError, TaskQueue } from "./TaskQueue.js"
 
@@ -73,7 +74,10 @@ export interface WorkerOptions<Tasks extends ReadonlyArray<Task.Any>> {
   readonly spans?: boolean | undefined
   /** How long in-flight handlers may run after shutdown begins before they are released (default 10 s). */
   readonly shutdownGracePeriod?: Duration.DurationInput | undefined
-  /** Reconciler period: reclaim expired leases of other (dead) workers (default 5 s; 0 disables). */
+  /**
+   * Period of the worker's own pass reclaiming expired leases of other (dead) workers (default 5 s; 0 disables). The
+   * pass is skipped while a `Reconciler` running in this process has that step (`Baton.layer*` run one).
+   */
   readonly reclaimInterval?: Duration.DurationInput | undefined
   /** An id for logs and the `worker_id` column (default random). */
   readonly workerId?: string | undefined
@@ -476,7 +480,16 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
       Effect.delay(Duration.millis(heartbeatMs))
     )
 
-    const reclaimer = queue.reclaimExpired.pipe(
+    // While a Reconciler runs in this process with the same step (as `Baton.layer*` provide), it reclaims expired
+    // leases; the worker's own pass runs only when nothing else does.
+    const reconciler = yield* Effect.serviceOption(Reconciler.Reconciler)
+    const reclaimPass =
+      reconciler._tag === "None"
+        ? queue.reclaimExpired
+        : Effect.flatMap(reconciler.value.covers(Reconciler.reclaimStepName), (covered) =>
+            covered ? Effect.succeed(0) : queue.reclaimExpired
+          )
+    const reclaimer = reclaimPass.pipe(
       Effect.tap((n) => (n > 0 ? Effect.logInfo("reclaimed tasks with expired leases", { count: n }) : Effect.void)),
       Effect.catchAll((error) => Effect.logWarning("reclaim failed", { error: error.message })),
       Effect.repeat(Schedule.spaced(reclaimEvery))

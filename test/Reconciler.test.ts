@@ -11,6 +11,7 @@ import * as SqlCompletionBackend from "../src/SqlCompletionBackend.js"
 import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
 import * as Storage from "../src/Storage.js"
 import { TaskQueue } from "../src/TaskQueue.js"
+import * as Worker from "../src/Worker.js"
 
 const counterValue = (metric: Metric.Metric.Counter<number>, step: string) =>
   Metric.value(Metric.tagged(metric, "step", step)).pipe(Effect.map((state) => state.count))
@@ -123,5 +124,41 @@ describe("Reconciler", () => {
         )
       )
     )
+  )
+  it.scoped("a Worker skips its own expired-lease pass while a running Reconciler has that step", () =>
+    Effect.gen(function* () {
+      const calls = yield* Ref.make(0)
+      // The queue counts reclaim passes, whoever runs them.
+      const counted = Layer.effect(
+        TaskQueue,
+        Effect.map(SqlTaskQueue.make, (queue) =>
+          TaskQueue.of({
+            ...queue,
+            reclaimExpired: Effect.zipRight(
+              Ref.update(calls, (n) => n + 1),
+              queue.reclaimExpired
+            )
+          })
+        )
+      ).pipe(Layer.provide(Storage.layerMemory))
+      const passes = (withReconciler: boolean) =>
+        Effect.scoped(
+          Effect.gen(function* () {
+            yield* Ref.set(calls, 0)
+            if (withReconciler) {
+              const reconciler = yield* Reconciler.Reconciler
+              yield* reconciler.register(Reconciler.reclaimExpiredLeases(yield* TaskQueue))
+              yield* Reconciler.run({ interval: "1 hour" })
+            }
+            yield* Worker.run({ tasks: [], queues: ["none"], reclaimInterval: "100 millis" })
+            yield* TestClock.adjust("0 millis")
+            for (let i = 0; i < 10; i++) yield* TestClock.adjust("100 millis")
+            return yield* Ref.get(calls)
+          })
+        ).pipe(Effect.provide(Layer.merge(Reconciler.layerEmpty, counted)))
+      // Alone, the worker reclaims every 100 ms; with a running reconciler, only the reconciler's first pass runs.
+      assert.isAtLeast(yield* passes(false), 10)
+      assert.strictEqual(yield* passes(true), 1)
+    })
   )
 })
