@@ -463,8 +463,10 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
           continue
         }
         idle = pollMin
-        // The queue had fewer runnable tasks than asked for: wait for a slot (or new work) before asking again.
-        if (claimed.length < free) yield* Effect.raceFirst(Queue.take(wake), Queue.take(needWork))
+        // The queue had fewer runnable tasks than asked for: a freed slot would only find it empty again, so wait for
+        // new work (or the shortest poll, for tasks whose run_at comes due). Asking again as soon as a slot freed cost
+        // an empty claim per task at light load, which a new task's claim could then wait behind.
+        if (claimed.length < free) yield* Effect.raceFirst(Queue.take(wake), Effect.sleep(pollMin))
       }
     })
 
