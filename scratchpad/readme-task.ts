@@ -1,3 +1,4 @@
+
 import { Effect, Schema } from "effect"
 import { Baton, Task, TaskQueue, Worker } from "../src/index.js"
 

@@ -29,10 +29,7 @@ const program = Effect.gen(function* () {
   const ids = yield* queue.enqueueMany(Array.from({ length: n }, (_, i) => Task.call(Double, { n: i })))
   const e = Date.now()
   while ((yield* queue.counts).succeeded < n + 1) yield* Effect.sleep("20 millis")
-  console.log(
-    `enqueue ${n}: ${Math.round((n / (e - s)) * 1000)}/s; drain: ${Math.round((n / (Date.now() - e)) * 1000)}/s`,
-    ids.length
-  )
+  console.log(`enqueue ${n}: ${Math.round((n / (e - s)) * 1000)}/s; drain: ${Math.round((n / (Date.now() - e)) * 1000)}/s`, ids.length)
 }).pipe(Effect.scoped, Effect.provide(layer))
 
 Effect.runPromise(program).catch((e) => {
