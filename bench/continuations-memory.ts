@@ -12,21 +12,12 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Continuations from "../src/Continuations.js"
+import { heapAfterGc, mb, requireGc } from "./lib/heap.js"
 
 const churn = Number(process.argv[2] ?? 1_000_000)
 const live = Number(process.argv[3] ?? 100_000)
 
-const gc = (globalThis as { gc?: () => void }).gc
-if (gc === undefined) {
-  console.error("run with --expose-gc (npx tsx --expose-gc bench/continuations-memory.ts)")
-  process.exit(1)
-}
-
-const heap = Effect.sync(() => {
-  for (let i = 0; i < 3; i++) gc()
-  return process.memoryUsage().heapUsed
-})
-const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(2)} MB`
+const heap = heapAfterGc(requireGc("bench/continuations-memory.ts"))
 
 const program = Effect.gen(function* () {
   let fired = 0

@@ -111,6 +111,10 @@ export const run = async (
     ratios: ratios("p99", ours, peers),
     quick: options.quick,
     rounds: options.rounds,
+    summary: [
+      { figure: `enqueue → handler start p99, one job every ${intervalMs} ms`, key: "p99" },
+      { figure: "enqueue → handler start p50", key: "p50" }
+    ],
     notes: [
       `producer and worker are separate processes; latency = handler start − enqueue call start (CLOCK_MONOTONIC, same host); the first ${warmup} jobs of each round are dropped`,
       "p50/p99 are medians over rounds of each round's percentile; pooled figures are over all samples"

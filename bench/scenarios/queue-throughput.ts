@@ -8,7 +8,7 @@
  * Systems alternate within each round (and the order rotates between rounds); medians over the rounds.
  */
 import type { Agent } from "../lib/spawn.js"
-import { connect, urlFor } from "../lib/db.js"
+import { connect, databasePrefix, urlFor } from "../lib/db.js"
 import {
   baton,
   batonFull,
@@ -72,7 +72,7 @@ export const run = async (
   try {
     for (const system of systems) {
       agents.set(system.name, await startAgents(system, 2))
-      polls.set(system.name, await connect(urlFor(system.database)))
+      polls.set(system.name, await connect(urlFor(`${databasePrefix}${system.database}`)))
       results.set(system.name, [])
     }
     for (let r = 0; r < rounds; r++) {
@@ -121,6 +121,11 @@ export const run = async (
     ratios: ratios("drain1", ours, peers),
     quick: options.quick,
     rounds,
+    summary: [
+      { figure: `drain ${n.toLocaleString("en-US")} jobs, 1 process, c=${concurrency}, committed`, key: "drain1" },
+      { figure: `drain ${n.toLocaleString("en-US")} jobs, 2 processes, committed`, key: "drain2" },
+      { figure: `bulk enqueue ${n.toLocaleString("en-US")} jobs`, key: "enqueue" }
+    ],
     notes: [
       `${n} jobs enqueued with one bulk call, then drained; drain1 = 1 worker process at concurrency ${concurrency}, drain2 = 2 processes at concurrency ${concurrency} each`,
       "drain figures count until every completion is committed (polled from the database); (handled) until the last handler ran",

@@ -1,19 +1,18 @@
 /**
  * Scenarios measured by the other engineers' standalone scripts, run from here so that `npm run bench` covers them:
- * chord-fanin (bench/chord-fanin.ts), completion-stream (bench/completion-stream.ts) and memory
- * (bench/checkpoints-memory.ts + bench/continuations-memory.ts). The first two write bench/results/<scenario>.json
- * themselves in the issue's shape; they are read back and returned so the runner stamps node/postgres/when.
+ * completion-stream (bench/completion-stream.ts) and memory (bench/checkpoints-memory.ts +
+ * bench/continuations-memory.ts). The first writes <results dir>/<scenario>.json itself in the issue's shape; they are read back and returned so the runner stamps node/postgres/when.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { printTable, type ScenarioResult } from "../lib/report.js"
+import { printTable, resultsDir, type ScenarioResult } from "../lib/report.js"
 import { runScript } from "../lib/spawn.js"
 import type { ScenarioOptions } from "./types.js"
 
 type Result = Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">
 
 const read = (scenario: string): Record<string, any> =>
-  JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, `../results/${scenario}.json`), "utf8"))
+  JSON.parse(fs.readFileSync(path.join(resultsDir(), `${scenario}.json`), "utf8"))
 
 const fromScript = (json: Record<string, any>, options: ScenarioOptions, notes: ReadonlyArray<string>): Result => ({
   scenario: json.scenario,
@@ -25,20 +24,14 @@ const fromScript = (json: Record<string, any>, options: ScenarioOptions, notes: 
   ratios: json.ratios ?? {},
   quick: options.quick,
   rounds: json.rounds ?? options.rounds,
-  notes: [...(json.notes ?? []), ...notes]
+  notes: [...(json.notes ?? []), ...notes],
+  summary: [
+    { figure: "commit → event in another process p50", key: "latencyP50Ms", unit: "ms", higherIsBetter: false },
+    { figure: "commit → event in another process p99", key: "latencyP99Ms", unit: "ms", higherIsBetter: false },
+    { figure: "events/s, one live subscriber", key: "liveEventsPerSecond", unit: "events/s", higherIsBetter: true },
+    { figure: "events/s, replay", key: "replayEventsPerSecond", unit: "events/s", higherIsBetter: true }
+  ]
 })
-
-export const chordFanin = async (options: ScenarioOptions): Promise<Result> => {
-  const args = options.quick
-    ? ["--plan", "10:10,1000:3,10000:1", "--topologies", "1x100"]
-    : ["--plan", "10:50,1000:10,10000:3"]
-  const output = await runScript("bench/chord-fanin.ts", args, { timeoutMs: 900_000 })
-  options.log(output.trim().split("\n").slice(-25).join("\n"))
-  return fromScript(read("chord-fanin"), options, [
-    "BullMQ FlowProducer (the peer for this scenario) is NOT measured: bullmq 6.7 needs a Redis client (ioredis or redis), and neither is installed; PEERS.md's BullMQ reference figures are p99 5.7 / 1.07 / 0.5 ms for 10 / 1,000 / 10,000 children (a quieter machine, not this run)",
-    `run by bench/run.ts as: npx tsx bench/chord-fanin.ts ${args.join(" ")}`
-  ])
-}
 
 export const completionStream = async (options: ScenarioOptions): Promise<Result> => {
   const args = options.quick ? ["300", "500", "5000"] : []
@@ -93,6 +86,18 @@ export const memory = async (options: ScenarioOptions): Promise<Result> => {
     ratios: {},
     quick: options.quick,
     rounds: 1,
+    summary: [
+      {
+        figure: `heap retained per checkpoint after ${churn.toLocaleString("en-US")}`,
+        key: "bytesRetainedPerChurnedCheckpoint"
+      },
+      {
+        figure: `heap retained per continuation after ${churn.toLocaleString("en-US")} fired`,
+        key: "bytesRetainedPerFiredContinuation"
+      },
+      { figure: "heap per pending checkpoint", key: "bytesPerPendingCheckpoint" },
+      { figure: "heap per live continuation", key: "bytesPerLiveContinuation" }
+    ],
     notes: [
       "in-memory CheckpointCoordinator and Continuations; heap measured after forced GC (node --expose-gc)",
       "no peer: the peers keep this state in their databases, not in the process",
