@@ -1,7 +1,7 @@
 /**
  * Completion stream on Postgres, measured end to end with the subscriber in ANOTHER OS process:
  *
- *   npx tsx bench/completion-stream.ts [latencyCount=10000] [ratePerSecond=500] [throughputCount=100000]
+ *   npx tsx bench/completion-stream.ts [latencyCount=10000] [ratePerSecond=500] [throughputCount=100000] [heldCount=600]
  *
  * 1. latency: `latencyCount` tasks are claimed, then completed one per transaction at `ratePerSecond` (paced, one
  *    connection). For each, the time from the producer seeing its commit acknowledged (and, as an upper bound,
@@ -9,7 +9,7 @@
  *    host-wide monotonic clock (hrtime). p50/p90/p99/max.
  * 2. throughput: events/s one subscriber sustains (a) live, while 4 producers complete `throughputCount / 2` tasks
  *    as fast as they can in transactions of 100, and (b) replaying `throughputCount` events from the log (catch-up).
- * 3. held back: while completions flow at 200/s, an unrelated transaction is held open for 1 s on another
+ * 3. held back: while `heldCount` completions flow at 200/s, an unrelated transaction is held open for 1 s on another
  *    connection; delivery waits for it (the price of the (xid, seq) horizon): latency of the events committed
  *    while it was open vs the others.
  *
@@ -282,7 +282,7 @@ const main = async () => {
   console.log(JSON.stringify(replayResult))
 
   // 3. held back by an open transaction -----------------------------------------------------------------------------
-  const heldCount = 600
+  const heldCount = Number(process.argv[5] ?? 600)
   console.log(`\n3. held back: ${heldCount} completions at 200/s; an unrelated transaction stays open 1 s meanwhile`)
   const heldTasks = await claimAll(heldCount, "held")
   const heldSubscriber = await spawnChild(url, "live", heldCount, true)

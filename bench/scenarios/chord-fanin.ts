@@ -45,18 +45,19 @@ const systems: ReadonlyArray<System> = [
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  // Chords per size per round and system.
-  const plan: ReadonlyArray<{ readonly size: number; readonly chords: number }> = options.quick
+  // [size, chords per round and system]
+  const sizes: ReadonlyArray<readonly [number, number]> = options.quick
     ? [
-        { size: 10, chords: 5 },
-        { size: 100, chords: 3 },
-        { size: 1_000, chords: 2 }
+        [10, 3],
+        [100, 2],
+        [1_000, 1]
       ]
     : [
-        { size: 10, chords: 20 },
-        { size: 1_000, chords: 5 },
-        { size: 10_000, chords: 1 }
+        [10, 20],
+        [1_000, 5],
+        [10_000, 1]
       ]
+  const plan = sizes.map(([size, chords]) => ({ size, chords }))
   const selected = systems.filter(
     (s) => options.systems === undefined || s.name === "baton" || options.systems.includes(s.name)
   )
@@ -64,14 +65,16 @@ export const run = async (
   // samples[system][size][round] = runs
   const samples = new Map<string, Map<number, Array<Array<ChordRun>>>>()
   try {
-    for (const system of selected) {
-      const agent = spawnAgent(system.peer)
-      agents.set(system.name, agent)
-      await agent.call("setup", await system.setup(), 120_000)
-      // Warm-up (connections, JIT, scripts), not recorded.
-      for (const { size } of plan) await agent.call("chord", { size: Math.min(size, 1_000) })
-      samples.set(system.name, new Map(plan.map(({ size }) => [size, []])))
-    }
+    // Systems start in parallel; warm-up (connections, JIT, scripts) not recorded.
+    await Promise.all(
+      selected.map(async (system) => {
+        const agent = spawnAgent(system.peer)
+        agents.set(system.name, agent)
+        await agent.call("setup", await system.setup(), 120_000)
+        for (const { size } of plan) await agent.call("chord", { size: Math.min(size, 1_000) })
+        samples.set(system.name, new Map(plan.map(({ size }) => [size, []])))
+      })
+    )
     for (let r = 0; r < options.rounds; r++) {
       const order = selected.map((_, i) => selected[(i + r) % selected.length]!)
       for (const system of order) await agents.get(system.name)!.call("reset")

@@ -22,7 +22,7 @@ interface Round {
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  const jobs = (options.quick ? 60 : 500) + warmup
+  const jobs = (options.quick ? 40 : 500) + warmup
   const intervalMs = 10
   const concurrency = 10
   const systems: ReadonlyArray<QueueSystem> = [
@@ -39,11 +39,14 @@ export const run = async (
   const results = new Map<string, Array<Round>>()
   const pooled = new Map<string, Array<number>>()
   try {
-    for (const system of systems) {
-      agents.set(system.name, await startAgents(system, 2))
-      results.set(system.name, [])
-      pooled.set(system.name, [])
-    }
+    // Systems start in parallel (each in its own database).
+    await Promise.all(
+      systems.map(async (system) => {
+        agents.set(system.name, await startAgents(system, 2))
+        results.set(system.name, [])
+        pooled.set(system.name, [])
+      })
+    )
     for (let r = 0; r < options.rounds; r++) {
       const order = systems.map((_, i) => systems[(i + r) % systems.length]!)
       for (const system of order) {

@@ -60,7 +60,7 @@ const drain = async (
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  const n = options.quick ? 2_000 : 20_000
+  const n = options.quick ? 500 : 20_000
   const rounds = options.rounds
   const concurrency = 10
   const systems = [baton, ...(options.quick ? [] : [batonFull]), graphile, graphilePerf, pgBoss].filter(
@@ -70,11 +70,14 @@ export const run = async (
   const polls = new Map<string, import("pg").Client>()
   const results = new Map<string, Array<Round>>()
   try {
-    for (const system of systems) {
-      agents.set(system.name, await startAgents(system, 2))
-      polls.set(system.name, await connect(urlFor(`${databasePrefix}${system.database}`)))
-      results.set(system.name, [])
-    }
+    // Systems start in parallel (each in its own database).
+    await Promise.all(
+      systems.map(async (system) => {
+        agents.set(system.name, await startAgents(system, 2))
+        polls.set(system.name, await connect(urlFor(`${databasePrefix}${system.database}`)))
+        results.set(system.name, [])
+      })
+    )
     for (let r = 0; r < rounds; r++) {
       // A B A B …, rotating who goes first.
       const order = systems.map((_, i) => systems[(i + r) % systems.length]!)

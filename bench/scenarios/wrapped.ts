@@ -34,7 +34,8 @@ const fromScript = (json: Record<string, any>, options: ScenarioOptions, notes: 
 })
 
 export const completionStream = async (options: ScenarioOptions): Promise<Result> => {
-  const args = options.quick ? ["300", "500", "5000"] : []
+  // latency samples, their rate per second, throughput events, held-back phase completions (see the script).
+  const args = options.quick ? ["200", "500", "2000", "300"] : ["5000", "500", "50000", "600"]
   const output = await runScript("bench/completion-stream.ts", args, { timeoutMs: 900_000 })
   options.log(output.trim().split("\n").slice(-20).join("\n"))
   return fromScript(read("completion-stream"), options, [
@@ -49,11 +50,14 @@ const grab = (output: string, pattern: RegExp): number | undefined => {
 }
 
 export const memory = async (options: ScenarioOptions): Promise<Result> => {
-  const churn = options.quick ? 50_000 : 1_000_000
-  const live = options.quick ? 5_000 : 100_000
+  const churn = options.quick ? 20_000 : 1_000_000
+  const live = options.quick ? 2_000 : 100_000
   const flags = { nodeFlags: ["--expose-gc"], timeoutMs: 900_000 }
-  const checkpoints = await runScript("bench/checkpoints-memory.ts", [String(churn), String(live)], flags)
-  const continuations = await runScript("bench/continuations-memory.ts", [String(churn), String(live)], flags)
+  // Two processes at once (two cores; each measures its own heap).
+  const [checkpoints, continuations] = await Promise.all([
+    runScript("bench/checkpoints-memory.ts", [String(churn), String(live)], flags),
+    runScript("bench/continuations-memory.ts", [String(churn), String(live)], flags)
+  ])
   options.log(checkpoints.trim())
   options.log(continuations.trim())
   const ours = {
