@@ -49,6 +49,7 @@ export const run = async (
   const agents = new Map<string, Agent>()
   const perRound: Array<Record<string, number>> = []
   try {
+    const setupStarted = performance.now()
     // Systems start in parallel (each in its own database); warm-up not recorded (Baton's setup warms up itself).
     await Promise.all(
       selected.map(async (system) => {
@@ -58,6 +59,7 @@ export const run = async (
         if (system.name !== "baton") await agent.call("steps", { n: Math.min(system.steps(n), 50) })
       })
     )
+    options.log(`  agents ready in ${((performance.now() - setupStarted) / 1000).toFixed(1)} s`)
     for (let r = 0; r < options.rounds; r++) {
       const row: Record<string, number> = {}
       for (let i = 0; i < selected.length; i++) {

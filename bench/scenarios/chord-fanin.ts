@@ -65,6 +65,7 @@ export const run = async (
   // samples[system][size][round] = runs
   const samples = new Map<string, Map<number, Array<Array<ChordRun>>>>()
   try {
+    const setupStarted = performance.now()
     // Systems start in parallel; warm-up (connections, JIT, scripts) not recorded.
     await Promise.all(
       selected.map(async (system) => {
@@ -75,6 +76,7 @@ export const run = async (
         samples.set(system.name, new Map(plan.map(({ size }) => [size, []])))
       })
     )
+    options.log(`  agents ready in ${((performance.now() - setupStarted) / 1000).toFixed(1)} s`)
     for (let r = 0; r < options.rounds; r++) {
       const order = selected.map((_, i) => selected[(i + r) % selected.length]!)
       for (const system of order) await agents.get(system.name)!.call("reset")

@@ -39,6 +39,7 @@ export const run = async (
   const results = new Map<string, Array<Round>>()
   const pooled = new Map<string, Array<number>>()
   try {
+    const setupStarted = performance.now()
     // Systems start in parallel (each in its own database).
     await Promise.all(
       systems.map(async (system) => {
@@ -47,6 +48,7 @@ export const run = async (
         pooled.set(system.name, [])
       })
     )
+    options.log(`  agents ready in ${((performance.now() - setupStarted) / 1000).toFixed(1)} s`)
     for (let r = 0; r < options.rounds; r++) {
       const order = systems.map((_, i) => systems[(i + r) % systems.length]!)
       for (const system of order) {

@@ -70,6 +70,7 @@ export const run = async (
   const polls = new Map<string, import("pg").Client>()
   const results = new Map<string, Array<Round>>()
   try {
+    const setupStarted = performance.now()
     // Systems start in parallel (each in its own database).
     await Promise.all(
       systems.map(async (system) => {
@@ -78,6 +79,7 @@ export const run = async (
         results.set(system.name, [])
       })
     )
+    options.log(`  agents ready in ${((performance.now() - setupStarted) / 1000).toFixed(1)} s`)
     for (let r = 0; r < rounds; r++) {
       // A B A B …, rotating who goes first.
       const order = systems.map((_, i) => systems[(i + r) % systems.length]!)
