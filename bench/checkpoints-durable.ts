@@ -48,8 +48,8 @@ const main = async () => {
   }
   for (let r = 0; r < rounds; r++) {
     const rates = await runRound(count)
-    for (const variant of variants) samples[variant].push(rates[variant])
-    console.log(`round ${r + 1}: ${variants.map((v) => `${v} ${Math.round(rates[v])}/s`).join(", ")}`)
+    for (const variant of variants) samples[variant].push(rates[variant]!)
+    console.log(`round ${r + 1}: ${variants.map((v) => `${v} ${Math.round(rates[v]!)}/s`).join(", ")}`)
   }
 
   const figure = (variant: Variant) => ({

@@ -31,8 +31,8 @@ export const bareSettings = {
     "as bare-commit, the UPDATE being ours' completion statement (log row + NOTIFY), on baton_checkpoints"
 } as const
 
-/** Connects, creates the bare table, warms up; `round(n)` returns checkpoints/s per variant. */
-export const makeCheckpointBench = async (url: string) => {
+/** Connects, creates the bare table, warms up; `round(n)` returns checkpoints/s per variant (of `only`, or all). */
+export const makeCheckpointBench = async (url: string, only: ReadonlyArray<Variant> = variants) => {
   const storage = Storage.layerPg({ url, schema, maxConnections: 4 })
   const runtimes = {
     ours: ManagedRuntime.make(SqlCheckpointCoordinator.layer.pipe(Layer.provideMerge(storage))),
@@ -120,21 +120,18 @@ export const makeCheckpointBench = async (url: string) => {
   }
 
   /** `n` checkpoints per variant, interleaved in blocks in a rotating order; checkpoints/s per variant. */
-  const round = async (n: number): Promise<Record<Variant, number>> => {
+  const round = async (n: number): Promise<Partial<Record<Variant, number>>> => {
     await truncate()
-    const elapsed = Object.fromEntries(variants.map((v) => [v, 0])) as Record<Variant, number>
-    const runIds = Object.fromEntries(variants.map((v) => [v, `bench-${v}-${crypto.randomUUID()}`])) as Record<
-      Variant,
-      string
-    >
+    const elapsed = new Map(only.map((v) => [v, 0]))
+    const runIds = new Map(only.map((v) => [v, `bench-${v}-${crypto.randomUUID()}`]))
     for (let from = 0, b = 0; from < n; from += blockSize, b++) {
       const size = Math.min(blockSize, n - from)
-      for (let i = 0; i < variants.length; i++) {
-        const variant = variants[(i + b) % variants.length]!
-        elapsed[variant] += await block[variant](runIds[variant], from, size)
+      for (let i = 0; i < only.length; i++) {
+        const variant = only[(i + b) % only.length]!
+        elapsed.set(variant, elapsed.get(variant)! + (await block[variant](runIds.get(variant)!, from, size)))
       }
     }
-    return Object.fromEntries(variants.map((v) => [v, n / (elapsed[v] / 1000)])) as Record<Variant, number>
+    return Object.fromEntries(only.map((v) => [v, n / (elapsed.get(v)! / 1000)]))
   }
 
   // Warm-up (JIT, pools, plans), not measured.

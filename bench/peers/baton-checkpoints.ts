@@ -2,13 +2,13 @@
  * Baton's durable checkpoints and the bare-commit physical limit as a benchmark agent (see bench/lib/agent.ts): the
  * measurement of bench/lib/checkpointsDurable.ts, set up once and run a round per `round` command.
  */
-import { makeCheckpointBench } from "../lib/checkpointsDurable.js"
+import { makeCheckpointBench, type Variant } from "../lib/checkpointsDurable.js"
 
 let bench: Awaited<ReturnType<typeof makeCheckpointBench>> | undefined
 
 export const commands = {
-  setup: async (args: { url: string }) => {
-    bench = await makeCheckpointBench(args.url)
+  setup: async (args: { url: string; variants?: ReadonlyArray<Variant> }) => {
+    bench = await makeCheckpointBench(args.url, args.variants)
   },
   round: (args: { n: number }) => {
     if (bench === undefined) throw new Error("setup first")

@@ -1,6 +1,6 @@
 /**
  * checkpoints: a workflow of N sequential durable checkpointed steps (N = 2,000; 200 with --quick), per system:
- * - Baton (`SqlCheckpointCoordinator`: create → complete → await, and two variants) and the physical limit (bare
+ * - Baton (`SqlCheckpointCoordinator`: create → complete → await, and with `asyncCreate`) and the physical limit (bare
  *   single-row INSERT + UPDATE autocommit pairs on one connection: a durable checkpoint is two commits), measured
  *   interleaved in one agent (bench/peers/baton-checkpoints.ts, bench/lib/checkpointsDurable.ts);
  * - DBOS Transact 5.3: one workflow of N sequential no-op steps (bench/peers/dbos.ts);
@@ -9,7 +9,7 @@
  * Each system is a long-lived agent process in its own database; each round runs every system once, one after the
  * other, the order rotating between rounds. Medians over the rounds.
  */
-import { oursSettings, bareSettings, type Variant } from "../lib/checkpointsDurable.js"
+import { bareSettings, oursSettings, type Variant } from "../lib/checkpointsDurable.js"
 import { ensureDatabase } from "../lib/db.js"
 import { printTable, ratios, type ScenarioResult } from "../lib/report.js"
 import { type Agent, spawnAgent } from "../lib/spawn.js"
@@ -32,6 +32,12 @@ const systems: ReadonlyArray<System> = [
   { name: "effect-workflow", peer: "effect-workflow", database: "bench_effect_workflow", steps: (n) => n / 4 }
 ]
 
+/**
+ * Baton's variants measured here (the other two — completion inside a transaction, bare commits carrying ours'
+ * completion statement — are diagnostics of bench/checkpoints-durable.ts, run on its own).
+ */
+const batonVariants: ReadonlyArray<Variant> = ["ours", "ours-async-create", "bare-commit"]
+
 const peerSettings: Record<string, string> = {
   ...bareSettings,
   dbos: "DBOS Transact 5.3: one workflow of N sequential no-op steps (registerWorkflow / registerStep, defaults), own system database",
@@ -42,7 +48,7 @@ const peerSettings: Record<string, string> = {
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  const n = options.quick ? 100 : 2000
+  const n = options.quick ? 60 : 2000
   const selected = systems.filter(
     (s) => options.systems === undefined || s.name === "baton" || options.systems.includes(s.name)
   )
@@ -55,7 +61,11 @@ export const run = async (
       selected.map(async (system) => {
         const agent = spawnAgent(system.peer)
         agents.set(system.name, agent)
-        await agent.call("setup", { url: await ensureDatabase(system.database) }, 120_000)
+        await agent.call(
+          "setup",
+          { url: await ensureDatabase(system.database), variants: system.name === "baton" ? batonVariants : undefined },
+          120_000
+        )
         if (system.name !== "baton") await agent.call("steps", { n: Math.min(system.steps(n), 50) })
       })
     )
@@ -66,7 +76,7 @@ export const run = async (
         const system = selected[(i + r) % selected.length]!
         const agent = agents.get(system.name)!
         if (system.name === "baton") {
-          const rates = await agent.call<Record<Variant, number>>("round", { n })
+          const rates = await agent.call<Partial<Record<Variant, number>>>("round", { n })
           for (const [variant, rate] of Object.entries(rates)) row[variant] = rate
         } else {
           row[system.name] = (await agent.call<{ perSecond: number }>("steps", { n: system.steps(n) })).perSecond
@@ -91,15 +101,10 @@ export const run = async (
   })
   const ours: Record<string, unknown> = {
     ...figure("ours"),
-    inTransaction: figure("ours-tx"),
     asyncCreate: figure("ours-async-create"),
     settings: oursSettings
   }
-  const peerNames = [
-    "bare-commit",
-    "bare-commit-with-event",
-    ...selected.filter((s) => s.name !== "baton").map((s) => s.name)
-  ]
+  const peerNames = ["bare-commit", ...selected.filter((s) => s.name !== "baton").map((s) => s.name)]
   const peers = Object.fromEntries(peerNames.map((name) => [name, { ...figure(name), settings: peerSettings[name] }]))
   const bare = peers["bare-commit"]!.checkpointsPerSecond
   printTable(
@@ -107,10 +112,6 @@ export const run = async (
     ["system", "per second", "× bare-commit"],
     [
       ["baton (create; complete; await)", ours.checkpointsPerSecond],
-      [
-        "baton, complete in sql.withTransaction",
-        (ours.inTransaction as { checkpointsPerSecond: number }).checkpointsPerSecond
-      ],
       ["baton, asyncCreate", (ours.asyncCreate as { checkpointsPerSecond: number }).checkpointsPerSecond],
       ...peerNames.map((name) => [name, peers[name]!.checkpointsPerSecond])
     ].map(([name, rate]) => [name, rate, round((rate as number) / bare)])
@@ -127,7 +128,8 @@ export const run = async (
     rounds: options.rounds,
     notes: [
       `Baton and the bare-commit rows: ${n} of each per round, interleaved in blocks of 20 in rotating order in one agent (bench/lib/checkpointsDurable.ts); DBOS: one workflow of ${n} steps per round; @effect/workflow: one workflow of ${n / 4} activities per round`,
-      "bare-commit is the physical limit: two autocommit commits per checkpoint on one connection; bare-commit-with-event sends ours' completion statement (UPDATE + completions-log row + NOTIFY) through pg",
+      "bare-commit is the physical limit: two autocommit commits per checkpoint on one connection",
+      "asyncCreate: Baton's SqlCheckpointCoordinator.layerWith({ asyncCreate: true }) (the creation commits with synchronous_commit off); the completion-in-a-transaction and bare-commit-with-event diagnostics are in bench/checkpoints-durable.ts",
       "every system runs in its own agent process and database; the order of the systems rotates each round"
     ]
   }

@@ -22,7 +22,7 @@ interface Round {
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  const jobs = (options.quick ? 40 : 500) + warmup
+  const jobs = (options.quick ? 30 : 500) + warmup
   const intervalMs = 10
   const concurrency = 10
   const systems: ReadonlyArray<QueueSystem> = [
@@ -56,7 +56,7 @@ export const run = async (
         await worker!.call("reset")
         await worker!.call("startWorker", { concurrency, ...system.worker })
         // Let the worker settle into its idle state (LISTEN established, first empty poll done).
-        await new Promise((resolve) => setTimeout(resolve, 300))
+        await new Promise((resolve) => setTimeout(resolve, options.quick ? 150 : 300))
         await producer!.call("produce", { count: jobs, intervalMs })
         // Wait for the last jobs to run.
         const deadline = performance.now() + 10_000

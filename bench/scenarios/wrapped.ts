@@ -35,7 +35,7 @@ const fromScript = (json: Record<string, any>, options: ScenarioOptions, notes: 
 
 export const completionStream = async (options: ScenarioOptions): Promise<Result> => {
   // latency samples, their rate per second, throughput events, held-back phase completions (see the script).
-  const args = options.quick ? ["200", "500", "2000", "300"] : ["5000", "500", "50000", "600"]
+  const args = options.quick ? ["200", "500", "2000", "250"] : ["5000", "500", "50000", "600"]
   const output = await runScript("bench/completion-stream.ts", args, { timeoutMs: 900_000 })
   options.log(output.trim().split("\n").slice(-20).join("\n"))
   return fromScript(read("completion-stream"), options, [
@@ -55,17 +55,20 @@ export const memory = async (options: ScenarioOptions): Promise<Result> => {
   const flags = { nodeFlags: ["--expose-gc"], timeoutMs: 900_000 }
   // Two processes at once (two cores; each measures its own heap).
   const [checkpoints, continuations] = await Promise.all([
-    runScript("bench/checkpoints-memory.ts", [String(churn), String(live)], flags),
-    runScript("bench/continuations-memory.ts", [String(churn), String(live)], flags)
+    runScript("bench/checkpoints-memory.ts", [String(churn), String(live), String(options.rounds)], flags),
+    runScript("bench/continuations-memory.ts", [String(churn), String(live), String(options.rounds)], flags)
   ])
   options.log(checkpoints.trim())
   options.log(continuations.trim())
   const ours = {
     checkpointsChurned: churn,
-    bytesRetainedPerChurnedCheckpoint: grab(checkpoints, /(-?[\d.]+) bytes retained per checkpoint/),
+    // Median over the rounds (segments of the churn); the whole run's figure next to it.
+    bytesRetainedPerChurnedCheckpoint: grab(checkpoints, /bytes retained per checkpoint; median (-?[\d.]+)/),
+    bytesRetainedPerChurnedCheckpointWholeRun: grab(checkpoints, /(-?[\d.]+) bytes retained per checkpoint\n/),
     bytesPerPendingCheckpoint: grab(checkpoints, /(-?[\d,]+) bytes per pending checkpoint/),
     continuationsFired: churn,
-    bytesRetainedPerFiredContinuation: grab(continuations, /(-?[\d.]+) bytes retained per discarded handle/),
+    bytesRetainedPerFiredContinuation: grab(continuations, /bytes retained per discarded handle; median (-?[\d.]+)/),
+    bytesRetainedPerFiredContinuationWholeRun: grab(continuations, /(-?[\d.]+) bytes retained per discarded handle\n/),
     bytesPerLiveContinuation: grab(continuations, /running, one callback each: (-?[\d,]+) bytes per handle/),
     liveItems: live,
     output: { checkpoints: checkpoints.trim().split("\n"), continuations: continuations.trim().split("\n") }
@@ -89,7 +92,7 @@ export const memory = async (options: ScenarioOptions): Promise<Result> => {
     peers: {},
     ratios: {},
     quick: options.quick,
-    rounds: 1,
+    rounds: options.rounds,
     summary: [
       {
         figure: `heap retained per checkpoint after ${churn.toLocaleString("en-US")}`,
@@ -105,7 +108,8 @@ export const memory = async (options: ScenarioOptions): Promise<Result> => {
     notes: [
       "in-memory CheckpointCoordinator and Continuations; heap measured after forced GC (node --expose-gc)",
       "no peer: the peers keep this state in their databases, not in the process",
-      `run by bench/run.ts as: node --expose-gc --import tsx bench/checkpoints-memory.ts ${churn} ${live} and bench/continuations-memory.ts ${churn} ${live}`
+      `rounds: the churn is read in ${options.rounds} consecutive segments (heap after forced GC after each); bytesRetainedPer… = median over the segments, …WholeRun = (heap after − heap before) / ${churn}`,
+      `run by bench/run.ts as: node --expose-gc --import tsx bench/checkpoints-memory.ts ${churn} ${live} ${options.rounds} and bench/continuations-memory.ts ${churn} ${live} ${options.rounds}, the two at once`
     ]
   }
 }
