@@ -35,7 +35,10 @@ const fromScript = (json: Record<string, any>, options: ScenarioOptions, notes: 
 
 export const completionStream = async (options: ScenarioOptions): Promise<Result> => {
   // latency samples, their rate per second, throughput events, held-back phase completions (see the script).
-  const args = options.quick ? ["200", "500", "2000", "250"] : ["5000", "500", "50000", "600"]
+  const args = [
+    ...(options.quick ? ["200", "500", "2000", "250"] : ["5000", "500", "50000", "600"]),
+    String(options.rounds)
+  ]
   const output = await runScript("bench/completion-stream.ts", args, { timeoutMs: 900_000 })
   options.log(output.trim().split("\n").slice(-20).join("\n"))
   return fromScript(read("completion-stream"), options, [
