@@ -72,44 +72,34 @@ export const makeCheckpointBench = async (url: string, only: ReadonlyArray<Varia
       })
     )
 
-  const bare = async (runId: string, from: number, n: number) => {
+  // `n` checkpoints as bare statement pairs on the `pg` connection: `insert` ($1 id, $2 run, $3 batch, $4 now), then
+  // `update` ($1 id, $2 result, $3 now), each its own autocommit transaction.
+  const pairs = (insert: string, update: string) => async (runId: string, from: number, n: number) => {
     const started = performance.now()
     for (let i = from; i < from + n; i++) {
       const id = crypto.randomUUID()
-      await client.query(
-        "INSERT INTO bench_bare_commits (id, run_id, batch_index, status, created_at) VALUES ($1, $2, $3, 'pending', $4)",
-        [id, runId, i, Date.now()]
-      )
-      await client.query(
-        "UPDATE bench_bare_commits SET status = 'completed', result = $2, completed_at = $3 WHERE id = $1",
-        [id, JSON.stringify({ batch: i, documents: 10 }), Date.now()]
-      )
+      await client.query(insert, [id, runId, i, Date.now()])
+      await client.query(update, [id, JSON.stringify({ batch: i, documents: 10 }), Date.now()])
     }
     return performance.now() - started
   }
 
+  const bare = pairs(
+    "INSERT INTO bench_bare_commits (id, run_id, batch_index, status, created_at) VALUES ($1, $2, $3, 'pending', $4)",
+    "UPDATE bench_bare_commits SET status = 'completed', result = $2, completed_at = $3 WHERE id = $1"
+  )
+
   // Ours' completion statement, sent through the bare driver: separates the event's cost from the client's.
-  const bareWithEvent = async (runId: string, from: number, n: number) => {
-    const started = performance.now()
-    for (let i = from; i < from + n; i++) {
-      const id = crypto.randomUUID()
-      await client.query(
-        `INSERT INTO ${schema}.baton_checkpoints (id, run_id, batch_index, status, created_at) VALUES ($1, $2, $3, 'pending', $4)`,
-        [id, runId, i, Date.now()]
-      )
-      await client.query(
-        `WITH upd AS (
-          UPDATE ${schema}.baton_checkpoints SET status = 'completed', result = $2, completed_at = $3
-          WHERE id = $1 AND status = 'pending' RETURNING run_id
-        ), ins AS (
-          INSERT INTO ${schema}.baton_completions (kind, namespace, tags, outcome, run_id, at)
-          SELECT 'checkpoint.completed', 'default', '[]', 'succeeded', run_id, $3::bigint FROM upd RETURNING seq
-        ) SELECT (SELECT pg_notify('baton_${schema}_completions', max(seq)::text) FROM ins HAVING count(*) > 0)`,
-        [id, JSON.stringify({ batch: i, documents: 10 }), Date.now()]
-      )
-    }
-    return performance.now() - started
-  }
+  const bareWithEvent = pairs(
+    `INSERT INTO ${schema}.baton_checkpoints (id, run_id, batch_index, status, created_at) VALUES ($1, $2, $3, 'pending', $4)`,
+    `WITH upd AS (
+      UPDATE ${schema}.baton_checkpoints SET status = 'completed', result = $2, completed_at = $3
+      WHERE id = $1 AND status = 'pending' RETURNING run_id
+    ), ins AS (
+      INSERT INTO ${schema}.baton_completions (kind, namespace, tags, outcome, run_id, at)
+      SELECT 'checkpoint.completed', 'default', '[]', 'succeeded', run_id, $3::bigint FROM upd RETURNING seq
+    ) SELECT (SELECT pg_notify('baton_${schema}_completions', max(seq)::text) FROM ins HAVING count(*) > 0)`
+  )
 
   const block: Record<Variant, (runId: string, from: number, n: number) => Promise<number>> = {
     ours: (runId, from, n) => ours(runtimes.ours, false, runId, from, n),

@@ -12,7 +12,7 @@
 import { bareSettings, oursSettings, type Variant } from "../lib/checkpointsDurable.js"
 import { ensureDatabase } from "../lib/db.js"
 import { printTable, ratios, type ScenarioResult } from "../lib/report.js"
-import { type Agent, spawnAgent } from "../lib/spawn.js"
+import { type Agent, closeAgents, selectSystems, startSystemAgents } from "../lib/spawn.js"
 import { median, round } from "../lib/stats.js"
 import type { ScenarioOptions } from "./types.js"
 
@@ -49,27 +49,16 @@ export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
   const n = options.quick ? 60 : 2000
-  const selected = systems.filter(
-    (s) => options.systems === undefined || s.name === "baton" || options.systems.includes(s.name)
-  )
+  const selected = selectSystems(systems, options.systems)
   const agents = new Map<string, Agent>()
   const perRound: Array<Record<string, number>> = []
   try {
-    const setupStarted = performance.now()
-    // Systems start in parallel (each in its own database); warm-up not recorded (Baton's setup warms up itself).
-    await Promise.all(
-      selected.map(async (system) => {
-        const agent = spawnAgent(system.peer)
-        agents.set(system.name, agent)
-        await agent.call(
-          "setup",
-          { url: await ensureDatabase(system.database), variants: system.name === "baton" ? batonVariants : undefined },
-          120_000
-        )
-        if (system.name !== "baton") await agent.call("steps", { n: Math.min(system.steps(n), 50) })
-      })
-    )
-    options.log(`  agents ready in ${((performance.now() - setupStarted) / 1000).toFixed(1)} s`)
+    // Warm-up not recorded (Baton's setup warms up itself).
+    await startSystemAgents(selected, agents, options.log, async (system, agent) => {
+      const variants = system.name === "baton" ? batonVariants : undefined
+      await agent.call("setup", { url: await ensureDatabase(system.database), variants }, 120_000)
+      if (system.name !== "baton") await agent.call("steps", { n: Math.min(system.steps(n), 50) })
+    })
     for (let r = 0; r < options.rounds; r++) {
       const row: Record<string, number> = {}
       for (let i = 0; i < selected.length; i++) {
@@ -90,10 +79,7 @@ export const run = async (
       )
     }
   } finally {
-    for (const agent of agents.values()) {
-      await agent.call("teardown", null, 60_000).catch(() => undefined)
-      await agent.close()
-    }
+    await closeAgents(agents.values())
   }
   const figure = (key: string) => ({
     checkpointsPerSecond: round(median(perRound.map((row) => row[key]!))),

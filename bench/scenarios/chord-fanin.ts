@@ -13,7 +13,7 @@
 import { ensureDatabase } from "../lib/db.js"
 import type { ChordRun } from "../lib/chords.js"
 import { printTable, ratios, type ScenarioResult } from "../lib/report.js"
-import { type Agent, spawnAgent } from "../lib/spawn.js"
+import { type Agent, closeAgents, selectSystems, startSystemAgents } from "../lib/spawn.js"
 import { latencySummary, median, round } from "../lib/stats.js"
 import type { ScenarioOptions } from "./types.js"
 
@@ -58,25 +58,17 @@ export const run = async (
         [10_000, 1]
       ]
   const plan = sizes.map(([size, chords]) => ({ size, chords }))
-  const selected = systems.filter(
-    (s) => options.systems === undefined || s.name === "baton" || options.systems.includes(s.name)
-  )
+  const selected = selectSystems(systems, options.systems)
   const agents = new Map<string, Agent>()
   // samples[system][size][round] = runs
   const samples = new Map<string, Map<number, Array<Array<ChordRun>>>>()
   try {
-    const setupStarted = performance.now()
-    // Systems start in parallel; warm-up (connections, JIT, scripts) not recorded.
-    await Promise.all(
-      selected.map(async (system) => {
-        const agent = spawnAgent(system.peer)
-        agents.set(system.name, agent)
-        await agent.call("setup", await system.setup(), 120_000)
-        for (const { size } of plan) await agent.call("chord", { size: Math.min(size, 1_000) })
-        samples.set(system.name, new Map(plan.map(({ size }) => [size, []])))
-      })
-    )
-    options.log(`  agents ready in ${((performance.now() - setupStarted) / 1000).toFixed(1)} s`)
+    // Warm-up (connections, JIT, scripts) not recorded.
+    await startSystemAgents(selected, agents, options.log, async (system, agent) => {
+      await agent.call("setup", await system.setup(), 120_000)
+      for (const { size } of plan) await agent.call("chord", { size: Math.min(size, options.quick ? 100 : 1_000) })
+      samples.set(system.name, new Map(plan.map(({ size }) => [size, []])))
+    })
     for (let r = 0; r < options.rounds; r++) {
       const order = selected.map((_, i) => selected[(i + r) % selected.length]!)
       for (const system of order) await agents.get(system.name)!.call("reset")
@@ -93,10 +85,7 @@ export const run = async (
       }
     }
   } finally {
-    for (const agent of agents.values()) {
-      await agent.call("teardown", null, 60_000).catch(() => undefined)
-      await agent.close()
-    }
+    await closeAgents(agents.values())
   }
 
   const summarize = (system: System) => {

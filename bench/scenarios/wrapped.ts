@@ -36,7 +36,7 @@ const fromScript = (json: Record<string, any>, options: ScenarioOptions, notes: 
 export const completionStream = async (options: ScenarioOptions): Promise<Result> => {
   // latency samples, their rate per second, throughput events, held-back phase completions (see the script).
   const args = [
-    ...(options.quick ? ["200", "500", "2000", "250"] : ["5000", "500", "50000", "600"]),
+    ...(options.quick ? ["100", "500", "2000", "250"] : ["5000", "500", "50000", "600"]),
     String(options.rounds)
   ]
   const output = await runScript("bench/completion-stream.ts", args, { timeoutMs: 900_000 })
