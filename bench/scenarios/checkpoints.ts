@@ -112,6 +112,7 @@ export const run = async (
     ratios: ratios("checkpointsPerSecond", ours, peers),
     quick: options.quick,
     rounds: options.rounds,
+    summary: [{ figure: `${n} sequential durable checkpoints / steps`, key: "checkpointsPerSecond" }],
     notes: [
       `Baton and the bare-commit rows: ${n} of each per round, interleaved in blocks of 20 in rotating order in one agent (bench/lib/checkpointsDurable.ts); DBOS: one workflow of ${n} steps per round; @effect/workflow: one workflow of ${n / 4} activities per round`,
       "bare-commit is the physical limit: two autocommit commits per checkpoint on one connection",
