@@ -71,12 +71,16 @@ export const run = async (
   const results = new Map<string, Array<Round>>()
   try {
     const setupStarted = performance.now()
-    // Systems start in parallel (each in its own database).
+    // Databases start in parallel; systems sharing one (two configurations of a peer) one after the other, so that
+    // their schema installations do not race.
+    const databases = [...new Set(systems.map((system) => system.database))]
     await Promise.all(
-      systems.map(async (system) => {
-        agents.set(system.name, await startAgents(system, 2))
-        polls.set(system.name, await connect(urlFor(`${databasePrefix}${system.database}`)))
-        results.set(system.name, [])
+      databases.map(async (database) => {
+        for (const system of systems.filter((s) => s.database === database)) {
+          agents.set(system.name, await startAgents(system, 2))
+          polls.set(system.name, await connect(urlFor(`${databasePrefix}${system.database}`)))
+          results.set(system.name, [])
+        }
       })
     )
     options.log(`  agents ready in ${((performance.now() - setupStarted) / 1000).toFixed(1)} s`)
