@@ -349,6 +349,21 @@ export const make = Effect.gen(function* () {
       )
     }).pipe(Effect.withSpan("TaskQueue.cancel"))
 
+  // A manual retry of a task that ended badly. Chord body tasks are refused: their chord counted them and decided
+  // (failed, no callback), so running them again could not change the outcome, only confuse it.
+  const retry = (taskId: string) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const rows = yield* sql<{ id: string; queue: string }>`UPDATE baton_tasks SET state = 'pending', attempts = 0,
+        run_at = ${now}, lease_id = NULL, lease_expires_at = NULL, worker_id = NULL, result = NULL,
+        finished_at = NULL, updated_at = ${now}
+        WHERE id = ${taskId} AND state IN ('dead', 'failed') AND chord_id IS NULL RETURNING id, queue`
+      if (rows.length === 0) return false
+      yield* notifyQueues(rows.map((row) => row.queue))
+      yield* PubSub.publish(wakeHub, rows[0]!.queue)
+      return true
+    }).pipe(Effect.withSpan("TaskQueue.retry", { attributes: { taskId } }))
+
   const counts = sql<{ state: TaskState; n: number }>`SELECT state, count(*) AS n FROM baton_tasks GROUP BY state`.pipe(
     Effect.map((rows) => {
       const out: Record<TaskState, number> = {
@@ -517,6 +532,7 @@ export const make = Effect.gen(function* () {
     get,
     result,
     cancel,
+    retry,
     counts,
     claim,
     heartbeat,

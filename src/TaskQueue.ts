@@ -159,6 +159,11 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
     ) => Effect.Effect<Option.Option<Task.Success<T>>, TaskNotFound | SqlError>
     /** Cancels a pending or running task; true if this call cancelled it. A running handler's result is refused. */
     readonly cancel: (taskId: string) => Effect.Effect<boolean, SqlError>
+    /**
+     * Puts a `dead` or `failed` task back to `pending` (attempts reset, runnable now, last error kept); true if this
+     * call moved it. Refused (false) for any other state and for chord body tasks (their chord already decided).
+     */
+    readonly retry: (taskId: string) => Effect.Effect<boolean, SqlError>
     /** Number of tasks per state (all queues). */
     readonly counts: Effect.Effect<Readonly<Record<TaskState, number>>, SqlError>
 
