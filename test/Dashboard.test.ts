@@ -162,7 +162,9 @@ for (const backend of backends) {
         assert.strictEqual(first.items.length, 50)
         const last = yield* get("?limit=50&offset=100")
         assert.strictEqual(last.items.length, 22)
-        const ids = new Set([...first.items, ...(yield* get("?limit=50&offset=50")).items, ...last.items].map((t: any) => t.id))
+        const ids = new Set(
+          [...first.items, ...(yield* get("?limit=50&offset=50")).items, ...last.items].map((t: any) => t.id)
+        )
         assert.strictEqual(ids.size, 122)
 
         const even = yield* get("?queue=even&limit=200")
