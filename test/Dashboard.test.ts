@@ -14,7 +14,7 @@ import * as ChordRegistry from "../src/ChordRegistry.js"
 import { RunService } from "../src/RunService.js"
 import * as Task from "../src/Task.js"
 import { TaskQueue } from "../src/TaskQueue.js"
-import * as DashboardServer from "../src/internal/dashboard/server.js"
+import * as Dashboard from "../src/Dashboard.js"
 import * as Backends from "./support/backends.js"
 
 const Echo = Task.make("echo", {
@@ -59,7 +59,7 @@ for (const backend of backends) {
   describe(`dashboard API [${backend.name}]`, () => {
     it.live("with a token: 401 without it (page and API), the Bearer header or the ?token= cookie let in", () =>
       Effect.gen(function* () {
-        const { url } = yield* DashboardServer.serve({ port: 0, token: "s3cret" })
+        const { url } = yield* Dashboard.make({ port: 0, token: "s3cret" })
         const api = `${url}api/runs`
         assert.strictEqual((yield* request(api)).status, 401)
         assert.strictEqual((yield* request(api, { headers: { authorization: "Bearer wrong" } })).status, 401)
@@ -89,7 +89,7 @@ for (const backend of backends) {
     it.live("read-only by default: retry answers 403; loopback Host only", () =>
       Effect.gen(function* () {
         const id = yield* deadTask("doomed")
-        const { url } = yield* DashboardServer.serve({ port: 0 })
+        const { url } = yield* Dashboard.make({ port: 0 })
         const refused = yield* request(`${url}api/tasks/${id}/retry`, {
           method: "POST",
           headers: { "x-baton-action": "1" }
@@ -120,7 +120,7 @@ for (const backend of backends) {
         const queue = yield* TaskQueue
         const id = yield* deadTask("doomed", { n: 1 })
         const live = yield* queue.enqueue(Echo, { text: "hi" })
-        const { url } = yield* DashboardServer.serve({ port: 0, allowActions: true })
+        const { url } = yield* Dashboard.make({ port: 0, allowActions: true })
         const post = (taskId: string, headers: Record<string, string>) =>
           request(`${url}api/tasks/${taskId}/retry`, { method: "POST", headers })
         assert.strictEqual((yield* post(id, {})).status, 403)
@@ -154,7 +154,7 @@ for (const backend of backends) {
         )
         yield* queue.enqueueRaw([{ name: "odd%name_<script>", payload: { x: "<b>" } }])
         const dead = yield* deadTask("doomed", { why: "because" })
-        const { url } = yield* DashboardServer.serve({ port: 0 })
+        const { url } = yield* Dashboard.make({ port: 0 })
         const get = (query: string) => Effect.map(request(`${url}api/tasks${query}`), (res) => res.body)
 
         const first = yield* get("?limit=50")
@@ -241,7 +241,7 @@ for (const backend of backends) {
           "two chords decided"
         )
 
-        const { url } = yield* DashboardServer.serve({ port: 0 })
+        const { url } = yield* Dashboard.make({ port: 0 })
         const list = (yield* request(`${url}api/runs`)).body.items
         assert.strictEqual(list.length, 1)
         assert.strictEqual(list[0].completedBatches, 1)
@@ -301,7 +301,7 @@ for (const backend of backends) {
     it.live("the event stream announces completions as they commit", () =>
       Effect.gen(function* () {
         const queue = yield* TaskQueue
-        const { url } = yield* DashboardServer.serve({ port: 0 })
+        const { url } = yield* Dashboard.make({ port: 0 })
         const controller = new AbortController()
         yield* Effect.addFinalizer(() => Effect.sync(() => controller.abort()))
         const res = yield* Effect.promise(() => fetch(`${url}api/events`, { signal: controller.signal }))
@@ -346,7 +346,7 @@ for (const backend of backends) {
             )
           }
           yield* deadTask("needle", { needle: true })
-          const { url } = yield* DashboardServer.serve({ port: 0 })
+          const { url } = yield* Dashboard.make({ port: 0 })
           const timed = (path: string) =>
             Effect.gen(function* () {
               const started = performance.now()

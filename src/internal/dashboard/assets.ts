@@ -163,7 +163,7 @@ export const appJs = String.raw`"use strict";
     chordState: "", chordsOffset: 0,
     tasksOffset: 0, taskFilter: {}, taskDetail: null
   };
-  var PAGE = 50;
+  var PAGE = 50, CHORD_PAGE = 12, BATCH_PAGE = 20;
 
   function $(id) { return document.getElementById(id); }
   function el(tag, attrs, children) {
@@ -213,13 +213,14 @@ export const appJs = String.raw`"use strict";
       parts.push(encodeURIComponent(k) + "=" + encodeURIComponent(params[k]));
     return parts.length ? "?" + parts.join("&") : "";
   }
-  function pager(node, total, offset, onPage) {
+  function pager(node, total, offset, onPage, size) {
     clear(node);
-    var from = total === 0 ? 0 : offset + 1, to = Math.min(offset + PAGE, total);
+    size = size || PAGE;
+    var from = total === 0 ? 0 : offset + 1, to = Math.min(offset + size, total);
     var prev = el("button", { text: "‹ prev" }); prev.disabled = offset === 0;
-    prev.addEventListener("click", function () { onPage(Math.max(0, offset - PAGE)); });
-    var next = el("button", { text: "next ›" }); next.disabled = offset + PAGE >= total;
-    next.addEventListener("click", function () { onPage(offset + PAGE); });
+    prev.addEventListener("click", function () { onPage(Math.max(0, offset - size)); });
+    var next = el("button", { text: "next ›" }); next.disabled = offset + size >= total;
+    next.addEventListener("click", function () { onPage(offset + size); });
     node.appendChild(prev);
     node.appendChild(el("span", { text: fmtNum(from) + "–" + fmtNum(to) + " of " + fmtNum(total) }));
     node.appendChild(next);
@@ -255,7 +256,7 @@ export const appJs = String.raw`"use strict";
   function loadRuns() { return api("/api/runs?limit=20").then(renderRuns); }
   function loadRunDetail() {
     if (!state.runsDetail) { $("run-detail").hidden = true; return Promise.resolve(); }
-    return api("/api/runs/" + encodeURIComponent(state.runsDetail) + query({ limit: PAGE, offset: state.batchesOffset }))
+    return api("/api/runs/" + encodeURIComponent(state.runsDetail) + query({ limit: BATCH_PAGE, offset: state.batchesOffset }))
       .then(function (d) {
         $("run-detail").hidden = false;
         $("run-detail-id").textContent = d.run.id + " (" + d.run.state + ", attempt " + d.run.attempt + ")";
@@ -269,7 +270,7 @@ export const appJs = String.raw`"use strict";
             el("td", { className: "err", text: errorText(b.error) })
           ]));
         });
-        pager($("batches-pager"), d.batches.total, state.batchesOffset, function (o) { state.batchesOffset = o; loadRunDetail(); });
+        pager($("batches-pager"), d.batches.total, state.batchesOffset, function (o) { state.batchesOffset = o; loadRunDetail(); }, BATCH_PAGE);
       });
   }
 
@@ -312,16 +313,16 @@ export const appJs = String.raw`"use strict";
       body.appendChild(el("tr", { "data-chord": ch.id }, [
         el("td", { className: "mono", text: short(ch.id) }), stateCell(ch.state === "running" ? "pending" : ch.state === "completed" ? "dispatched" : ch.state),
         el("td", { className: "body", text: fmtNum(ch.succeeded) + "/" + fmtNum(ch.expected) + (ch.failed ? " · " + ch.failed + " failed" : "") }),
-        el("td", { className: "name", text: ch.callbackName + (ch.callbackTaskId ? " → " + short(ch.callbackTaskId) : "") }),
+        el("td", { className: "mono", text: ch.callbackName + (ch.callbackTaskId ? " → " + short(ch.callbackTaskId) : "") }),
         td(ch.timeToCallbackMs == null ? "—" : fmtDuration(ch.timeToCallbackMs) + (ch.healed ? " (healed)" : "")),
         td(fmtTime(ch.createdAt)), el("td", { className: "err", text: failure })
       ]));
     });
-    pager($("chords-pager"), d.total, state.chordsOffset, function (o) { state.chordsOffset = o; loadChords(); });
+    pager($("chords-pager"), d.total, state.chordsOffset, function (o) { state.chordsOffset = o; loadChords(); }, CHORD_PAGE);
     renderHistogram(d.histogram);
   }
   function loadChords() {
-    return api("/api/chords" + query({ state: state.chordState, limit: PAGE, offset: state.chordsOffset })).then(renderChords);
+    return api("/api/chords" + query({ state: state.chordState, limit: CHORD_PAGE, offset: state.chordsOffset })).then(renderChords);
   }
 
   // Queues
