@@ -190,6 +190,8 @@ for (const backend of backends) {
         assert.strictEqual((yield* request(`${url}api/tasks?state=bogus`)).status, 400)
 
         const detail = (yield* request(`${url}api/tasks/${dead}`)).body
+        assert.strictEqual(detail.id, dead)
+        assert.strictEqual(detail.name, "doomed")
         assert.strictEqual(detail.state, "dead")
         assert.deepStrictEqual(detail.payload, { why: "because" })
         assert.strictEqual(detail.attempts, 1)
@@ -285,7 +287,9 @@ for (const backend of backends) {
         const running = (yield* request(`${url}api/chords?state=running`)).body.items[0]
         assert.deepStrictEqual([running.succeeded, running.expected], [1, 2])
         assert.strictEqual((yield* request(`${url}api/chords?state=nope`)).status, 400)
-        assert.strictEqual((yield* request(`${url}api/chords/${pending.chordId}`)).body.state, "running")
+        const one = (yield* request(`${url}api/chords/${pending.chordId}`)).body
+        assert.deepStrictEqual([one.id, one.state], [pending.chordId, "running"])
+        assert.strictEqual((yield* request(`${url}api/chords/nope`)).status, 404)
 
         const queues = (yield* request(`${url}api/queues`)).body
         const main = queues.queues.find((q: any) => q.queue === "default")

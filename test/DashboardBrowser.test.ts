@@ -235,7 +235,7 @@ describe("baton dashboard in headless Chromium", () => {
         const xssRow = page.locator(`#tasks tr[data-task="${xssId}"]`)
         await xssRow.waitFor()
         assert.strictEqual(await xssRow.locator("td.name").textContent(), xssName)
-        await xssRow.click()
+        await xssRow.locator("td.name").click()
         await page.locator("#task-detail-id", { hasText: xssId }).waitFor()
         assert.include(await page.locator("#task-payload").textContent(), 'onerror=\\"window.__pwned = true\\"')
         assert.isTrue(await page.locator("#tasks td.name", { hasText: "<script>" }).isVisible())

@@ -74,7 +74,9 @@ for (const backend of Backends.all()) {
           Effect.map(chords.get(handle.chordId), (info) => info.state === "failed"),
           "the chord to fail"
         )
-        const [body] = yield* Effect.map(chords.get(handle.chordId), (info) => [Option.getOrThrow(info.failure).taskId!])
+        const [body] = yield* Effect.map(chords.get(handle.chordId), (info) => [
+          Option.getOrThrow(info.failure).taskId!
+        ])
         assert.include(["failed", "dead"], (yield* queue.get(body!)).state)
         assert.isFalse(yield* queue.retry(body!))
         yield* Backends.eventually(

@@ -166,6 +166,15 @@ export const appJs = String.raw`"use strict";
   var PAGE = 50, CHORD_PAGE = 12, BATCH_PAGE = 20;
 
   function $(id) { return document.getElementById(id); }
+  // Re-render a view only when its data changed: fewer DOM swaps under a stream of events (a row being clicked is
+  // not replaced under the pointer unless it really changed).
+  var lastRendered = {};
+  function unchanged(key, data) {
+    var text = JSON.stringify(data);
+    if (lastRendered[key] === text) return true;
+    lastRendered[key] = text;
+    return false;
+  }
   function el(tag, attrs, children) {
     var node = document.createElement(tag);
     if (attrs) for (var k in attrs) {
@@ -236,6 +245,7 @@ export const appJs = String.raw`"use strict";
     return bar;
   }
   function renderRuns(data) {
+    if (unchanged("runs", data)) return;
     var body = $("runs").tBodies[0]; clear(body);
     if (data.items.length === 0) body.appendChild(el("tr", {}, [el("td", { text: "no runs yet", colspan: "9", className: "muted" })]));
     data.items.forEach(function (r) {
@@ -259,6 +269,7 @@ export const appJs = String.raw`"use strict";
     return api("/api/runs/" + encodeURIComponent(state.runsDetail) + query({ limit: BATCH_PAGE, offset: state.batchesOffset }))
       .then(function (d) {
         $("run-detail").hidden = false;
+        if (unchanged("run-detail", d)) return;
         $("run-detail-id").textContent = d.run.id + " (" + d.run.state + ", attempt " + d.run.attempt + ")";
         $("run-detail-error").textContent = d.run.error || "";
         var body = $("batches").tBodies[0]; clear(body);
@@ -301,6 +312,7 @@ export const appJs = String.raw`"use strict";
     }
   }
   function renderChords(d) {
+    if (unchanged("chords", [d, state.chordState])) return;
     var c = d.counts;
     $("chord-counts").textContent = "pending " + fmtNum(c.running) + " · dispatched " + fmtNum(c.completed) +
       " · failed " + fmtNum(c.failed) + " · cancelled " + fmtNum(c.cancelled);
@@ -327,6 +339,7 @@ export const appJs = String.raw`"use strict";
 
   // Queues
   function renderQueues(d) {
+    if (unchanged("queues", d.queues)) return;
     var body = $("queues").tBodies[0]; clear(body);
     if (d.queues.length === 0) body.appendChild(el("tr", {}, [el("td", { text: "no tasks yet", colspan: "9", className: "muted" })]));
     d.queues.forEach(function (q) {
@@ -358,6 +371,7 @@ export const appJs = String.raw`"use strict";
     return b;
   }
   function renderTasks(d) {
+    if (unchanged("tasks", [d, state.config.allowActions])) return;
     var body = $("tasks").tBodies[0]; clear(body);
     d.items.forEach(function (t) {
       var retryable = (t.state === "dead" || t.state === "failed") && !t.chordId;
@@ -381,6 +395,7 @@ export const appJs = String.raw`"use strict";
     if (!state.taskDetail) { $("task-detail").hidden = true; return Promise.resolve(); }
     return api("/api/tasks/" + encodeURIComponent(state.taskDetail)).then(function (t) {
       $("task-detail").hidden = false;
+      if (unchanged("task-detail", t)) return;
       $("task-detail-id").textContent = t.id;
       var dl = $("task-detail-fields"); clear(dl);
       [["name", t.name], ["state", t.state], ["queue", t.queue], ["attempts", t.attempts + "/" + t.maxAttempts],

@@ -2,7 +2,9 @@
  * What the dashboard shows, read from Baton's services and tables: runs with progress, rate and ETA; a run's batches
  * (checkpoints); chords; queue depth, throughput and the oldest waiting task; paged, filtered task lists; task detail.
  *
- * Every list is paged (`limit` at most 200) and filtered in the query, so a page costs the same with 100,000 tasks as
+ * Lists come from the services (`TaskQueue.list` / `queueStats`, `ChordRegistry.list`, `RunService.listRuns`); what
+ * they do not offer (a run's checkpoint history with timings, throughput from the completions log, the
+ * time-to-callback histogram) is read here. Every list is paged (`limit` at most 200) and filtered in the query, so a page costs the same with 100,000 tasks as
  * with 100. Reads only: the one action (retry a dead task) goes through `TaskQueue.retry`. Values are returned as
  * plain JSON-ready objects (epoch milliseconds for times); escaping is the page's job (it renders with textContent).
  */
@@ -11,18 +13,18 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import { type ChordInfo, ChordRegistry, ChordState as ChordStateSchema } from "../../ChordRegistry.js"
+import type { ChordState } from "../../ChordRegistry.js"
 import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
 import { type Run, type RunNotFound, RunService, type RunState } from "../../RunService.js"
-import { type TaskNotFound, TaskQueue, TaskState } from "../../TaskQueue.js"
+import { type TaskListFilter, type TaskNotFound, TaskQueue, TaskState } from "../../TaskQueue.js"
 
 /** Largest page a list request returns. */
 export const maxLimit = 200
 
-const chordStates = ["running", "completed", "failed", "cancelled"] as const
-/** The states of a chord. */
-export type ChordState = (typeof chordStates)[number]
 /** True for a chord state. */
-export const isChordState = (s: string): s is ChordState => (chordStates as ReadonlyArray<string>).includes(s)
+export const isChordState = (s: string): s is ChordState =>
+  (ChordStateSchema.literals as ReadonlyArray<string>).includes(s)
 /** True for a task state. */
 export const isTaskState = (s: string): s is TaskState => (TaskState.literals as ReadonlyArray<string>).includes(s)
 const runStates: ReadonlyArray<RunState> = ["running", "succeeded", "failed", "cancelled"]
@@ -35,18 +37,6 @@ export interface Page {
   readonly offset: number
 }
 
-/** Filters of the task list (every given field must match). */
-export interface TaskFilter {
-  readonly state?: TaskState | undefined
-  readonly queue?: string | undefined
-  /** Exact task name. */
-  readonly name?: string | undefined
-  /** Substring of the task name or the exact task id. */
-  readonly search?: string | undefined
-  readonly runId?: string | undefined
-  readonly chordId?: string | undefined
-}
-
 const num = (value: unknown): number => Number(value)
 const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value))
 const parse = (text: string | null): unknown => {
@@ -57,9 +47,6 @@ const parse = (text: string | null): unknown => {
     return text
   }
 }
-// LIKE pattern for a substring, with the wildcards of the user's text escaped.
-const likeSubstring = (text: string) => `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
-
 /** Exponential buckets (ms) of the time-to-callback histogram: ≤1, ≤2, ≤4, … ≤65536, and more. */
 export const histogramBounds: ReadonlyArray<number> = Array.from({ length: 17 }, (_, i) => 2 ** i)
 
@@ -69,6 +56,7 @@ export const make = Effect.gen(function* () {
   const runs = yield* RunService
   const queue = yield* TaskQueue
   const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
+  const chords = yield* ChordRegistry
 
   // Batches per second over the run's completed checkpoints (first created → last completed), and the ETA.
   const rateOf = (run: Run) =>
@@ -167,62 +155,35 @@ export const make = Effect.gen(function* () {
       }
     }).pipe(Effect.withSpan("Dashboard.runDetail"))
 
-  const chordColumns = sql.literal(
-    "id, state, expected, succeeded, failed, cancelled, callback_name, callback_task_id, error_task_id, failure, " +
-      "healed, idempotency_key, created_at, last_body_at, dispatched_at"
-  )
-  interface ChordRow {
-    readonly id: string
-    readonly state: string
-    readonly expected: number
-    readonly succeeded: number
-    readonly failed: number
-    readonly cancelled: number
-    readonly callback_name: string
-    readonly callback_task_id: string | null
-    readonly error_task_id: string | null
-    readonly failure: string | null
-    readonly healed: number | boolean
-    readonly idempotency_key: string | null
-    readonly created_at: number
-    readonly last_body_at: number | null
-    readonly dispatched_at: number | null
-  }
-  const chordJson = (row: ChordRow) => ({
-    id: row.id,
-    state: row.state,
-    expected: num(row.expected),
-    succeeded: num(row.succeeded),
-    failed: num(row.failed),
-    cancelled: num(row.cancelled),
-    callbackName: row.callback_name,
-    callbackTaskId: row.callback_task_id,
-    errorTaskId: row.error_task_id,
-    failure: parse(row.failure),
-    healed: Boolean(num(row.healed)),
-    idempotencyKey: row.idempotency_key,
-    createdAt: num(row.created_at),
-    lastBodyAt: numOrNull(row.last_body_at),
-    dispatchedAt: numOrNull(row.dispatched_at),
+  const chordJson = (info: ChordInfo) => ({
+    id: info.chordId as string,
+    state: info.state,
+    expected: info.expected,
+    succeeded: info.succeeded,
+    failed: info.failed,
+    cancelled: info.cancelled,
+    callbackName: info.callbackName,
+    callbackTaskId: (info.callbackTaskId as string | undefined) ?? null,
+    errorTaskId: (info.errorTaskId as string | undefined) ?? null,
+    failure: Option.getOrNull(info.failure),
+    healed: info.healed,
+    idempotencyKey: info.idempotencyKey ?? null,
+    createdAt: info.createdAt.getTime(),
+    lastBodyAt: info.lastBodyAt?.getTime() ?? null,
+    dispatchedAt: info.dispatchedAt?.getTime() ?? null,
     // What the `baton_chord_dispatch_latency_ms` metric measures: last body completion → callback enqueued.
     timeToCallbackMs:
-      row.state === "completed" && row.dispatched_at !== null && row.last_body_at !== null
-        ? num(row.dispatched_at) - num(row.last_body_at)
+      info.state === "completed" && info.dispatchedAt !== undefined && info.lastBodyAt !== undefined
+        ? info.dispatchedAt.getTime() - info.lastBodyAt.getTime()
         : null,
-    // Creation → callback enqueued.
-    totalMs: row.dispatched_at === null ? null : num(row.dispatched_at) - num(row.created_at)
+    // Creation → dispatched.
+    totalMs: info.dispatchedAt === undefined ? null : info.dispatchedAt.getTime() - info.createdAt.getTime()
   })
 
   /** Chords (newest first, optionally in one state), counts by state, and the time-to-callback histogram. */
   const listChords = (options: { readonly state?: ChordState | undefined } & Page) =>
     Effect.gen(function* () {
-      const where = options.state === undefined ? sql`1 = 1` : sql`state = ${options.state}`
-      const rows = yield* sql<ChordRow>`SELECT ${chordColumns} FROM baton_chords WHERE ${where}
-        ORDER BY created_at DESC, id DESC LIMIT ${options.limit} OFFSET ${options.offset}`
-      const countRows = yield* sql<{ state: string; n: number }>`SELECT state, count(*) AS n FROM baton_chords
-        GROUP BY state`
-      const counts: Record<string, number> = Object.fromEntries(chordStates.map((s) => [s, 0]))
-      for (const row of countRows) counts[row.state] = num(row.n)
+      const page = yield* chords.list(options)
       // Histogram over the latest 1,000 dispatched chords.
       const latencies = yield* sql<{ ms: number }>`SELECT dispatched_at - last_body_at AS ms FROM baton_chords
         WHERE state = 'completed' AND dispatched_at IS NOT NULL AND last_body_at IS NOT NULL
@@ -230,41 +191,28 @@ export const make = Effect.gen(function* () {
       const buckets = [...histogramBounds.map((le) => ({ le, count: 0 })), { le: null as number | null, count: 0 }]
       for (const { ms } of latencies) {
         const value = num(ms)
-        const bucket = buckets.find((b) => b.le === null || value <= b.le)!
-        bucket.count++
+        buckets.find((b) => b.le === null || value <= b.le)!.count++
       }
       return {
-        counts,
-        total: options.state === undefined ? Object.values(counts).reduce((a, b) => a + b, 0) : counts[options.state]!,
-        items: rows.map(chordJson),
+        counts: page.counts,
+        total: page.total,
+        items: page.items.map(chordJson),
         histogram: { samples: latencies.length, buckets }
       }
     }).pipe(Effect.withSpan("Dashboard.listChords"))
 
-  /** One chord, with its failing task's error when it failed. */
+  /** One chord. */
   const chordDetail = (chordId: string) =>
-    Effect.gen(function* () {
-      const rows = yield* sql<ChordRow>`SELECT ${chordColumns} FROM baton_chords WHERE id = ${chordId}`
-      const row = rows[0]
-      if (row === undefined) return Option.none()
-      return Option.some(chordJson(row))
-    })
+    chords.get(chordId).pipe(
+      Effect.map((info) => Option.some(chordJson(info))),
+      Effect.catchTag("ChordNotFound", () => Effect.succeed(Option.none()))
+    )
 
   /** Depth by queue and state, throughput over the last minute and five, the oldest waiting task per queue. */
   const queues = Effect.gen(function* () {
     const now = yield* Clock.currentTimeMillis
-    const depthRows = yield* sql<{ queue: string; state: string; n: number }>`SELECT queue, state, count(*) AS n
-      FROM baton_tasks GROUP BY queue, state`
-    const byQueue = new Map<string, Record<string, number>>()
-    for (const row of depthRows) {
-      const entry = byQueue.get(row.queue) ?? Object.fromEntries(TaskState.literals.map((state) => [state, 0] as const))
-      entry[row.state] = num(row.n)
-      byQueue.set(row.queue, entry)
-    }
-    const oldestRows = yield* sql<{ queue: string; run_at: number }>`SELECT queue, min(run_at) AS run_at
-      FROM baton_tasks WHERE state = 'pending' AND run_at <= ${now} GROUP BY queue`
-    const oldest = new Map<string, number>()
-    for (const row of oldestRows) oldest.set(row.queue, num(row.run_at))
+    const stats = yield* queue.queueStats
+    // Throughput: task completions in the completions log (indexed by time), per queue and outcome.
     const throughputRows = yield* sql<{ queue: string | null; outcome: string; recent: number; n: number }>`
       SELECT queue, outcome, sum(CASE WHEN at >= ${now - 60_000} THEN 1 ELSE 0 END) AS recent, count(*) AS n
       FROM baton_completions WHERE kind = 'task' AND at >= ${now - 300_000} GROUP BY queue, outcome`
@@ -279,86 +227,48 @@ export const make = Effect.gen(function* () {
       entry.lastFiveMinutes[row.outcome] = num(row.n)
       throughput.set(key, entry)
     }
+    const byQueue = new Map(stats.map((s) => [s.queue, s]))
     const names = [...new Set([...byQueue.keys(), ...throughput.keys()])].sort()
-    const items = yield* Effect.forEach(names, (name) =>
-      Effect.gen(function* () {
-        const runAt = oldest.get(name)
-        let oldestTask: { id: string; name: string; waitingMs: number } | null = null
-        if (runAt !== undefined) {
-          const task = yield* sql<{ id: string; name: string }>`SELECT id, name FROM baton_tasks
-            WHERE queue = ${name} AND state = 'pending' AND run_at = ${runAt} LIMIT 1`
-          if (task[0] !== undefined) oldestTask = { id: task[0].id, name: task[0].name, waitingMs: now - runAt }
-        }
-        const t = throughput.get(name) ?? { lastMinute: {}, lastFiveMinutes: {} }
-        const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0)
-        return {
-          queue: name,
-          depth: byQueue.get(name) ?? Object.fromEntries(TaskState.literals.map((state) => [state, 0])),
-          throughput: {
-            lastMinute: t.lastMinute,
-            lastFiveMinutes: t.lastFiveMinutes,
-            perSecond: sum(t.lastMinute) / 60
-          },
-          oldestWaiting: oldestTask
-        }
-      })
-    )
+    const zero = Object.fromEntries(TaskState.literals.map((state) => [state, 0]))
+    const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0)
+    const items = names.map((name) => {
+      const stat = byQueue.get(name)
+      const t = throughput.get(name) ?? { lastMinute: {}, lastFiveMinutes: {} }
+      const oldest = stat === undefined ? Option.none() : stat.oldestWaiting
+      return {
+        queue: name,
+        depth: stat?.counts ?? zero,
+        throughput: { lastMinute: t.lastMinute, lastFiveMinutes: t.lastFiveMinutes, perSecond: sum(t.lastMinute) / 60 },
+        oldestWaiting: Option.match(oldest, {
+          onNone: () => null,
+          onSome: (o) => ({ id: o.id as string, name: o.name, waitingMs: now - o.runAt.getTime() })
+        })
+      }
+    })
     return { at: now, totals: yield* queue.counts, queues: items }
   }).pipe(Effect.withSpan("Dashboard.queues"))
 
-  interface TaskListRow {
-    readonly id: string
-    readonly name: string
-    readonly queue: string
-    readonly state: string
-    readonly attempts: number
-    readonly max_attempts: number
-    readonly error: string | null
-    readonly chord_id: string | null
-    readonly run_id: string | null
-    readonly created_at: number
-    readonly updated_at: number
-    readonly finished_at: number | null
-  }
-
   /** A page of tasks (newest first) matching the filter, and how many match. */
-  const listTasks = (filter: TaskFilter, page: Page) =>
-    Effect.gen(function* () {
-      const conditions = [
-        filter.state === undefined ? undefined : sql`state = ${filter.state}`,
-        filter.queue === undefined ? undefined : sql`queue = ${filter.queue}`,
-        filter.name === undefined ? undefined : sql`name = ${filter.name}`,
-        filter.runId === undefined ? undefined : sql`run_id = ${filter.runId}`,
-        filter.chordId === undefined ? undefined : sql`chord_id = ${filter.chordId}`,
-        filter.search === undefined
-          ? undefined
-          : sql`(id = ${filter.search} OR name LIKE ${likeSubstring(filter.search)} ESCAPE '\\')`
-      ].filter((c) => c !== undefined)
-      const where = conditions.length === 0 ? sql`1 = 1` : sql.and(conditions)
-      const rows = yield* sql<TaskListRow>`SELECT id, name, queue, state, attempts, max_attempts, error, chord_id,
-          run_id, created_at, updated_at, finished_at
-        FROM baton_tasks WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT ${page.limit} OFFSET ${page.offset}`
-      const total = yield* sql<{ n: number }>`SELECT count(*) AS n FROM baton_tasks WHERE ${where}`
-      return {
-        total: num(total[0]?.n ?? 0),
-        limit: page.limit,
-        offset: page.offset,
-        items: rows.map((row) => ({
-          id: row.id,
-          name: row.name,
-          queue: row.queue,
-          state: row.state,
-          attempts: num(row.attempts),
-          maxAttempts: num(row.max_attempts),
-          error: parse(row.error),
-          chordId: row.chord_id,
-          runId: row.run_id,
-          createdAt: num(row.created_at),
-          updatedAt: num(row.updated_at),
-          finishedAt: numOrNull(row.finished_at)
-        }))
-      }
-    }).pipe(Effect.withSpan("Dashboard.listTasks"))
+  const listTasks = (filter: TaskListFilter, page: Page) =>
+    Effect.map(queue.list(filter, page), (result) => ({
+      total: result.total,
+      limit: page.limit,
+      offset: page.offset,
+      items: result.items.map((task) => ({
+        id: task.id as string,
+        name: task.name,
+        queue: task.queue,
+        state: task.state,
+        attempts: task.attempts,
+        maxAttempts: task.maxAttempts,
+        error: Option.getOrNull(task.error),
+        chordId: task.chordId ?? null,
+        runId: task.runId ?? null,
+        createdAt: task.createdAt.getTime(),
+        updatedAt: task.updatedAt.getTime(),
+        finishedAt: task.finishedAt?.getTime() ?? null
+      }))
+    })).pipe(Effect.withSpan("Dashboard.listTasks"))
 
   /** Everything about one task: payload, result, attempts, its last error, its chord. */
   const taskDetail = (taskId: string) =>

@@ -30,6 +30,7 @@ import * as crypto from "node:crypto"
 import * as http from "node:http"
 import { CompletionBackend } from "../../CompletionBackend.js"
 import { appCss, appJs, pageHtml } from "./assets.js"
+import type { TaskListFilter } from "../../TaskQueue.js"
 import * as ReadModel from "./readModel.js"
 
 /** How the dashboard is served. */
@@ -211,7 +212,7 @@ export const serve = (options: DashboardOptions) =>
     const tasks = Effect.gen(function* () {
       const { limit, offset, params } = yield* pageParams
       const state = yield* enumParam(params, "state", ReadModel.isTaskState)
-      const filter: ReadModel.TaskFilter = {
+      const filter: TaskListFilter = {
         state,
         queue: textParam(params, "queue"),
         name: textParam(params, "name"),
