@@ -451,7 +451,7 @@ export const dashboard = (options: {
     yield* Effect.addFinalizer(() => notice("baton dashboard stopped"))
     const mode = [
       options.allowActions ? "actions allowed" : "read-only",
-      token ? "token required (BATON_DASHBOARD_TOKEN)" : "no token"
+      token ? "BATON_DASHBOARD_TOKEN required" : "no token"
     ].join(", ")
     yield* print(`baton dashboard on ${running.url} (${mode}; ${options.storage}); Ctrl-C to stop`)
     return yield* Effect.never
