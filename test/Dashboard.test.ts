@@ -64,6 +64,7 @@ for (const backend of backends) {
         assert.strictEqual((yield* request(api)).status, 401)
         assert.strictEqual((yield* request(api, { headers: { authorization: "Bearer wrong" } })).status, 401)
         assert.strictEqual((yield* request(url)).status, 401)
+        assert.strictEqual((yield* request(`${url}app.js`)).status, 401)
         assert.strictEqual((yield* request(`${url}api/events`)).status, 401)
         const ok = yield* request(api, { headers: { authorization: "Bearer s3cret" } })
         assert.strictEqual(ok.status, 200)
@@ -83,6 +84,7 @@ for (const backend of backends) {
         assert.match(page.body, /<title>Baton dashboard<\/title>/)
         assert.match(page.headers.get("content-security-policy")!, /script-src 'self'/)
         assert.strictEqual((yield* request(api, withCookie)).status, 200)
+        assert.strictEqual((yield* request(`${url}app.js`, withCookie)).status, 200)
       }).pipe(Effect.scoped, Effect.provide(layer()))
     )
 
@@ -188,6 +190,8 @@ for (const backend of backends) {
         assert.strictEqual((yield* request(`${url}api/tasks?limit=0`)).status, 400)
         assert.strictEqual((yield* request(`${url}api/tasks?offset=-1`)).status, 400)
         assert.strictEqual((yield* request(`${url}api/tasks?state=bogus`)).status, 400)
+        assert.strictEqual((yield* request(`${url}api/tasks?offset=1e300`)).status, 400)
+        assert.strictEqual((yield* request(`${url}api/tasks?limit=abc`)).status, 400)
 
         const detail = (yield* request(`${url}api/tasks/${dead}`)).body
         assert.strictEqual(detail.id, dead)

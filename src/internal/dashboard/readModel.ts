@@ -3,33 +3,31 @@
  * (checkpoints); chords; queue depth, throughput and the oldest waiting task; paged, filtered task lists; task detail.
  *
  * Lists come from the services (`TaskQueue.list` / `queueStats`, `ChordRegistry.list`, `RunService.listRuns`); what
- * they do not offer (a run's checkpoint history with timings, throughput from the completions log, the
- * time-to-callback histogram) is read here. Every list is paged (`limit` at most 200) and filtered in the query, so a page costs the same with 100,000 tasks as
- * with 100. Reads only: the one action (retry a dead task) goes through `TaskQueue.retry`. Values are returned as
- * plain JSON-ready objects (epoch milliseconds for times); escaping is the page's job (it renders with textContent).
+ * they do not offer is read here from the tables: a run's checkpoint history with timings (the in-memory checkpoint
+ * coordinator forgets completed tokens by design, so a history is a property of the durable tables), throughput from
+ * the completions log, and the time-to-callback histogram. Every list is paged (`limit` at most 200) and filtered in
+ * the query: nothing loads every task. Reads only: the one action (retry a dead task) is `TaskQueue.retry`. Values
+ * are plain JSON-ready objects (epoch milliseconds for times); escaping is the page's job (it uses textContent).
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import { type ChordInfo, ChordRegistry, ChordState as ChordStateSchema } from "../../ChordRegistry.js"
-import type { ChordState } from "../../ChordRegistry.js"
+import { type ChordInfo, ChordRegistry, ChordState } from "../../ChordRegistry.js"
 import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
-import { type Run, type RunNotFound, RunService, type RunState } from "../../RunService.js"
+import { type Run, type RunNotFound, RunService, RunState } from "../../RunService.js"
 import { type TaskListFilter, type TaskNotFound, TaskQueue, TaskState } from "../../TaskQueue.js"
 
 /** Largest page a list request returns. */
 export const maxLimit = 200
 
 /** True for a chord state. */
-export const isChordState = (s: string): s is ChordState =>
-  (ChordStateSchema.literals as ReadonlyArray<string>).includes(s)
+export const isChordState = (s: string): s is ChordState => (ChordState.literals as ReadonlyArray<string>).includes(s)
 /** True for a task state. */
 export const isTaskState = (s: string): s is TaskState => (TaskState.literals as ReadonlyArray<string>).includes(s)
-const runStates: ReadonlyArray<RunState> = ["running", "succeeded", "failed", "cancelled"]
 /** True for a run state. */
-export const isRunState = (s: string): s is RunState => (runStates as ReadonlyArray<string>).includes(s)
+export const isRunState = (s: string): s is RunState => (RunState.literals as ReadonlyArray<string>).includes(s)
 
 /** A page request. */
 export interface Page {

@@ -106,6 +106,8 @@ const textParam = (params: Readonly<Record<string, string | ReadonlyArray<string
   return text === undefined || text === "" ? undefined : text
 }
 
+const maxOffset = 100_000_000
+
 const pageParams = Effect.gen(function* () {
   const params = yield* HttpServerRequest.ParsedSearchParams
   const limit = yield* intParam(params, "limit", 50)
@@ -113,6 +115,7 @@ const pageParams = Effect.gen(function* () {
   if (limit < 1 || limit > ReadModel.maxLimit) {
     return yield* new BadRequest({ message: `limit must be between 1 and ${ReadModel.maxLimit}` })
   }
+  if (offset > maxOffset) return yield* new BadRequest({ message: `offset must be at most ${maxOffset}` })
   return { limit, offset, params }
 })
 
@@ -289,13 +292,16 @@ export const serve = (options: DashboardOptions) =>
         return yield* handler
       })
 
+    // The script and stylesheet hold no data, but they are behind the token too: nothing is served without it.
+    const asset = (body: string, contentType: string) =>
+      Effect.map(HttpServerRequest.HttpServerRequest, (request) =>
+        authorized(request) ? HttpServerResponse.text(body, { contentType }) : unauthorized(true)
+      )
+
     const router = HttpRouter.empty.pipe(
       HttpRouter.get("/", page),
-      HttpRouter.get(
-        "/app.js",
-        Effect.succeed(HttpServerResponse.text(appJs, { contentType: "text/javascript; charset=utf-8" }))
-      ),
-      HttpRouter.get("/app.css", Effect.succeed(HttpServerResponse.text(appCss, { contentType: "text/css" }))),
+      HttpRouter.get("/app.js", asset(appJs, "text/javascript; charset=utf-8")),
+      HttpRouter.get("/app.css", asset(appCss, "text/css; charset=utf-8")),
       HttpRouter.get("/api/config", api(Effect.succeed(config))),
       HttpRouter.get("/api/runs", api(runs)),
       HttpRouter.get("/api/runs/:id", api(run)),
