@@ -4,7 +4,8 @@
  * with a token), then a worker — and the page, which must show the run's progress advancing and a chord going from
  * pending to dispatched without a reload (Server-Sent Events), render a task named `<script>…` as text without
  * running it, and answer 401 without the token. Then SIGTERM stops the dashboard cleanly (with the page's event
- * stream still open), and a second dashboard on a taken port exits 1 with a clear message.
+ * stream still open); a dashboard with --allow-actions retries the dead task from its button; and a second dashboard
+ * on a taken port exits 1 with a clear message.
  *
  * Without /usr/bin/chromium the test is skipped LOUDLY, except under CI=1 or BATON_REQUIRE_BROWSER=1, where it fails
  * (`.ci/run` installs chromium first).
@@ -261,9 +262,35 @@ describe("baton dashboard in headless Chromium", () => {
         await browser.close()
       }
 
+      // With --allow-actions (and no token), the page's retry button puts the dead task back to pending.
+      const holder = start(["dashboard", "--db", db, "--port", "0", "--allow-actions"])
+      const [, actionsUrl, port] = (await holder.waitFor(/on (http:\/\/127\.0\.0\.1:(\d+)\/)/)) as unknown as [
+        string,
+        string,
+        string
+      ]
+      const browser2 = await launch()
+      try {
+        const page = await browser2.newPage()
+        await page.goto(actionsUrl)
+        await page.locator("#mode", { hasText: "actions allowed" }).waitFor()
+        await page.selectOption("#f-state", "dead")
+        await page.click('#task-filters button[type="submit"]')
+        const row = page.locator(`#tasks tr[data-task="${xssId}"]`)
+        await row.getByRole("button", { name: "retry" }).click()
+        await page.locator("#task-action-message", { hasText: `task ${xssId} queued again` }).waitFor()
+        // The dead filter no longer matches it; without the filter it is pending, attempts reset.
+        await row.waitFor({ state: "detached" })
+        await page.selectOption("#f-state", "pending")
+        await page.fill("#f-q", xssId)
+        await page.click('#task-filters button[type="submit"]')
+        await row.locator("td.state", { hasText: "pending" }).waitFor()
+        assert.strictEqual(await row.locator("td", { hasText: "/1" }).first().textContent(), "0/1")
+      } finally {
+        await browser2.close()
+      }
+
       // The port is taken: a clear one-line error, exit 1.
-      const holder = start(["dashboard", "--db", db, "--port", "0"])
-      const [, port] = (await holder.waitFor(/127\.0\.0\.1:(\d+)\//)) as unknown as [string, string]
       const second = await start(["dashboard", "--db", db, "--port", port]).done
       assert.strictEqual(second.code, 1)
       assert.strictEqual(

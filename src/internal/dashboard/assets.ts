@@ -72,6 +72,7 @@ export const pageHtml = `<!doctype html>
     <table id="tasks"><thead><tr><th>Task</th><th>Name</th><th>Queue</th><th>State</th><th>Attempts</th>
       <th>Created</th><th>Error</th><th></th></tr></thead><tbody></tbody></table>
     <div class="pager" id="tasks-pager"></div>
+    <p id="task-action-message" class="muted" role="status"></p>
     <div id="task-detail" class="detail" hidden>
       <h3>Task <span id="task-detail-id"></span> <button id="task-detail-close" class="link">close</button></h3>
       <dl id="task-detail-fields"></dl>
@@ -80,7 +81,7 @@ export const pageHtml = `<!doctype html>
         <div><h4>Result</h4><pre id="task-result"></pre></div>
         <div><h4>Last error</h4><pre id="task-error"></pre></div>
       </div>
-      <p id="task-action-message" class="muted"></p>
+      <p id="task-actions"></p>
     </div>
   </section>
 </main>
@@ -407,8 +408,8 @@ export const appJs = String.raw`"use strict";
       $("task-payload").textContent = pretty(t.payload);
       $("task-result").textContent = pretty(t.result);
       $("task-error").textContent = pretty(t.error);
-      var msg = $("task-action-message"); clear(msg);
-      if (t.retryable) msg.appendChild(retryButton(t.id));
+      var actions = $("task-actions"); clear(actions);
+      if (t.retryable) actions.appendChild(retryButton(t.id));
     });
   }
 
