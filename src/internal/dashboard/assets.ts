@@ -305,7 +305,7 @@ export const appJs = String.raw`"use strict";
     if (first < 0) { box.appendChild(el("div", { className: "muted", text: "no dispatched chords yet" })); return; }
     for (var i = first; i <= last; i++) {
       var b = buckets[i];
-      var bar = el("div", { className: "hbar" }); bar.style.width = Math.max(1, Math.round((b.count / max) * 180)) + "px";
+      var bar = el("div", { className: "hbar" }); bar.style.width = (b.count === 0 ? 0 : Math.max(2, Math.round((b.count / max) * 180))) + "px";
       box.appendChild(el("div", { className: "hrow" }, [
         el("span", { className: "label", text: b.le == null ? "more" : "≤ " + fmtDuration(b.le) }), bar,
         el("span", { text: fmtNum(b.count) })
