@@ -43,9 +43,12 @@ import {
   ChordId,
   type ChordInfo,
   ChordNotFound,
+  type ChordPage,
   ChordRegistry,
   type ChordSpec,
-  type FailurePolicy
+  type ChordState,
+  type FailurePolicy,
+  type ListOptions
 } from "./ChordRegistry.js"
 import { CompletionBackend, type CompletionEvent, type StreamError } from "./CompletionBackend.js"
 import * as Continuations from "./Continuations.js"
@@ -93,6 +96,9 @@ const millis = (input: Duration.DurationInput | undefined): number | undefined =
 
 const union = (a: ReadonlyArray<string>, b: ReadonlyArray<string> | undefined): ReadonlyArray<string> =>
   b === undefined || b.length === 0 ? a : [...new Set([...a, ...b])]
+
+// Page size of `list`: default 50, 1 to 1,000.
+const pageLimit = (limit: number | undefined) => Math.min(1000, Math.max(1, Math.floor(limit ?? 50)))
 
 const toInfo = (row: ChordRow): ChordInfo => ({
   chordId: ChordId.make(row.id),
@@ -558,9 +564,26 @@ export const make = (
         return cancelled
       }).pipe(Effect.withSpan("ChordRegistry.cancel", { attributes: { chordId } }))
 
+    const list = (options: ListOptions = {}) =>
+      Effect.gen(function* () {
+        const limit = pageLimit(options.limit)
+        const offset = Math.max(0, Math.floor(options.offset ?? 0))
+        const where = options.state === undefined ? sql`1 = 1` : sql`state = ${options.state}`
+        const rows = yield* sql<ChordRow>`SELECT * FROM baton_chords WHERE ${where}
+          ORDER BY created_at DESC, id DESC LIMIT ${limit} OFFSET ${offset}`
+        const countRows = yield* sql<{ state: ChordState; n: number }>`SELECT state, count(*) AS n FROM baton_chords
+          GROUP BY state`
+        const counts: Record<ChordState, number> = { running: 0, completed: 0, failed: 0, cancelled: 0 }
+        for (const row of countRows) counts[row.state] = Number(row.n)
+        const total =
+          options.state === undefined ? Object.values(counts).reduce((a, b) => a + b, 0) : counts[options.state]
+        return { counts, total, items: rows.map(toInfo) } satisfies ChordPage
+      }).pipe(Effect.withSpan("ChordRegistry.list"))
+
     return ChordRegistry.of({
       chord: chord as ChordRegistry["Type"]["chord"],
       get,
+      list,
       handle,
       await: await_,
       cancel,

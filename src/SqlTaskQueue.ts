@@ -32,11 +32,14 @@ import type * as Task from "./Task.js"
 import {
   type ClaimedTask,
   InvalidPayload,
+  type QueueStats,
   type RawEnqueue,
   type TaskError,
   TaskId,
   type TaskInfo,
+  type TaskListFilter,
   TaskNotFound,
+  type TaskPage,
   TaskQueue,
   type TaskState
 } from "./TaskQueue.js"
@@ -101,6 +104,10 @@ const decodeTaskError = Schema.decodeUnknownOption(
     })
   )
 )
+
+// A LIKE pattern matching `text` anywhere, its wildcards escaped (with `ESCAPE '\'`): matched literally. The text
+// is a bound parameter, never SQL.
+const likeSubstring = (text: string) => `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
 
 const toInfo = (row: TaskRow): TaskInfo => ({
   id: TaskId.make(row.id),
@@ -349,6 +356,21 @@ export const make = Effect.gen(function* () {
       )
     }).pipe(Effect.withSpan("TaskQueue.cancel"))
 
+  // A manual retry of a task that ended badly. Chord body tasks are refused: their chord counted them and decided
+  // (failed, no callback), so running them again could not change the outcome, only confuse it.
+  const retry = (taskId: string) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const rows = yield* sql<{ id: string; queue: string }>`UPDATE baton_tasks SET state = 'pending', attempts = 0,
+        run_at = ${now}, lease_id = NULL, lease_expires_at = NULL, worker_id = NULL, result = NULL,
+        finished_at = NULL, updated_at = ${now}
+        WHERE id = ${taskId} AND state IN ('dead', 'failed') AND chord_id IS NULL RETURNING id, queue`
+      if (rows.length === 0) return false
+      yield* notifyQueues(rows.map((row) => row.queue))
+      yield* PubSub.publish(wakeHub, rows[0]!.queue)
+      return true
+    }).pipe(Effect.withSpan("TaskQueue.retry", { attributes: { taskId } }))
+
   const counts = sql<{ state: TaskState; n: number }>`SELECT state, count(*) AS n FROM baton_tasks GROUP BY state`.pipe(
     Effect.map((rows) => {
       const out: Record<TaskState, number> = {
@@ -363,6 +385,99 @@ export const make = Effect.gen(function* () {
       return out
     })
   )
+
+  const emptyCounts = (): Record<TaskState, number> => ({
+    pending: 0,
+    running: 0,
+    succeeded: 0,
+    failed: 0,
+    dead: 0,
+    cancelled: 0
+  })
+
+  const list = (
+    filter: TaskListFilter = {},
+    page: { readonly limit?: number | undefined; readonly offset?: number | undefined } = {}
+  ) =>
+    Effect.gen(function* () {
+      const limit = Math.min(1000, Math.max(1, Math.floor(page.limit ?? 50)))
+      const offset = Math.max(0, Math.floor(page.offset ?? 0))
+      const conditions = [
+        filter.state === undefined ? undefined : sql`state = ${filter.state}`,
+        filter.queue === undefined ? undefined : sql`queue = ${filter.queue}`,
+        filter.name === undefined ? undefined : sql`name = ${filter.name}`,
+        filter.runId === undefined ? undefined : sql`run_id = ${filter.runId}`,
+        filter.chordId === undefined ? undefined : sql`chord_id = ${filter.chordId}`,
+        filter.search === undefined
+          ? undefined
+          : sql`(id = ${filter.search} OR name LIKE ${likeSubstring(filter.search)} ESCAPE '\\')`
+      ].filter((condition) => condition !== undefined)
+      const where = conditions.length === 0 ? sql`1 = 1` : sql.and(conditions)
+      const rows = yield* sql<
+        Pick<
+          TaskRow,
+          | "id"
+          | "name"
+          | "queue"
+          | "state"
+          | "attempts"
+          | "max_attempts"
+          | "error"
+          | "chord_id"
+          | "run_id"
+          | "created_at"
+          | "updated_at"
+          | "finished_at"
+        >
+      >`SELECT id, name, queue, state, attempts, max_attempts, error, chord_id, run_id, created_at, updated_at,
+          finished_at FROM baton_tasks WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT ${limit} OFFSET ${offset}`
+      const total = yield* sql<{ n: number }>`SELECT count(*) AS n FROM baton_tasks WHERE ${where}`
+      return {
+        total: Number(total[0]?.n ?? 0),
+        items: rows.map((row) => ({
+          id: TaskId.make(row.id),
+          name: row.name,
+          queue: row.queue,
+          state: row.state,
+          attempts: Number(row.attempts),
+          maxAttempts: Number(row.max_attempts),
+          error: row.error === null ? Option.none() : (decodeTaskError(row.error) as Option.Option<TaskError>),
+          chordId: row.chord_id ?? undefined,
+          runId: row.run_id ?? undefined,
+          createdAt: new Date(Number(row.created_at)),
+          updatedAt: new Date(Number(row.updated_at)),
+          finishedAt: toDate(row.finished_at)
+        }))
+      } satisfies TaskPage
+    }).pipe(Effect.withSpan("TaskQueue.list"))
+
+  const queueStats = Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    const rows = yield* sql<{ queue: string; state: TaskState; n: number }>`SELECT queue, state, count(*) AS n
+      FROM baton_tasks GROUP BY queue, state`
+    const byQueue = new Map<string, Record<TaskState, number>>()
+    for (const row of rows) {
+      const counts = byQueue.get(row.queue) ?? emptyCounts()
+      counts[row.state] = Number(row.n)
+      byQueue.set(row.queue, counts)
+    }
+    // Per queue, the claim index (queue, priority, run_at WHERE pending) answers this without a scan.
+    const oldest = yield* sql<{ queue: string; run_at: number }>`SELECT queue, min(run_at) AS run_at FROM baton_tasks
+      WHERE state = 'pending' AND run_at <= ${now} GROUP BY queue`
+    const oldestByQueue = new Map<string, { id: TaskId; name: string; runAt: Date }>()
+    for (const { queue, run_at } of oldest) {
+      const [task] = yield* sql<{ id: string; name: string }>`SELECT id, name FROM baton_tasks
+        WHERE queue = ${queue} AND state = 'pending' AND run_at = ${run_at} ORDER BY id LIMIT 1`
+      if (task !== undefined) {
+        oldestByQueue.set(queue, { id: TaskId.make(task.id), name: task.name, runAt: new Date(Number(run_at)) })
+      }
+    }
+    return [...byQueue.keys()].sort().map((queue): QueueStats => ({
+      queue,
+      counts: byQueue.get(queue)!,
+      oldestWaiting: Option.fromNullable(oldestByQueue.get(queue))
+    }))
+  }).pipe(Effect.withSpan("TaskQueue.queueStats"))
 
   const claim = (options: {
     readonly queues: ReadonlyArray<string>
@@ -517,6 +632,9 @@ export const make = Effect.gen(function* () {
     get,
     result,
     cancel,
+    retry,
+    list,
+    queueStats,
     counts,
     claim,
     heartbeat,

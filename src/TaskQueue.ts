@@ -84,6 +84,47 @@ export interface TaskInfo {
   readonly finishedAt: Date | undefined
 }
 
+/** Filters of `list`; every given field must match. */
+export interface TaskListFilter {
+  readonly state?: TaskState | undefined
+  readonly queue?: string | undefined
+  /** Exact task name. */
+  readonly name?: string | undefined
+  /** A substring of the task name (matched literally), or the exact task id. */
+  readonly search?: string | undefined
+  readonly runId?: string | undefined
+  readonly chordId?: string | undefined
+}
+
+/** A task as `list` shows it: no payload or result (read those with `get`). */
+export interface TaskSummary {
+  readonly id: TaskId
+  readonly name: string
+  readonly queue: string
+  readonly state: TaskState
+  readonly attempts: number
+  readonly maxAttempts: number
+  readonly error: Option.Option<TaskError>
+  readonly chordId: string | undefined
+  readonly runId: string | undefined
+  readonly createdAt: Date
+  readonly updatedAt: Date
+  readonly finishedAt: Date | undefined
+}
+
+/** A page of tasks, newest first, and how many match the filter. */
+export interface TaskPage {
+  readonly total: number
+  readonly items: ReadonlyArray<TaskSummary>
+}
+
+/** One queue's figures: tasks per state and the task waiting longest (runnable now, not yet claimed). */
+export interface QueueStats {
+  readonly queue: string
+  readonly counts: Readonly<Record<TaskState, number>>
+  readonly oldestWaiting: Option.Option<{ readonly id: TaskId; readonly name: string; readonly runAt: Date }>
+}
+
 /** The payload does not satisfy the task's payload Schema; nothing was enqueued. */
 export class InvalidPayload extends Schema.TaggedError<InvalidPayload>()("InvalidPayload", {
   task: Schema.String,
@@ -159,6 +200,18 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
     ) => Effect.Effect<Option.Option<Task.Success<T>>, TaskNotFound | SqlError>
     /** Cancels a pending or running task; true if this call cancelled it. A running handler's result is refused. */
     readonly cancel: (taskId: string) => Effect.Effect<boolean, SqlError>
+    /**
+     * Puts a `dead` or `failed` task back to `pending` (attempts reset, runnable now, last error kept); true if this
+     * call moved it. Refused (false) for any other state and for chord body tasks (their chord already decided).
+     */
+    readonly retry: (taskId: string) => Effect.Effect<boolean, SqlError>
+    /** A page of tasks matching the filter, newest first (`limit` default 50, at most 1,000). */
+    readonly list: (
+      filter?: TaskListFilter,
+      page?: { readonly limit?: number | undefined; readonly offset?: number | undefined }
+    ) => Effect.Effect<TaskPage, SqlError>
+    /** Per queue (sorted by name): tasks per state and the oldest waiting task. */
+    readonly queueStats: Effect.Effect<ReadonlyArray<QueueStats>, SqlError>
     /** Number of tasks per state (all queues). */
     readonly counts: Effect.Effect<Readonly<Record<TaskState, number>>, SqlError>
 

@@ -1,5 +1,6 @@
 /**
- * The `baton` command line (@effect/cli): `demo`, `run extract`, `resume`, `worker`, `status`, `export`, `cancel`.
+ * The `baton` command line (@effect/cli): `demo`, `run extract`, `resume`, `worker`, `status`, `export`, `cancel`,
+ * `dashboard`.
  *
  * Every command takes the storage options (`--db`, `--database-url`) and `--verbose`. `main(argv)` parses, runs the
  * command and turns every outcome into an exit code: 0 success, 1 failure (one line on stderr), 2 bad arguments,
@@ -229,9 +230,37 @@ const cancel = Command.make("cancel", { ...storage, runId: Args.text({ name: "ru
   withServices(options, () => Commands.cancel(options.runId))
 ).pipe(Command.withDescription("Cancel a run (it cannot be resumed afterwards)"))
 
+const dashboard = Command.make(
+  "dashboard",
+  {
+    ...storage,
+    port: Options.integer("port").pipe(
+      Options.withDescription("TCP port (0: any free port; the URL printed on start has the real one)"),
+      Options.withDefault(4400),
+      Options.filterMap((n) => (n >= 0 && n <= 65535 ? Option.some(n) : Option.none()), "--port must be 0 to 65535")
+    ),
+    host: Options.text("host").pipe(
+      Options.withDescription("Interface to bind (default 127.0.0.1: this machine only)"),
+      Options.withDefault("127.0.0.1")
+    ),
+    allowActions: Options.boolean("allow-actions").pipe(
+      Options.withDescription("Allow actions (retry a dead task); read-only otherwise")
+    )
+  },
+  (options) =>
+    withServices(options, (storageText) =>
+      Commands.dashboard({
+        port: options.port,
+        host: options.host,
+        allowActions: options.allowActions,
+        storage: storageText
+      })
+    )
+).pipe(Command.withDescription("Serve a live web dashboard of runs, checkpoints, chords and queues until Ctrl-C"))
+
 const root = Command.make("baton").pipe(
   Command.withDescription("Effect-TS workflow runtime: durable tasks, checkpoints, chords, completion streams"),
-  Command.withSubcommands([demo, run, resume, worker, status, exportCommand, cancel])
+  Command.withSubcommands([demo, run, resume, worker, status, exportCommand, cancel, dashboard])
 )
 
 const cli = Command.run(root, { name: "baton", version })

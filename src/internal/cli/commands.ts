@@ -17,6 +17,7 @@ import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
 import { type Run, RunService, RunStateConflict } from "../../RunService.js"
 import { TaskQueue } from "../../TaskQueue.js"
 import * as Worker from "../../Worker.js"
+import * as DashboardServer from "../dashboard/server.js"
 import type { Corpus } from "./corpus.js"
 import * as Display from "./display.js"
 import { exportBatches, exportDocuments, type Format, type Subject } from "./export.js"
@@ -429,4 +430,29 @@ export const cancel = (runId: string) =>
       `run ${run.id} cancelled at ${run.completedBatches}/${run.totalBatches} batches` +
         (cancelled > 0 ? `; ${cancelled} chord${cancelled === 1 ? "" : "s"} in flight cancelled` : "")
     )
+  })
+
+/** `baton dashboard`: serves the web dashboard until interrupted (Ctrl-C / SIGTERM), then closes it. */
+export const dashboard = (options: {
+  readonly port: number
+  readonly host: string
+  readonly allowActions: boolean
+  readonly storage: string
+}) =>
+  Effect.gen(function* () {
+    const token = process.env.BATON_DASHBOARD_TOKEN
+    const running = yield* DashboardServer.serve({
+      port: options.port,
+      host: options.host,
+      allowActions: options.allowActions,
+      token: token === undefined || token === "" ? undefined : token,
+      storage: options.storage
+    })
+    yield* Effect.addFinalizer(() => notice("baton dashboard stopped"))
+    const mode = [
+      options.allowActions ? "actions allowed" : "read-only",
+      token ? "BATON_DASHBOARD_TOKEN required" : "no token"
+    ].join(", ")
+    yield* print(`baton dashboard on ${running.url} (${mode}; ${options.storage}); Ctrl-C to stop`)
+    return yield* Effect.never
   })
