@@ -229,7 +229,8 @@ export const check = (plan: Plan, reference: RunRows, progressViolations: Readon
           continue
         }
       }
-      callbacks++
+      // Counted only when enqueued exactly once (a duplicate was reported above).
+      if (right.length === 1 && wrong.length === 0) callbacks++
     }
 
     let mismatched = 0

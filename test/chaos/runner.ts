@@ -319,17 +319,23 @@ export const runChaos = async (options: ChaosOptions): Promise<number> => {
         const name = `driver-${runId.split("-").at(-1)}.${attempt}`
         const proc = baton(name, args, cli.env, echo(name))
         stats.driverStarts++
-        const timer = chaosOver
-          ? undefined
-          : setTimeout(
+        // Killed at a random point after it started working (its header printed; start-up itself takes seconds on a
+        // loaded machine), about one start in four left to run on.
+        let timer: ReturnType<typeof setTimeout> | undefined
+        if (!chaosOver && random() < 0.75) {
+          void proc.waitFor("  workers ").then((up) => {
+            if (!up || chaosOver) return
+            timer = setTimeout(
               () => {
                 if (!chaosOver && !proc.done()) {
                   proc.kill("SIGKILL")
                   stats.driverKills++
                 }
               },
-              1000 + random() * 5000
+              200 + random() * 4000
             )
+          })
+        }
         const code = await proc.exited
         if (timer !== undefined) clearTimeout(timer)
         if (code === 0) return
