@@ -320,9 +320,9 @@ export const runChaos = async (options: ChaosOptions): Promise<number> => {
         const proc = baton(name, args, cli.env, echo(name))
         stats.driverStarts++
         // Killed at a random point after it started working (its header printed; start-up itself takes seconds on a
-        // loaded machine), about one start in four left to run on.
+        // loaded machine), every start but the first has one chance in four to be left alone.
         let timer: ReturnType<typeof setTimeout> | undefined
-        if (!chaosOver && random() < 0.75) {
+        if (!chaosOver && (attempt === 0 || random() < 0.75)) {
           void proc.waitFor("  workers ").then((up) => {
             if (!up || chaosOver) return
             timer = setTimeout(
