@@ -183,6 +183,7 @@ export const runChaos = async (options: ChaosOptions): Promise<number> => {
       workerKills: 0,
       workerStarts: 0,
       workerCrashes: [] as Array<string>,
+      workersRefused: 0,
       producerKills: 0,
       producerStarts: 0,
       producerErrors: [] as Array<string>,
@@ -198,6 +199,7 @@ export const runChaos = async (options: ChaosOptions): Promise<number> => {
     const progressViolations = new Set<string>()
     const workers = new Set<Proc>()
     const ready = new Set<Proc>()
+    const upOnce = new WeakSet<Proc>()
     const echo = options.verbose
       ? (name: string) => (line: string) => console.log(`  [${name}] ${line}`)
       : () => undefined
@@ -224,14 +226,22 @@ export const runChaos = async (options: ChaosOptions): Promise<number> => {
       stats.workerStarts++
       workers.add(proc)
       void proc.waitFor("Ctrl-C to stop").then((up) => {
+        if (up) upOnce.add(proc)
         if (up && !proc.done()) ready.add(proc)
       })
       void proc.exited.then((code) => {
         workers.delete(proc)
         ready.delete(proc)
         if (!proc.killed.value && !stopping) {
-          stats.workerCrashes.push(`${name} exited on its own (${code}): ${proc.lines.slice(-5).join(" | ")}`)
-          say(`VIOLATION ${name} exited on its own (${code}): ${proc.lines.slice(-3).join(" | ")}`)
+          const last = proc.lines.filter((line) => line.trim() !== "").at(-1) ?? ""
+          if (!ready.has(proc) && !upOnce.has(proc) && /^baton: cannot connect to Postgres/.test(last)) {
+            // Started while the server was down: the CLI refuses to start without its database (exit 1, one line).
+            stats.workersRefused++
+            say(`${name} could not connect while starting (${last}); starting another`)
+          } else {
+            stats.workerCrashes.push(`${name} exited on its own (${code}):\n${proc.lines.slice(-40).join("\n")}`)
+            say(`VIOLATION ${name} exited on its own (${code}):\n${proc.lines.slice(-40).join("\n")}`)
+          }
         }
         if (!stopping) spawnWorker()
       })
@@ -284,8 +294,8 @@ export const runChaos = async (options: ChaosOptions): Promise<number> => {
         }
         const code = await proc.exited
         if (code === 0) return
-        stats.producerErrors.push(`${name} exited ${code}: ${proc.lines.slice(-3).join(" | ")}`)
-        say(`VIOLATION ${name} exited ${code}: ${proc.lines.slice(-3).join(" | ")}`)
+        stats.producerErrors.push(`${name} exited ${code}:\n${proc.lines.slice(-60).join("\n")}`)
+        say(`VIOLATION ${name} exited ${code}:\n${proc.lines.slice(-60).join("\n")}`)
       }
     }
     const window = options.durationSec * 1000
@@ -478,6 +488,9 @@ export const runChaos = async (options: ChaosOptions): Promise<number> => {
       `  kills      workers ${stats.workerKills} (${stats.workerStarts} started) · producers ${stats.producerKills} ` +
         `of ${options.producers} · extraction drivers ${stats.driverKills} (${stats.driverStarts} started)`
     )
+    if (stats.workersRefused > 0) {
+      console.log(`  start-up   ${stats.workersRefused} worker(s) started while the server was down exited at once`)
+    }
     if (isPg) {
       console.log(
         `  postgres   LISTEN connections terminated ${stats.listenKills} · restarts ${stats.restarts}` +
