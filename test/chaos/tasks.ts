@@ -39,7 +39,9 @@ export const Body = Task.make("chaos.body", {
   }),
   success: Schema.Number,
   failure: ChaosBoom,
-  maxAttempts: 5,
+  // A lease that expires because the worker was killed counts as an attempt (that is what stops a task that kills
+  // every worker that runs it). Workers die every few hundred ms here: a slow body can lose many attempts that way.
+  maxAttempts: 25,
   backoff: { base: "50 millis", factor: 2, max: "1 second" },
   handler: ({ chord, fail, index, n, slowMs }) =>
     Effect.gen(function* () {
