@@ -127,9 +127,12 @@ export const check = (plan: Plan, reference: RunRows, progressViolations: Readon
       bodiesByChord.set(row.chord_id, list)
       attempts += Math.max(0, Number(row.attempts) - 1)
     }
-    const dispatchedByChord = new Map<string, Array<(typeof dispatchedRows)[number] & { parsed: any }>>()
+    const dispatchedByChord = new Map<
+      string,
+      Array<(typeof dispatchedRows)[number] & { parsed: { results?: unknown } }>
+    >()
     for (const row of dispatchedRows) {
-      const parsed = JSON.parse(row.payload) as { chord?: unknown }
+      const parsed = JSON.parse(row.payload) as { chord?: unknown; results?: unknown }
       if (typeof parsed.chord !== "string") continue
       const list = dispatchedByChord.get(parsed.chord) ?? []
       list.push({ ...row, parsed })
