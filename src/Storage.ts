@@ -101,6 +101,23 @@ const pgTypes: Pg.CustomTypesConfig = {
       : Pg.types.getTypeParser(oid, format as "text")) as Pg.CustomTypesConfig["getTypeParser"]
 }
 
+/**
+ * `@effect/sql`'s `withTransaction` turns a failed COMMIT or ROLLBACK into a defect (`Effect.orDie`). A connection
+ * killed in the middle of a transaction (a server restart, `pg_terminate_backend`; SQLite's "database is locked" at
+ * COMMIT) then kills whatever ran the transaction — a producer, a workflow driver — instead of failing it with an
+ * ordinary `SqlError` that a caller can retry. Baton's clients fail instead: a COMMIT that fails may or may not have
+ * committed, which every Baton transaction tolerates (its effects are idempotent or guarded). Found by `npm run chaos`.
+ */
+const failedEndIsFailure = <C extends SqlClient.SqlClient>(client: C): C => {
+  const withTransaction = client.withTransaction
+  const patched: SqlClient.SqlClient["withTransaction"] = (effect) =>
+    Effect.catchSomeDefect(withTransaction(effect), (defect) =>
+      defect instanceof SqlError ? Option.some(Effect.fail(defect)) : Option.none()
+    )
+  ;(client as { withTransaction: SqlClient.SqlClient["withTransaction"] }).withTransaction = patched
+  return client
+}
+
 const describeUrl = (url: URL): string => `${url.hostname}:${url.port || "5432"}${url.pathname}`
 
 const parsePgUrl = (raw: string): Effect.Effect<URL, StorageError> =>
@@ -238,7 +255,10 @@ const makePg = (options: PgOptions) =>
       ),
       applicationName: options.applicationName ?? "baton",
       types: pgTypes
-    }).pipe(Effect.mapError((error) => new StorageError({ message: error.message, cause: error.cause })))
+    }).pipe(
+      Effect.map(failedEndIsFailure),
+      Effect.mapError((error) => new StorageError({ message: error.message, cause: error.cause }))
+    )
     const channelPrefix = `baton_${schema ?? "public"}`
     const storage = Storage.of({
       dialect: "pg",
@@ -279,7 +299,7 @@ export const layerPgConfig: Layer.Layer<SqlClient.SqlClient | Storage, StorageEr
 
 const makeSqlite = (options: SqliteOptions) =>
   Effect.gen(function* () {
-    const client = yield* SqliteClient.make({ filename: options.filename })
+    const client = failedEndIsFailure(yield* SqliteClient.make({ filename: options.filename }))
     const busyMillis = Duration.toMillis(Duration.decode(options.busyTimeout ?? Duration.seconds(5)))
     yield* Effect.mapError(
       Effect.zipRight(

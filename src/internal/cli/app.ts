@@ -182,6 +182,12 @@ const worker = Command.make(
           .filter((queue) => queue.length > 0)
       ),
       Options.optional
+    ),
+    tasks: Options.text("tasks").pipe(
+      Options.withDescription(
+        "A module (.ts or .js) whose exported Task definitions this worker runs besides the workflow's"
+      ),
+      Options.optional
     )
   },
   (options) =>
@@ -190,6 +196,7 @@ const worker = Command.make(
         concurrency: options.concurrency,
         leaseSeconds: options.lease,
         queues: options.queues,
+        tasks: options.tasks,
         storage: storageText
       })
     )

@@ -11,6 +11,8 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
+import * as path from "node:path"
+import { pathToFileURL } from "node:url"
 import { CheckpointCoordinator } from "../../CheckpointCoordinator.js"
 import { ChordRegistry } from "../../ChordRegistry.js"
 import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
@@ -22,6 +24,7 @@ import type { Corpus } from "./corpus.js"
 import * as Display from "./display.js"
 import { exportBatches, exportDocuments, type Format, type Subject } from "./export.js"
 import type { Services } from "./layers.js"
+import * as Task from "../../Task.js"
 
 /** Writes to stdout. */
 export const write = (text: string): Effect.Effect<void> => Effect.sync(() => void process.stdout.write(text))
@@ -237,15 +240,68 @@ export const resume = (options: {
     })
   })
 
+/** The `--tasks` module of `baton worker` cannot be loaded or exports no task. */
+export class TaskModuleError extends Data.TaggedError("TaskModuleError")<{ readonly message: string }> {}
+
+const isTask = (value: unknown): value is Task.Any =>
+  typeof value === "object" &&
+  value !== null &&
+  (value as { _tag?: unknown })._tag === "Task" &&
+  typeof (value as { name?: unknown }).name === "string" &&
+  typeof (value as { handler?: unknown }).handler === "function"
+
+/**
+ * The Task definitions a module exports (each export that is a Task, or an array of Tasks; `default` too), for
+ * `baton worker --tasks <module>`. Their handlers may use Baton's services (SqlClient, TaskQueue, ChordRegistry, ...)
+ * and nothing else. A name exported twice by different definitions, or one of the workflow's names, is refused.
+ */
+export const loadTaskModule = (file: string): Effect.Effect<ReadonlyArray<Task.Any>, TaskModuleError> =>
+  Effect.gen(function* () {
+    const resolved = path.resolve(file)
+    if (!fs.existsSync(resolved)) return yield* new TaskModuleError({ message: `--tasks: no such file: ${file}` })
+    const module = yield* Effect.tryPromise({
+      try: () => import(pathToFileURL(resolved).href) as Promise<Record<string, unknown>>,
+      catch: (cause) =>
+        new TaskModuleError({ message: `--tasks: cannot load ${file}: ${(cause as Error)?.message ?? String(cause)}` })
+    })
+    const found = new Map<string, Task.Any>()
+    const reserved = new Set<string>(ExtractionWorkflow.tasks.map((task) => task.name))
+    for (const value of Object.values(module)) {
+      for (const candidate of Array.isArray(value) ? value : [value]) {
+        if (!isTask(candidate)) continue
+        if (reserved.has(candidate.name)) {
+          return yield* new TaskModuleError({
+            message: `--tasks: ${file} defines "${candidate.name}", a name the workflow's tasks use`
+          })
+        }
+        const existing = found.get(candidate.name)
+        if (existing !== undefined && existing !== candidate) {
+          return yield* new TaskModuleError({
+            message: `--tasks: ${file} exports two different tasks named "${candidate.name}"`
+          })
+        }
+        found.set(candidate.name, candidate)
+      }
+    }
+    if (found.size === 0) return yield* new TaskModuleError({ message: `--tasks: ${file} exports no Task definition` })
+    return [...found.values()]
+  })
+
 /** `baton worker`: runs a worker until interrupted (Ctrl-C), then stops gracefully. */
 export const worker = (options: {
   readonly concurrency: number
   readonly leaseSeconds: number
   readonly queues: Option.Option<ReadonlyArray<string>>
+  readonly tasks?: Option.Option<string> | undefined
   readonly storage: string
-}): Effect.Effect<void, never, Services | Scope.Scope> =>
+}): Effect.Effect<void, TaskModuleError, Services | Scope.Scope> =>
   Effect.gen(function* () {
-    const queues = Option.getOrUndefined(options.queues)
+    const file = options.tasks === undefined ? undefined : Option.getOrUndefined(options.tasks)
+    const extra = file === undefined ? [] : yield* loadTaskModule(file)
+    const tasks: ReadonlyArray<Task.Any> = [...ExtractionWorkflow.tasks, ...extra]
+    const queues =
+      Option.getOrUndefined(options.queues) ??
+      [...new Set(tasks.map((task) => task.defaults.queue ?? "default"))].sort()
     // Finalizers run in reverse order: "stopping", then the worker's graceful shutdown, then "stopped". (Worker.run is
     // not called in an acquireRelease: fibers forked in its uninterruptible acquire could never be interrupted.)
     let started: Worker.WorkerHandle | undefined
@@ -256,10 +312,11 @@ export const worker = (options: {
             notice(`worker ${started!.workerId} stopped: ${n} task outcomes recorded`)
           )
     )
+    // Handlers of `--tasks` may use Baton's services, which are in this context (the cast only widens the type).
     const handle = yield* Worker.run({
-      tasks: ExtractionWorkflow.tasks,
+      tasks: tasks as ReadonlyArray<Task.Task<string, unknown, unknown, unknown, unknown, unknown, unknown, Services>>,
       concurrency: options.concurrency,
-      ...(queues !== undefined ? { queues } : {}),
+      queues,
       shutdownGracePeriod: "10 seconds",
       ...leaseOptions(options.leaseSeconds)
     })
@@ -270,8 +327,10 @@ export const worker = (options: {
       )
     )
     yield* print(
-      `worker ${handle.workerId} on ${options.storage}: queues ${(queues ?? ["default"]).join(",")}, ` +
-        `concurrency ${options.concurrency}; Ctrl-C to stop`
+      `worker ${handle.workerId} on ${options.storage}: queues ${queues.join(",")}, ` +
+        `concurrency ${options.concurrency}` +
+        (file === undefined ? "" : `, ${extra.length} more task${extra.length === 1 ? "" : "s"} from ${file}`) +
+        "; Ctrl-C to stop"
     )
     return yield* Effect.never
   })
