@@ -129,6 +129,14 @@ const runMigrations = (dialect: Dialect) =>
       table: migrationsTable
     })
     if (dialect === "pg") {
+      // Already up to date: nothing to take a lock for, and nothing that needs the CREATE privilege, so a runtime
+      // role that may only read and write Baton's tables (docs/reliability.md, "Privileges") can open the storage.
+      const latest = Math.max(...Object.keys(pgMigrations).map((key) => parseInt(key, 10)))
+      const table = yield* sql<{ t: string | null }>`SELECT to_regclass(${migrationsTable})::text AS t`
+      if (table[0]?.t !== null && table[0]?.t !== undefined) {
+        const applied = yield* sql<{ id: number | null }>`SELECT max(migration_id) AS id FROM ${sql(migrationsTable)}`
+        if (applied[0]?.id !== null && applied[0]?.id !== undefined && Number(applied[0].id) >= latest) return
+      }
       // Migrator's own "create the migrations table" step races between processes; an advisory transaction lock
       // serialises whole migration runs instead (released at commit).
       // The table is created here (same definition as Migrator's) because Migrator probes for it with a query that
@@ -195,6 +203,11 @@ const makePg = (options: PgOptions) =>
           Effect.tryPromise({
             try: async () => {
               await client.connect()
+              // Only create it when missing: CREATE SCHEMA (even IF NOT EXISTS) needs the CREATE privilege on the
+              // database, which a runtime role should not have. `schema` matched `schemaName` above: it is safe to
+              // quote as an identifier (DDL takes no parameters).
+              const exists = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [schema])
+              if (exists.rowCount !== null && exists.rowCount > 0) return
               try {
                 await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`)
               } catch (error) {

@@ -15,7 +15,7 @@ import { CheckpointCoordinator } from "../../CheckpointCoordinator.js"
 import { ChordRegistry } from "../../ChordRegistry.js"
 import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
 import { type Run, RunService, RunStateConflict } from "../../RunService.js"
-import { TaskQueue } from "../../TaskQueue.js"
+import { type InvalidInput, TaskQueue } from "../../TaskQueue.js"
 import * as Worker from "../../Worker.js"
 import type { Corpus } from "./corpus.js"
 import * as Display from "./display.js"
@@ -135,7 +135,7 @@ export const execute = (options: {
   readonly header: ReadonlyArray<readonly [string, string]>
   readonly title: string
   readonly skipped?: number | undefined
-}): Effect.Effect<void, ExtractionWorkflow.WorkflowError, Services | Scope.Scope> =>
+}): Effect.Effect<void, ExtractionWorkflow.WorkflowError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
     const tty = process.stdout.isTTY === true
@@ -183,7 +183,7 @@ export const runCorpus = (options: {
   readonly batchSize: number
   readonly runId: Option.Option<string>
   readonly workers: WorkerSettings
-}): Effect.Effect<void, ExtractionWorkflow.WorkflowError, Services | Scope.Scope> =>
+}): Effect.Effect<void, ExtractionWorkflow.WorkflowError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const runId = Option.isSome(options.runId) ? options.runId.value : yield* freshRunId
     const documents = options.corpus.documents
@@ -211,7 +211,7 @@ export const resume = (options: {
   readonly runId: string
   readonly storage: string
   readonly workers: WorkerSettings
-}): Effect.Effect<void, ExtractionWorkflow.WorkflowError, Services | Scope.Scope> =>
+}): Effect.Effect<void, ExtractionWorkflow.WorkflowError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
     const progress = yield* workflow.progress(options.runId)
@@ -242,7 +242,7 @@ export const worker = (options: {
   readonly leaseSeconds: number
   readonly queues: Option.Option<ReadonlyArray<string>>
   readonly storage: string
-}): Effect.Effect<void, never, Services | Scope.Scope> =>
+}): Effect.Effect<void, InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const queues = Option.getOrUndefined(options.queues)
     // Finalizers run in reverse order: "stopping", then the worker's graceful shutdown, then "stopped". (Worker.run is
