@@ -70,7 +70,7 @@ export const migrationsTable = "baton_migrations"
 export interface PgOptions {
   /** `postgres://user:pass@host:port/db`; defaults to the `DATABASE_URL` environment variable via `layerPgConfig`. */
   readonly url: string | Redacted.Redacted<string>
-  /** Confine Baton's tables to this schema (created if missing). Lowercase letters, digits and `_` only. */
+  /** Confine Baton's tables to this schema (created if missing). 1 to 45 lowercase letters, digits and `_`. */
   readonly schema?: string | undefined
   /** Pool size (default 10). */
   readonly maxConnections?: number | undefined
@@ -88,7 +88,9 @@ export interface SqliteOptions {
   readonly busyTimeout?: Duration.DurationInput | undefined
 }
 
-const schemaName = /^[a-z_][a-z0-9_]{0,62}$/
+// At most 45 characters: NOTIFY channel names carry the schema (`baton_<schema>_completions`), and Postgres refuses a
+// channel name over 63 bytes (and truncates a LISTEN identifier to 63, which could make two schemas share a channel).
+const schemaName = /^[a-z_][a-z0-9_]{0,44}$/
 
 const INT8_OID = 20
 
@@ -184,7 +186,7 @@ const makePg = (options: PgOptions) =>
     const schema = options.schema
     if (schema !== undefined && !schemaName.test(schema)) {
       return yield* new StorageError({
-        message: `invalid schema name "${schema}": use lowercase letters, digits and _`
+        message: `invalid schema name ${JSON.stringify(schema)}: use 1 to 45 lowercase letters, digits and _ (not starting with a digit)`
       })
     }
     const timeout = Duration.decode(options.connectTimeout ?? Duration.seconds(5))

@@ -13,7 +13,16 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Deferred from "effect/Deferred"
+import { spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as net from "node:net"
+import * as os from "node:os"
+import * as path from "node:path"
 import * as Baton from "../src/Baton.js"
+import * as Continuations from "../src/Continuations.js"
+import * as ExtractionWorkflow from "../src/ExtractionWorkflow.js"
+import { RunService } from "../src/RunService.js"
 import { CheckpointCoordinator } from "../src/CheckpointCoordinator.js"
 import * as ChordRegistry from "../src/ChordRegistry.js"
 import { CompletionBackend } from "../src/CompletionBackend.js"
@@ -464,6 +473,32 @@ for (const backend of Backends.all()) {
     )
 
     it.live(
+      "ExtractionWorkflow.run: bad run ids, batch sizes and documents fail with InvalidInput; nothing is written",
+      () =>
+        Effect.gen(function* () {
+          const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
+          const runs = yield* RunService
+          const doc = { path: "a.md", content: "# A" }
+          const cases: ReadonlyArray<readonly [ExtractionWorkflow.RunInput, string, RegExp]> = [
+            [{ documents: [doc], batchSize: 0 }, "batchSize", /from 1 to 100000, got 0/],
+            [{ documents: [doc], batchSize: Number.NaN }, "batchSize", /got NaN/],
+            [{ documents: [doc], batchSize: -3 }, "batchSize", /got -3/],
+            [{ documents: [doc], batchSize: 1e12 }, "batchSize", /got 1000000000000/],
+            [{ documents: [doc], runId: "r\u0000" }, "runId", /NUL/],
+            [{ documents: [doc], runId: "" }, "runId", /must not be empty/],
+            [{ documents: [doc, { path: "b\u0000.md", content: "x" }] }, "documents[1].path", /NUL/],
+            [{ documents: [{ path: "c.md", content: "bad \ud800 text" }] }, "documents[0].content", /lone surrogate/],
+            [{ documents: [{ path: "d.md", content: "nul \u0000 inside" }] }, "documents[0].content", /NUL/]
+          ]
+          for (const [input, field, message] of cases) {
+            yield* refused(workflow.run(input), "InvalidInput", field, message)
+          }
+          assert.deepStrictEqual(yield* runs.listRuns({}), [])
+          assert.strictEqual(yield* taskCount, 0)
+        }).pipe(Effect.provide(Baton.layerWith(backend.storage())))
+    )
+
+    it.live(
       "subscribe: filters with NUL, lone surrogates, patterns or unknown fields, and bad batch sizes are refused",
       () =>
         Effect.gen(function* () {
@@ -505,7 +540,9 @@ describe("bad inputs: storage", () => {
         [{ url: "not a url" }, /malformed Postgres URL/],
         [{ url: "postgres://nobody@127.0.0.1:1/x", connectTimeout: "2 seconds" }, /127.0.0.1:1\/x: connection refused/],
         [{ url: "postgres://u@127.0.0.1:5432/x", schema: "x; DROP SCHEMA public" }, /invalid schema name/],
-        [{ url: "postgres://u@127.0.0.1:5432/x", schema: "Robert'); DROP TABLE" }, /invalid schema name/]
+        [{ url: "postgres://u@127.0.0.1:5432/x", schema: "Robert'); DROP TABLE" }, /invalid schema name/],
+        // 46 characters would make the NOTIFY channel name longer than Postgres accepts.
+        [{ url: "postgres://u@127.0.0.1:5432/x", schema: "a".repeat(46) }, /1 to 45 lowercase letters/]
       ]
       for (const [options, message] of cases) {
         const error = yield* Effect.flip(Layer.build(Storage.layerPg(options)).pipe(Effect.scoped))
@@ -513,5 +550,267 @@ describe("bad inputs: storage", () => {
         assert.match(error.message, message)
       }
     })
+  )
+})
+
+describe("bad inputs: continuations", () => {
+  it.live("callbacks that throw, die, fail or hang do not stop the others; late ones still run", () =>
+    Effect.gen(function* () {
+      const continuations = yield* Continuations.make<number, string>()
+      const fired = yield* Deferred.make<number>()
+      const late = yield* Deferred.make<number>()
+      yield* continuations.addOrRunNow("throws", () => {
+        throw new Error("thrown synchronously by a callback")
+      })
+      yield* continuations.addOrRunNow("dies", () => Effect.die("a defect"))
+      yield* continuations.addOrRunNow("fails", () => Effect.fail("a typed failure"))
+      yield* continuations.addOrRunNow("hangs", () => Effect.never, { timeout: "50 millis" })
+      yield* continuations.addOrRunNow("ok", (exit) =>
+        Exit.isSuccess(exit) ? Deferred.succeed(fired, exit.value) : Effect.void
+      )
+      yield* continuations.addOrRunNow("", () => Effect.void) // an empty name is just a name
+      assert.isTrue(yield* continuations.complete(Exit.succeed(7)))
+      assert.strictEqual(yield* Deferred.await(fired), 7)
+      const result = yield* continuations.addOrRunNow("late", (exit) =>
+        Exit.isSuccess(exit) ? Deferred.succeed(late, exit.value) : Effect.void
+      )
+      assert.strictEqual(result._tag, "Fired")
+      assert.strictEqual(yield* Deferred.await(late), 7)
+      // A second completion changes nothing.
+      assert.isFalse(yield* continuations.complete(Exit.fail("other")))
+      assert.deepStrictEqual(yield* continuations.await, Exit.succeed(7))
+    }).pipe(Effect.scoped)
+  )
+})
+
+const root = path.resolve(import.meta.dirname, "..")
+
+const baton = (args: ReadonlyArray<string>) =>
+  Effect.promise(
+    () =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const env = { ...process.env }
+        delete env.DATABASE_URL
+        delete env.BATON_PG_SCHEMA
+        delete env.BATON_DB
+        const child = spawn(process.execPath, [path.join(root, "bin/baton.js"), ...args], { cwd: root, env })
+        let stdout = ""
+        let stderr = ""
+        child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
+        child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
+        child.on("close", (code) => resolve({ code, stdout, stderr }))
+      })
+  )
+
+describe("bad inputs: the baton CLI", () => {
+  it.live(
+    "out-of-range, malformed and unknown flags exit 2 with one line; a bad DATABASE_URL exits 1 with one line",
+    () =>
+      Effect.gen(function* () {
+        const db = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "baton-bad-cli-")), "baton.db")
+        const cases: ReadonlyArray<readonly [ReadonlyArray<string>, number, RegExp]> = [
+          [["worker", "--db", db, "--concurrency", "0"], 2, /--concurrency must be from 1 to 1000/],
+          [["worker", "--db", db, "--concurrency", "-5"], 2, /--concurrency must be from 1 to 1000/],
+          [["worker", "--db", db, "--concurrency", "100000"], 2, /--concurrency must be from 1 to 1000/],
+          [["worker", "--db", db, "--concurrency", "NaN"], 2, /./],
+          [["worker", "--db", db, "--lease", "0"], 2, /--lease must be from 1 to 86400/],
+          [["demo", "--db", db, "--workers", "1000"], 2, /--workers must be from 0 to 64/],
+          [["demo", "--db", db, "--batch-size", "1e12"], 2, /./],
+          [["demo", "--db", db, "--batch-size", "-1"], 2, /--batch-size must be from 1 to 100000/],
+          [["status", "--database-url", "mysql://root@localhost/x"], 1, /protocol "mysql:" is not postgres/],
+          [["status", "--database-url", "postgres://nobody@127.0.0.1:1/x"], 1, /127.0.0.1:1\/x: connection refused/],
+          [["export", "'; DROP TABLE baton_runs; --", "--db", db], 1, /no run with id "'; DROP TABLE baton_runs; --"/]
+        ]
+        for (const [args, code, message] of cases) {
+          const result = yield* baton(args)
+          assert.strictEqual(result.code, code, `${args.join(" ")}: ${result.stderr}`)
+          const lines = result.stderr.trim().split("\n")
+          assert.strictEqual(lines.length, 1, `${args.join(" ")}: one line on stderr, got ${result.stderr}`)
+          assert.match(lines[0]!, message)
+          assert.notMatch(result.stderr, /at .*\.ts:\d+/, "no stack trace")
+        }
+      }),
+    { timeout: 180_000 }
+  )
+})
+
+const Slow = Task.make("bad-slow", {
+  payload: Schema.Struct({ i: Schema.Number }),
+  success: Schema.Number,
+  handler: ({ i }) => Effect.as(Effect.sleep("2 millis"), i)
+})
+
+/** Exactly one `task` completion row per task, and every task succeeded with its own result. */
+const assertNothingLostOrDoubled = (ids: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const sql = yield* SqlClient.SqlClient
+    const queue = yield* TaskQueue
+    for (const [i, id] of ids.entries()) {
+      const info = yield* queue.get(id)
+      assert.strictEqual(info.state, "succeeded", `task ${i}: ${JSON.stringify(info.error)}`)
+      assert.strictEqual(Option.getOrThrow(yield* queue.result(Slow, id)), i)
+    }
+    const rows = yield* sql<{ task_id: string; n: number }>`SELECT task_id, count(*) AS n FROM baton_completions
+      WHERE kind = 'task' GROUP BY task_id`
+    assert.strictEqual(rows.length, ids.length)
+    for (const row of rows) assert.strictEqual(Number(row.n), 1, `task ${row.task_id} completed once`)
+  })
+
+describe.runIf(Backends.pgAvailable())("bad inputs: the database going away mid-run [pg]", () => {
+  it.live(
+    "its connections terminated three times mid-run: the worker goes on; nothing accepted is lost or doubled",
+    () =>
+      Effect.gen(function* () {
+        const applicationName = `baton-bad-kill-${process.pid}-${Date.now().toString(36)}`
+        const admin = new (yield* Effect.promise(() => import("pg"))).default.Client({
+          connectionString: Backends.pgUrl()
+        })
+        yield* Effect.acquireRelease(
+          Effect.promise(() => admin.connect()),
+          () => Effect.promise(() => admin.end().catch(() => undefined))
+        )
+        // Only our own backends: this layer's pool and its LISTEN connection carry our application name.
+        const killOurs = Effect.promise(() =>
+          admin.query<{ n: number }>(
+            "SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name LIKE $1",
+            [`${applicationName}%`]
+          )
+        ).pipe(Effect.map((result) => result.rows[0]!.n))
+        const program = Effect.gen(function* () {
+          const queue = yield* TaskQueue
+          const ids = yield* queue.enqueueMany(Array.from({ length: 300 }, (_, i) => Task.call(Slow, { i })))
+          yield* Worker.run({
+            tasks: [Slow],
+            concurrency: 8,
+            leaseDuration: "2 seconds",
+            reclaimInterval: "200 millis",
+            pollInterval: { min: "2 millis", max: "50 millis" }
+          })
+          let killed = 0
+          for (const target of [50, 120, 200]) {
+            yield* Backends.eventually(
+              // A query of ours on a terminated connection fails too (SqlError): poll through it.
+              Effect.map(Effect.either(queue.counts), (c) => c._tag === "Right" && c.right.succeeded >= target),
+              `${target} tasks done`,
+              60_000
+            )
+            killed += yield* killOurs
+          }
+          assert.isAbove(killed, 2, "backends were terminated")
+          yield* Backends.eventually(
+            Effect.map(Effect.either(queue.counts), (c) => c._tag === "Right" && c.right.succeeded === 300),
+            "all 300 tasks done",
+            120_000
+          )
+          // The queue still takes work.
+          const after = yield* queue.enqueue(Slow, { i: 300 })
+          yield* Backends.eventually(
+            Effect.map(queue.get(after), (info) => info.state === "succeeded"),
+            "a new task"
+          )
+          yield* assertNothingLostOrDoubled([...ids, after])
+        })
+        yield* program.pipe(
+          Effect.scoped,
+          Effect.provide(
+            Baton.coreLayerWith(
+              Storage.layerPg({
+                url: Backends.pgUrl(),
+                schema: `bt_${process.pid}_${Date.now().toString(36)}_kill`,
+                applicationName
+              })
+            )
+          )
+        )
+      }).pipe(Effect.scoped),
+    { timeout: 240_000 }
+  )
+
+  it.live(
+    "the server stops accepting (a proxy goes down) mid-run: enqueue fails with SqlError, work resumes after",
+    () =>
+      Effect.gen(function* () {
+        const target = new URL(Backends.pgUrl())
+        const sockets = new Set<net.Socket>()
+        let server: net.Server | undefined
+        const up = (port: number) =>
+          Effect.async<number>((resume) => {
+            server = net.createServer((client) => {
+              const upstream = net.connect(Number(target.port || 5432), target.hostname)
+              sockets.add(client).add(upstream)
+              const drop = () => {
+                client.destroy()
+                upstream.destroy()
+                sockets.delete(client)
+                sockets.delete(upstream)
+              }
+              client.on("error", drop).on("close", drop)
+              upstream.on("error", drop).on("close", drop)
+              client.pipe(upstream).pipe(client)
+            })
+            server.listen(port, "127.0.0.1", () => resume(Effect.succeed((server!.address() as net.AddressInfo).port)))
+          })
+        const down = Effect.async<void>((resume) => {
+          for (const socket of sockets) socket.destroy()
+          sockets.clear()
+          server!.close(() => resume(Effect.void))
+        })
+        const port = yield* up(0)
+        yield* Effect.addFinalizer(() => (server?.listening ? down : Effect.void))
+        const url = new URL(Backends.pgUrl())
+        url.host = `127.0.0.1:${port}`
+        const program = Effect.gen(function* () {
+          const queue = yield* TaskQueue
+          const ids = yield* queue.enqueueMany(Array.from({ length: 200 }, (_, i) => Task.call(Slow, { i })))
+          yield* Worker.run({
+            tasks: [Slow],
+            concurrency: 8,
+            leaseDuration: "2 seconds",
+            reclaimInterval: "200 millis",
+            pollInterval: { min: "2 millis", max: "50 millis" }
+          })
+          yield* Backends.eventually(
+            Effect.map(queue.counts, (counts) => counts.succeeded >= 50),
+            "50 done",
+            60_000
+          )
+          yield* down
+          // While the server is unreachable, a new enqueue is refused with a typed SqlError: it was not accepted.
+          const refusedWhileDown = yield* Effect.flip(queue.enqueue(Slow, { i: -1 }).pipe(Effect.timeout("30 seconds")))
+          assert.include(["SqlError", "TimeoutException"], refusedWhileDown._tag)
+          yield* up(port)
+          yield* Backends.eventually(
+            Effect.map(
+              Effect.either(queue.counts),
+              (counts) => counts._tag === "Right" && counts.right.succeeded === 200
+            ),
+            "all 200 done after the server came back",
+            120_000
+          )
+          const after = yield* queue.enqueue(Slow, { i: 200 })
+          yield* Backends.eventually(
+            Effect.map(queue.get(after), (info) => info.state === "succeeded"),
+            "a new task"
+          )
+          yield* assertNothingLostOrDoubled([...ids, after])
+          // The refused enqueue left nothing behind.
+          const sql = yield* SqlClient.SqlClient
+          const stray = yield* sql<{ n: number }>`SELECT count(*) AS n FROM baton_tasks WHERE payload = '{"i":-1}'`
+          assert.strictEqual(Number(stray[0]!.n), 0)
+        })
+        yield* program.pipe(
+          Effect.scoped,
+          Effect.provide(
+            Baton.coreLayerWith(
+              Storage.layerPg({
+                url: url.toString(),
+                schema: `bt_${process.pid}_${Date.now().toString(36)}_proxy`,
+                connectTimeout: "2 seconds"
+              })
+            )
+          )
+        )
+      }).pipe(Effect.scoped),
+    { timeout: 240_000 }
   )
 })

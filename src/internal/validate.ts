@@ -40,10 +40,22 @@ const describe = (value: unknown): string => {
  * A name-like string: non-empty, at most `maxNameLength` code units, no NUL (Postgres text cannot store it) and no
  * lone surrogate (not valid Unicode: it cannot be encoded as UTF-8 without being replaced).
  */
-export const name = (field: string, value: unknown, options: { readonly allowEmpty?: boolean } = {}) => {
+export const name = (
+  field: string,
+  value: unknown,
+  options: { readonly allowEmpty?: boolean; readonly maxLength?: number } = {}
+) => {
   if (typeof value !== "string") return `${field} must be a string, got ${describe(value)}`
   if (value.length === 0 && options.allowEmpty !== true) return `${field} must not be empty`
-  if (value.length > maxNameLength) return `${field} is ${value.length} characters long; at most ${maxNameLength}`
+  return text(field, value, options.maxLength ?? maxNameLength)
+}
+
+/**
+ * Text stored in a text column as is (not JSON-escaped): at most `maxLength` code units, no NUL, no lone surrogate.
+ */
+export const text = (field: string, value: unknown, maxLength = Number.MAX_SAFE_INTEGER) => {
+  if (typeof value !== "string") return `${field} must be a string, got ${describe(value)}`
+  if (value.length > maxLength) return `${field} is ${value.length} characters long; at most ${maxLength}`
   if (value.includes("\u0000")) return `${field} must not contain NUL (\\u0000)`
   if (loneSurrogate.test(value)) return `${field} must be well-formed Unicode (it contains a lone surrogate)`
   return undefined
