@@ -7,6 +7,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Cause from "effect/Cause"
+import * as ConfigProvider from "effect/ConfigProvider"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -549,8 +550,36 @@ describe("bad inputs: storage", () => {
         assert.strictEqual(error._tag, "StorageError")
         assert.match(error.message, message)
       }
+      // DATABASE_URL through Effect Config: missing, or malformed.
+      const fromConfig = (map: Map<string, string>) =>
+        Effect.flip(
+          Layer.build(Storage.layerPgConfig).pipe(Effect.scoped, Effect.withConfigProvider(ConfigProvider.fromMap(map)))
+        )
+      assert.match((yield* fromConfig(new Map())).message, /Postgres configuration: .*DATABASE_URL/)
+      assert.match(
+        (yield* fromConfig(new Map([["DATABASE_URL", "http://example.com"]]))).message,
+        /protocol "http:" is not postgres/
+      )
+      // A SQLite file that cannot be opened.
+      const sqlite = yield* Effect.flip(
+        Layer.build(Storage.layerSqlite({ filename: "/nonexistent-dir/baton.db" })).pipe(Effect.scoped)
+      )
+      assert.strictEqual(sqlite._tag, "StorageError")
+      assert.match(sqlite.message, /cannot open SQLite database "\/nonexistent-dir\/baton.db"/)
     })
   )
+})
+
+describe("bad inputs: task definitions", () => {
+  it("Task.make refuses an empty name, NUL, a lone surrogate or more than 255 characters (TypeError)", () => {
+    const define = (name: string) => () =>
+      Task.make(name, { payload: Schema.Void, success: Schema.Void, handler: () => Effect.void })
+    assert.throws(define(""), TypeError, /must not be empty/)
+    assert.throws(define("a\u0000b"), TypeError, /must not contain NUL/)
+    assert.throws(define("\ud800"), TypeError, /lone surrogate/)
+    assert.throws(define("n".repeat(256)), TypeError, /at most 255/)
+    assert.strictEqual(define("'; DROP TABLE baton_tasks; --")().name, "'; DROP TABLE baton_tasks; --")
+  })
 })
 
 describe("bad inputs: continuations", () => {
