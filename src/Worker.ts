@@ -581,7 +581,7 @@ const checkOptions = (options: WorkerOptions<ReadonlyArray<Task.Any>>) =>
     const heartbeatMs = yield* ms(
       "heartbeatInterval",
       options.heartbeatInterval,
-      Math.max(10, Math.floor(leaseMs / 3)),
+      Math.min(Math.max(10, Math.floor(leaseMs / 3)), leaseMs - 1),
       1
     )
     if (heartbeatMs >= leaseMs) {
