@@ -241,6 +241,10 @@ export const checkRequest = (request: RawEnqueue): Either.Either<string, Invalid
       ? undefined
       : invalid("idempotencyKey", Validate.name("idempotencyKey", request.idempotencyKey))) ??
     (request.runId === undefined ? undefined : invalid("runId", Validate.name("runId", request.runId))) ??
+    (request.chordId === undefined ? undefined : invalid("chordId", Validate.name("chordId", request.chordId))) ??
+    (request.chordIndex === undefined
+      ? undefined
+      : invalid("chordIndex", Validate.integer("chordIndex", request.chordIndex, 0, Validate.maxChordSize - 1))) ??
     (request.priority === undefined
       ? undefined
       : invalid(
