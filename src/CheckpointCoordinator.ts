@@ -169,7 +169,9 @@ const isBatchIndex = (batchIndex: number): boolean =>
  */
 export const validateBatchIndex = (batchIndex: number, runId?: string): Effect.Effect<void> => {
   if (!isBatchIndex(batchIndex)) {
-    return Effect.die(new RangeError(`batchIndex must be an integer from 0 to ${maxBatchIndex}, got ${batchIndex}`))
+    return Effect.die(
+      new RangeError(`batchIndex must be a non-negative integer (at most ${maxBatchIndex}), got ${batchIndex}`)
+    )
   }
   const problem = runId === undefined ? undefined : Validate.name("runId", runId)
   return problem === undefined ? Effect.void : Effect.die(new RangeError(problem))

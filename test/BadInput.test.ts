@@ -447,7 +447,7 @@ for (const backend of Backends.all()) {
       Effect.gen(function* () {
         const checkpoints = yield* CheckpointCoordinator
         const cases: ReadonlyArray<readonly [string, number, RegExp]> = [
-          ["run", -1, /batchIndex must be an integer from 0 to 2147483647, got -1/],
+          ["run", -1, /batchIndex must be a non-negative integer \(at most 2147483647\), got -1/],
           ["run", Number.NaN, /got NaN/],
           ["run", 1.5, /got 1.5/],
           ["run", 2 ** 31, /got 2147483648/],
