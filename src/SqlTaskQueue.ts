@@ -161,8 +161,9 @@ const durationMs = (
 ): Effect.Effect<number | undefined, InvalidInput> => {
   if (input === undefined) return Effect.succeed(undefined)
   const checked = Validate.duration(field, input, minMs, Validate.maxDurationMs)
+  // Whole milliseconds (the columns are integers): "1.5 millis" becomes 2 ms, never 0 for a positive duration.
   return checked.problem === undefined
-    ? Effect.succeed(checked.ms)
+    ? Effect.succeed(Math.ceil(checked.ms))
     : Effect.fail(new InvalidInput({ field, message: checked.problem }))
 }
 
@@ -259,7 +260,7 @@ export const checkRequest = (request: RawEnqueue): Either.Either<string, Invalid
       : invalid("timeout", Validate.integer("timeout (ms)", request.timeoutMs, 1, Validate.maxDurationMs))) ??
     (request.runAt === undefined
       ? undefined
-      : invalid("runAt", Validate.number("runAt (epoch ms)", request.runAt, 0, Validate.maxEpochMs))) ??
+      : invalid("runAt", Validate.integer("runAt (epoch ms)", request.runAt, 0, Validate.maxEpochMs))) ??
     (request.backoff === undefined
       ? undefined
       : (invalid(

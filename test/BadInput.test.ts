@@ -251,11 +251,21 @@ for (const backend of Backends.all()) {
             /got NaN/
           )
           assert.strictEqual(yield* taskCount, 0)
+          yield* refused(
+            queue.enqueueRaw([{ name: "bad-double", payload: { n: 1 }, runAt: 1.5 }]),
+            "InvalidInput",
+            "runAt",
+            /integer from 0 to 8640000000000000, got 1.5/
+          )
+          // Fractional durations are rounded up to whole milliseconds.
+          const fractional = yield* queue.enqueue(Double, { n: 1 }, { delay: "1.5 millis", timeout: "1.5 millis" })
+          assert.isAtLeast((yield* queue.get(fractional)).runAt.getTime(), 2)
+          yield* queue.cancel(fractional)
           // The edges of the ranges are accepted.
           const ok = yield* queue.enqueue(Double, { n: 1 }, { priority: -limits.maxPriority, maxAttempts: 10_000 })
           assert.strictEqual((yield* queue.get(ok)).priority, -limits.maxPriority)
           yield* queue.enqueue(Double, { n: 1 }, { delay: 0, priority: limits.maxPriority })
-          assert.strictEqual(yield* taskCount, 2)
+          assert.strictEqual(yield* taskCount, 3)
         }).pipe(Effect.provide(layer()))
     )
 
