@@ -179,7 +179,7 @@ const main = async () => {
   const sampler = await connect(url)
 
   const runPhase = async (workers: number, concurrency: number) => {
-    const startWorkers: Effect.Effect<void, never, TaskQueue | Scope.Scope> = Effect.forEach(
+    const startWorkers: Effect.Effect<void, unknown, TaskQueue | Scope.Scope> = Effect.forEach(
       Array.from({ length: workers }, (_, i) => i),
       (i) =>
         Worker.run({

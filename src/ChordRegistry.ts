@@ -42,7 +42,7 @@ import type * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Continuations from "./Continuations.js"
 import type * as Task from "./Task.js"
-import { type InvalidPayload, TaskError, type TaskId } from "./TaskQueue.js"
+import { type InvalidInput, type InvalidPayload, TaskError, type TaskId } from "./TaskQueue.js"
 
 /** A chord's id. */
 export const ChordId = Schema.String.pipe(Schema.brand("baton/ChordId"))
@@ -295,7 +295,7 @@ export class ChordRegistry extends Context.Tag("baton/ChordRegistry")<
       P extends FailurePolicy = "fail"
     >(
       spec: ChordSpec<Body, CB, EB, P> & CheckSpec<Body, CB, EB, P>
-    ) => Effect.Effect<ChordHandle, InvalidPayload | SqlError>
+    ) => Effect.Effect<ChordHandle, InvalidPayload | InvalidInput | SqlError>
     /** Reads a chord: state, counters, callback task id, failure, timings. */
     readonly get: (chordId: string) => Effect.Effect<ChordInfo, ChordNotFound | SqlError>
     /** A handle on an existing chord (from any process). */

@@ -44,9 +44,10 @@ import { CheckpointCoordinator, type CheckpointToken } from "./CheckpointCoordin
 import * as ChordRegistry from "./ChordRegistry.js"
 import { CompletionBackend } from "./CompletionBackend.js"
 import { BatchSummary, DocumentExtract, extractDocument, mergeBatch } from "./Extract.js"
+import * as Validate from "./internal/validate.js"
 import { type Run, type RunId, type RunNotFound, RunService, type RunStateConflict } from "./RunService.js"
 import * as Task from "./Task.js"
-import { type TaskInfo, TaskQueue, terminalStates } from "./TaskQueue.js"
+import { InvalidInput, type TaskInfo, TaskQueue, terminalStates } from "./TaskQueue.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Tasks
@@ -164,14 +165,46 @@ export class NotAnExtractionRun extends Schema.TaggedError<NotAnExtractionRun>()
 }
 
 /** Errors of running or resuming. */
-export type WorkflowError = ExtractionFailed | NotAnExtractionRun | RunNotFound | RunStateConflict | SqlError
+export type WorkflowError =
+  ExtractionFailed | NotAnExtractionRun | RunNotFound | RunStateConflict | InvalidInput | SqlError
+
+/** Largest `batchSize` (a batch is one chord). */
+export const maxBatchSize = 100_000
+/** Longest document path. */
+export const maxPathLength = 4096
+
+/**
+ * The run's input, checked before anything is written: the run id like every Baton name, the batch size in range,
+ * and every document's path and content free of NUL and lone surrogates (Postgres text refuses NUL, and a lone
+ * surrogate cannot be stored as UTF-8 without being replaced: the same refusal on every backend, naming the document).
+ */
+const checkInput = (
+  input: RunInput,
+  batchSize: number,
+  documents: ReadonlyArray<InputDocument>
+): InvalidInput | undefined => {
+  const invalid = (field: string, message: string | undefined) =>
+    message === undefined ? undefined : new InvalidInput({ field, message })
+  const first =
+    invalid("batchSize", Validate.integer("batchSize", batchSize, 1, maxBatchSize)) ??
+    (input.runId === undefined ? undefined : invalid("runId", Validate.name("runId", input.runId))) ??
+    (input.source === undefined ? undefined : invalid("source", Validate.text("source", input.source, maxPathLength)))
+  if (first !== undefined) return first
+  for (const [i, doc] of documents.entries()) {
+    const problem =
+      invalid(`documents[${i}].path`, Validate.name(`documents[${i}].path`, doc?.path, { maxLength: maxPathLength })) ??
+      invalid(`documents[${i}].content`, Validate.text(`documents[${i}].content`, doc?.content))
+    if (problem !== undefined) return problem
+  }
+  return undefined
+}
 
 /** The extraction workflow. */
 export class ExtractionWorkflow extends Context.Tag("baton/ExtractionWorkflow")<
   ExtractionWorkflow,
   {
     /** Records a new run and its input (one transaction) without processing it; an existing id is returned as is. */
-    readonly start: (input: RunInput) => Effect.Effect<Run, SqlError>
+    readonly start: (input: RunInput) => Effect.Effect<Run, InvalidInput | SqlError>
     /** Records the run and processes it batch by batch until it succeeds or fails. */
     readonly run: (input: RunInput) => Effect.Effect<RunResult, WorkflowError>
     /** Continues a run after its last confirmed batch (a succeeded run returns its result at once). */
@@ -270,10 +303,9 @@ export const make = Effect.gen(function* () {
 
   const start = Effect.fn("ExtractionWorkflow.start")(function* (input: RunInput) {
     const batchSize = input.batchSize ?? defaultBatchSize
-    if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
-      return yield* Effect.die(new RangeError(`batchSize must be a positive integer, got ${batchSize}`))
-    }
     const documents = [...input.documents]
+    const problem = checkInput(input, batchSize, documents)
+    if (problem !== undefined) return yield* problem
     const metadata: RunMetadata = {
       batchSize,
       totalDocuments: documents.length,

@@ -66,7 +66,8 @@ import { encodeCall } from "./SqlTaskQueue.js"
 import { Reconciler } from "./Reconciler.js"
 import { Storage } from "./Storage.js"
 import type * as Task from "./Task.js"
-import { InvalidPayload, type RawEnqueue, TaskId, TaskQueue } from "./TaskQueue.js"
+import { InvalidInput, InvalidPayload, type RawEnqueue, TaskId, TaskQueue } from "./TaskQueue.js"
+import * as Validate from "./internal/validate.js"
 
 /** Settings of the registry's coordinator. */
 export interface Options {
@@ -84,6 +85,33 @@ export interface Options {
   readonly pollInterval?: { readonly min?: Duration.DurationInput; readonly max?: Duration.DurationInput } | undefined
   /** Chords handled per reconciler query (default 100). */
   readonly reconcileBatch?: number | undefined
+}
+
+/** The chord's own fields (its body tasks and callbacks are checked when they are encoded and enqueued). */
+const checkSpec = (spec: ChordSpec<ReadonlyArray<Task.TaskCall>, Task.Any, Task.Any, FailurePolicy>) => {
+  const invalid = (field: string, message: string | undefined) =>
+    message === undefined ? undefined : new InvalidInput({ field, message })
+  if (!Array.isArray(spec.body))
+    return new InvalidInput({ field: "body", message: "body must be an array of Task.call(...)" })
+  if (spec.body.length > Validate.maxChordSize) {
+    return new InvalidInput({
+      field: "body",
+      message: `a chord has at most ${Validate.maxChordSize} body tasks, got ${spec.body.length}`
+    })
+  }
+  return (
+    (spec.namespace === undefined ? undefined : invalid("namespace", Validate.name("namespace", spec.namespace))) ??
+    (spec.tags === undefined ? undefined : invalid("tags", Validate.tags("tags", spec.tags))) ??
+    (spec.idempotencyKey === undefined
+      ? undefined
+      : invalid("idempotencyKey", Validate.name("idempotencyKey", spec.idempotencyKey))) ??
+    (spec.failurePolicy === undefined || spec.failurePolicy === "fail" || spec.failurePolicy === "continue"
+      ? undefined
+      : new InvalidInput({
+          field: "failurePolicy",
+          message: `failurePolicy must be "fail" or "continue", got ${JSON.stringify(String(spec.failurePolicy))}`
+        }))
+  )
 }
 
 /** The name of the chord step when a `Reconciler` service drives the reconciler pass. */
@@ -430,7 +458,7 @@ export const make = (
       namespace: string,
       tags: ReadonlyArray<string>,
       now: number
-    ): Effect.Effect<SealedCall, InvalidPayload> =>
+    ): Effect.Effect<SealedCall, InvalidPayload | InvalidInput> =>
       encodeCall(
         task,
         { ...(args as object), [field]: placeholder },
@@ -464,12 +492,14 @@ export const make = (
       P extends FailurePolicy
     >(
       spec: ChordSpec<Body, CB, EB, P>
-    ): Effect.Effect<ChordHandle, InvalidPayload | SqlError> =>
+    ): Effect.Effect<ChordHandle, InvalidPayload | InvalidInput | SqlError> =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
         const namespace = spec.namespace ?? "default"
         const tags = spec.tags ?? []
         const policy: FailurePolicy = spec.failurePolicy ?? "fail"
+        const problem = checkSpec(spec)
+        if (problem !== undefined) return yield* problem
         const chordId = crypto.randomUUID()
         yield* Effect.annotateCurrentSpan({
           chordId,

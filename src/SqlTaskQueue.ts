@@ -17,6 +17,7 @@ import type * as Statement from "@effect/sql/Statement"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
@@ -24,6 +25,7 @@ import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as PgListener from "./internal/pgListener.js"
+import * as Validate from "./internal/validate.js"
 import { insertColumns, type InsertRow } from "./internal/taskRow.js"
 import * as TaskRow from "./internal/taskRow.js"
 import { recordFinished, tasksChannel, type FinishedTask } from "./internal/completionLog.js"
@@ -31,6 +33,7 @@ import { Storage } from "./Storage.js"
 import type * as Task from "./Task.js"
 import {
   type ClaimedTask,
+  InvalidInput,
   InvalidPayload,
   type QueueStats,
   type RawEnqueue,
@@ -157,58 +160,128 @@ const toClaimed = (row: TaskRow): ClaimedTask => {
   }
 }
 
-const millis = (input: Duration.DurationInput | undefined): number | undefined =>
-  input === undefined ? undefined : Duration.toMillis(Duration.decode(input))
+/** Checks one duration option; its milliseconds, or an `InvalidInput` naming the field. */
+const durationMs = (
+  field: string,
+  input: Duration.DurationInput | undefined,
+  minMs: number
+): Effect.Effect<number | undefined, InvalidInput> => {
+  if (input === undefined) return Effect.succeed(undefined)
+  const checked = Validate.duration(field, input, minMs, Validate.maxDurationMs)
+  // Whole milliseconds (the columns are integers): "1.5 millis" becomes 2 ms, never 0 for a positive duration.
+  return checked.problem === undefined
+    ? Effect.succeed(Math.ceil(checked.ms))
+    : Effect.fail(new InvalidInput({ field, message: checked.problem }))
+}
 
-/** Turns a typed enqueue into a raw one (encoding the payload with the task's Schema). */
+/** Turns a typed enqueue into a raw one (encoding the payload with the task's Schema, checking the options). */
 export const encodeCall = (
   task: Task.Any,
   payload: unknown,
   options: Task.EnqueueOptions,
   now: number
-): Effect.Effect<RawEnqueue, InvalidPayload> =>
-  Schema.encode(task.payload as Schema.Schema<unknown, unknown>)(payload).pipe(
-    Effect.mapError(
-      (error) =>
-        new InvalidPayload({
-          task: task.name,
-          message: ParseResult.TreeFormatter.formatErrorSync(error)
+): Effect.Effect<RawEnqueue, InvalidPayload | InvalidInput> =>
+  Effect.gen(function* () {
+    const encoded = yield* Schema.encode(task.payload as Schema.Schema<unknown, unknown>)(payload).pipe(
+      Effect.mapError(
+        (error) =>
+          new InvalidPayload({
+            task: task.name,
+            message: ParseResult.TreeFormatter.formatErrorSync(error)
+          })
+      )
+    )
+    const merged = { ...task.defaults, ...options }
+    const delay = yield* durationMs("delay", merged.delay, 0)
+    let runAt: number | undefined
+    if (merged.runAt !== undefined) {
+      runAt =
+        typeof merged.runAt === "number" ? merged.runAt : merged.runAt instanceof Date ? merged.runAt.getTime() : NaN
+      const problem = Validate.integer("runAt", runAt, 0, Validate.maxEpochMs)
+      if (problem !== undefined) {
+        return yield* new InvalidInput({
+          field: "runAt",
+          message: `${problem.replace(/, got .*$/, "")} (epoch milliseconds or a valid Date), got ${String(merged.runAt)}`
         })
-    ),
-    Effect.map((encoded): RawEnqueue => {
-      const merged = { ...task.defaults, ...options }
-      const delay = millis(merged.delay)
-      const runAt =
-        merged.runAt !== undefined
-          ? typeof merged.runAt === "number"
-            ? merged.runAt
-            : merged.runAt.getTime()
-          : delay !== undefined
-            ? now + delay
-            : undefined
-      const backoff =
-        merged.backoff === undefined
-          ? undefined
-          : {
-              baseMs: millis(merged.backoff.base) ?? defaultBackoff.baseMs,
-              factor: merged.backoff.factor ?? defaultBackoff.factor,
-              maxMs: millis(merged.backoff.max) ?? defaultBackoff.maxMs
-            }
-      return {
-        name: task.name,
-        payload: encoded,
-        queue: merged.queue,
-        namespace: merged.namespace,
-        tags: merged.tags,
-        priority: merged.priority,
-        maxAttempts: merged.maxAttempts,
-        timeoutMs: millis(merged.timeout),
-        backoff,
-        runAt,
-        idempotencyKey: merged.idempotencyKey
       }
-    })
-  )
+    } else if (delay !== undefined) {
+      runAt = now + delay
+    }
+    let backoff: RawEnqueue["backoff"]
+    if (merged.backoff !== undefined) {
+      const baseMs = (yield* durationMs("backoff.base", merged.backoff.base, 0)) ?? defaultBackoff.baseMs
+      const maxMs = (yield* durationMs("backoff.max", merged.backoff.max, 0)) ?? Math.max(defaultBackoff.maxMs, baseMs)
+      const factor = merged.backoff.factor ?? defaultBackoff.factor
+      const problem = Validate.number("backoff.factor", factor, 1, 1000)
+      if (problem !== undefined) return yield* new InvalidInput({ field: "backoff.factor", message: problem })
+      backoff = { baseMs, factor, maxMs }
+    }
+    return {
+      name: task.name,
+      payload: encoded,
+      queue: merged.queue,
+      namespace: merged.namespace,
+      tags: merged.tags,
+      priority: merged.priority,
+      maxAttempts: merged.maxAttempts,
+      timeoutMs: yield* durationMs("timeout", merged.timeout, 1),
+      backoff,
+      runAt,
+      idempotencyKey: merged.idempotencyKey
+    }
+  })
+
+/**
+ * Checks an already-encoded request against `limits` (every field a user or an attacker controls); the payload's
+ * JSON text if it is fine.
+ */
+export const checkRequest = (request: RawEnqueue): Either.Either<string, InvalidPayload | InvalidInput> => {
+  const invalid = (field: string, message: string | undefined) =>
+    message === undefined ? undefined : new InvalidInput({ field, message })
+  const problem =
+    invalid("name", Validate.name("name", request.name)) ??
+    (request.queue === undefined ? undefined : invalid("queue", Validate.name("queue", request.queue))) ??
+    (request.namespace === undefined
+      ? undefined
+      : invalid("namespace", Validate.name("namespace", request.namespace))) ??
+    (request.tags === undefined ? undefined : invalid("tags", Validate.tags("tags", request.tags))) ??
+    (request.idempotencyKey === undefined
+      ? undefined
+      : invalid("idempotencyKey", Validate.name("idempotencyKey", request.idempotencyKey))) ??
+    (request.runId === undefined ? undefined : invalid("runId", Validate.name("runId", request.runId))) ??
+    (request.chordId === undefined ? undefined : invalid("chordId", Validate.name("chordId", request.chordId))) ??
+    (request.chordIndex === undefined
+      ? undefined
+      : invalid("chordIndex", Validate.integer("chordIndex", request.chordIndex, 0, Validate.maxChordSize - 1))) ??
+    (request.priority === undefined
+      ? undefined
+      : invalid(
+          "priority",
+          Validate.integer("priority", request.priority, -Validate.maxPriority, Validate.maxPriority)
+        )) ??
+    (request.maxAttempts === undefined
+      ? undefined
+      : invalid("maxAttempts", Validate.integer("maxAttempts", request.maxAttempts, 1, Validate.maxAttemptsLimit))) ??
+    (request.timeoutMs === undefined
+      ? undefined
+      : invalid("timeout", Validate.integer("timeout (ms)", request.timeoutMs, 1, Validate.maxDurationMs))) ??
+    (request.runAt === undefined
+      ? undefined
+      : invalid("runAt", Validate.integer("runAt (epoch ms)", request.runAt, 0, Validate.maxEpochMs))) ??
+    (request.backoff === undefined
+      ? undefined
+      : (invalid(
+          "backoff.base",
+          Validate.number("backoff.baseMs", request.backoff.baseMs, 0, Validate.maxDurationMs)
+        ) ??
+        invalid("backoff.max", Validate.number("backoff.maxMs", request.backoff.maxMs, 0, Validate.maxDurationMs)) ??
+        invalid("backoff.factor", Validate.number("backoff.factor", request.backoff.factor, 1, 1000))))
+  if (problem !== undefined) return Either.left(problem)
+  const payload = Validate.payloadJson(request.payload)
+  if (payload.problem !== undefined)
+    return Either.left(new InvalidPayload({ task: String(request.name), message: payload.problem }))
+  return Either.right(payload.json)
+}
 
 /** Builds the service. Requires the `SqlClient` and `Storage` of a storage layer. */
 export const make = Effect.gen(function* () {
@@ -222,14 +295,6 @@ export const make = Effect.gen(function* () {
   // completion's synchronous commit flushes the WAL up to itself, including the claim before it. This takes a
   // commit's fsync off the claim path, which is what bounds a worker's claim rate.
   const asyncCommit = dialect === "pg" ? sql`set_config('synchronous_commit', 'off', true) IS NOT NULL` : sql`1 = 1`
-
-  const toInsertRow = (request: RawEnqueue, now: number): InsertRow => {
-    const maxAttempts = request.maxAttempts ?? 3
-    if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
-      throw new RangeError(`maxAttempts must be a positive integer, got ${maxAttempts}`)
-    }
-    return TaskRow.toInsertRow(request, now)
-  }
 
   const insertRows = (rows: ReadonlyArray<InsertRow>): Effect.Effect<ReadonlyArray<string>, SqlError> => {
     const json = JSON.stringify(rows)
@@ -267,10 +332,13 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       if (requests.length === 0) return []
       const now = yield* Clock.currentTimeMillis
-      const rows = yield* Effect.try({
-        try: () => requests.map((request) => toInsertRow(request, now)),
-        catch: (error) => error
-      }).pipe(Effect.orDie)
+      // Every request is checked before anything is written: one bad request fails the whole batch.
+      const rows: Array<InsertRow> = []
+      for (const request of requests) {
+        const checked = checkRequest(request)
+        if (Either.isLeft(checked)) return yield* checked.left
+        rows.push({ ...TaskRow.toInsertRow({ ...request, payload: null }, now), payload: checked.right })
+      }
       const insertAll = Effect.gen(function* () {
         const inserted = new Set<string>()
         // Chunked so a huge enqueue does not build one giant statement.

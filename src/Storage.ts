@@ -70,7 +70,7 @@ export const migrationsTable = "baton_migrations"
 export interface PgOptions {
   /** `postgres://user:pass@host:port/db`; defaults to the `DATABASE_URL` environment variable via `layerPgConfig`. */
   readonly url: string | Redacted.Redacted<string>
-  /** Confine Baton's tables to this schema (created if missing). Lowercase letters, digits and `_` only. */
+  /** Confine Baton's tables to this schema (created if missing). 1 to 45 lowercase letters, digits and `_`. */
   readonly schema?: string | undefined
   /** Pool size (default 10). */
   readonly maxConnections?: number | undefined
@@ -88,7 +88,9 @@ export interface SqliteOptions {
   readonly busyTimeout?: Duration.DurationInput | undefined
 }
 
-const schemaName = /^[a-z_][a-z0-9_]{0,62}$/
+// At most 45 characters: NOTIFY channel names carry the schema (`baton_<schema>_completions`), and Postgres refuses a
+// channel name over 63 bytes (and truncates a LISTEN identifier to 63, which could make two schemas share a channel).
+const schemaName = /^[a-z_][a-z0-9_]{0,44}$/
 
 const INT8_OID = 20
 
@@ -146,6 +148,14 @@ const runMigrations = (dialect: Dialect) =>
       table: migrationsTable
     })
     if (dialect === "pg") {
+      // Already up to date: nothing to take a lock for, and nothing that needs the CREATE privilege, so a runtime
+      // role that may only read and write Baton's tables (docs/reliability.md, "Privileges") can open the storage.
+      const latest = Math.max(...Object.keys(pgMigrations).map((key) => parseInt(key, 10)))
+      const table = yield* sql<{ t: string | null }>`SELECT to_regclass(${migrationsTable})::text AS t`
+      if (table[0]?.t !== null && table[0]?.t !== undefined) {
+        const applied = yield* sql<{ id: number | null }>`SELECT max(migration_id) AS id FROM ${sql(migrationsTable)}`
+        if (applied[0]?.id !== null && applied[0]?.id !== undefined && Number(applied[0].id) >= latest) return
+      }
       // Migrator's own "create the migrations table" step races between processes; an advisory transaction lock
       // serialises whole migration runs instead (released at commit).
       // The table is created here (same definition as Migrator's) because Migrator probes for it with a query that
@@ -193,7 +203,7 @@ const makePg = (options: PgOptions) =>
     const schema = options.schema
     if (schema !== undefined && !schemaName.test(schema)) {
       return yield* new StorageError({
-        message: `invalid schema name "${schema}": use lowercase letters, digits and _`
+        message: `invalid schema name ${JSON.stringify(schema)}: use 1 to 45 lowercase letters, digits and _ (not starting with a digit)`
       })
     }
     const timeout = Duration.decode(options.connectTimeout ?? Duration.seconds(5))
@@ -212,6 +222,11 @@ const makePg = (options: PgOptions) =>
           Effect.tryPromise({
             try: async () => {
               await client.connect()
+              // Only create it when missing: CREATE SCHEMA (even IF NOT EXISTS) needs the CREATE privilege on the
+              // database, which a runtime role should not have. `schema` matched `schemaName` above: it is safe to
+              // quote as an identifier (DDL takes no parameters).
+              const exists = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [schema])
+              if (exists.rowCount !== null && exists.rowCount > 0) return
               try {
                 await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`)
               } catch (error) {

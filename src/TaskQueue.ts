@@ -20,6 +20,7 @@ import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
+import * as Validate from "./internal/validate.js"
 import type * as Task from "./Task.js"
 
 /** A task's id. */
@@ -125,11 +126,40 @@ export interface QueueStats {
   readonly oldestWaiting: Option.Option<{ readonly id: TaskId; readonly name: string; readonly runAt: Date }>
 }
 
-/** The payload does not satisfy the task's payload Schema; nothing was enqueued. */
+/**
+ * The payload does not satisfy the task's payload Schema, or its encoded JSON is larger than `limits.maxPayloadBytes`
+ * or nested deeper than `limits.maxPayloadDepth`; nothing was enqueued.
+ */
 export class InvalidPayload extends Schema.TaggedError<InvalidPayload>()("InvalidPayload", {
   task: Schema.String,
   message: Schema.String
 }) {}
+
+/**
+ * An option or argument is out of range or malformed (a negative delay, a NaN priority, a name with NUL or a lone
+ * surrogate, too many tags, ...); `field` names it and `message` says what is allowed. Nothing was written.
+ */
+export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
+  field: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * The limits enqueue (and chords, which enqueue) enforce, identically on every backend (see docs/tasks.md, "Limits").
+ * Names, queues, namespaces, tags, idempotency keys and run ids: 1 to `maxNameLength` characters, no NUL, no lone
+ * surrogate. Durations (delay, timeout, backoff) and `runAt` are checked before they are decoded.
+ */
+export const limits = {
+  maxNameLength: Validate.maxNameLength,
+  maxTags: Validate.maxTags,
+  maxPayloadBytes: Validate.maxPayloadBytes,
+  maxPayloadDepth: Validate.maxPayloadDepth,
+  maxChordSize: Validate.maxChordSize,
+  maxPriority: Validate.maxPriority,
+  maxAttempts: Validate.maxAttemptsLimit,
+  maxDurationMs: Validate.maxDurationMs,
+  maxEpochMs: Validate.maxEpochMs
+} as const
 
 /** No task has this id. */
 export class TaskNotFound extends Schema.TaggedError<TaskNotFound>()("TaskNotFound", {
@@ -184,13 +214,15 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
       task: T,
       payload: Task.Payload<T>,
       options?: Task.EnqueueOptions
-    ) => Effect.Effect<TaskId, InvalidPayload | SqlError>
+    ) => Effect.Effect<TaskId, InvalidPayload | InvalidInput | SqlError>
     /** Enqueues many calls in one transaction (all or none); ids in input order. */
     readonly enqueueMany: (
       calls: Iterable<Task.TaskCall>
-    ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | SqlError>
+    ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | InvalidInput | SqlError>
     /** Enqueues already-encoded requests in one transaction (all or none); ids in input order. */
-    readonly enqueueRaw: (requests: ReadonlyArray<RawEnqueue>) => Effect.Effect<ReadonlyArray<TaskId>, SqlError>
+    readonly enqueueRaw: (
+      requests: ReadonlyArray<RawEnqueue>
+    ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | InvalidInput | SqlError>
     /** Reads a task. */
     readonly get: (taskId: string) => Effect.Effect<TaskInfo, TaskNotFound | SqlError>
     /** Reads a task's result decoded with the task's success Schema (None unless it succeeded). */

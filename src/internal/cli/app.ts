@@ -43,24 +43,40 @@ const databaseUrl = Options.text("database-url").pipe(
 const verbose = Options.boolean("verbose").pipe(Options.withDescription("Log more, and show stack traces on errors"))
 const storage = { db, databaseUrl, verbose }
 
-const positive = (name: string, fallback: number, description: string) =>
+const ranged = (name: string, fallback: number, description: string, min: number, max: number) =>
   Options.integer(name).pipe(
     Options.withDescription(description),
     Options.withDefault(fallback),
-    Options.filterMap((n) => (n >= 1 ? Option.some(n) : Option.none()), `--${name} must be at least 1`)
+    Options.filterMap(
+      (n) => (Number.isSafeInteger(n) && n >= min && n <= max ? Option.some(n) : Option.none()),
+      max === Number.MAX_SAFE_INTEGER
+        ? min === 0
+          ? `--${name} must be 0 or more`
+          : `--${name} must be at least ${min}`
+        : `--${name} must be from ${min} to ${max}`
+    )
   )
 
-const nonNegative = (name: string, fallback: number, description: string) =>
-  Options.integer(name).pipe(
-    Options.withDescription(description),
-    Options.withDefault(fallback),
-    Options.filterMap((n) => (n >= 0 ? Option.some(n) : Option.none()), `--${name} must be 0 or more`)
-  )
+const positive = (name: string, fallback: number, description: string, max = Number.MAX_SAFE_INTEGER) =>
+  ranged(name, fallback, description, 1, max)
 
-const batchSize = positive("batch-size", ExtractionWorkflow.defaultBatchSize, "Documents per batch (one chord each)")
-const workers = nonNegative("workers", 1, "In-process workers; 0 leaves the work to `baton worker` processes")
-const concurrency = positive("concurrency", 8, "Tasks each worker runs at once")
-const lease = positive("lease", 30, "Seconds a worker holds a task; a dead worker's tasks are retried after this")
+const nonNegative = (name: string, fallback: number, description: string, max = Number.MAX_SAFE_INTEGER) =>
+  ranged(name, fallback, description, 0, max)
+
+const batchSize = positive(
+  "batch-size",
+  ExtractionWorkflow.defaultBatchSize,
+  "Documents per batch (one chord each)",
+  100_000
+)
+const workers = nonNegative("workers", 1, "In-process workers; 0 leaves the work to `baton worker` processes", 64)
+const concurrency = positive("concurrency", 8, "Tasks each worker runs at once", 1000)
+const lease = positive(
+  "lease",
+  30,
+  "Seconds a worker holds a task; a dead worker's tasks are retried after this",
+  86_400
+)
 const runIdOption = Options.text("run-id").pipe(
   Options.withDescription("Use this run id (running an existing id continues that run)"),
   Options.optional

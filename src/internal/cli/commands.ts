@@ -17,7 +17,7 @@ import { CheckpointCoordinator } from "../../CheckpointCoordinator.js"
 import { ChordRegistry } from "../../ChordRegistry.js"
 import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
 import { type Run, RunService, RunStateConflict } from "../../RunService.js"
-import { TaskQueue } from "../../TaskQueue.js"
+import { type InvalidInput, TaskQueue } from "../../TaskQueue.js"
 import * as Worker from "../../Worker.js"
 import * as DashboardServer from "../dashboard/server.js"
 import type { Corpus } from "./corpus.js"
@@ -139,7 +139,7 @@ export const execute = (options: {
   readonly header: ReadonlyArray<readonly [string, string]>
   readonly title: string
   readonly skipped?: number | undefined
-}): Effect.Effect<void, ExtractionWorkflow.WorkflowError, Services | Scope.Scope> =>
+}): Effect.Effect<void, ExtractionWorkflow.WorkflowError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
     const tty = process.stdout.isTTY === true
@@ -187,7 +187,7 @@ export const runCorpus = (options: {
   readonly batchSize: number
   readonly runId: Option.Option<string>
   readonly workers: WorkerSettings
-}): Effect.Effect<void, ExtractionWorkflow.WorkflowError, Services | Scope.Scope> =>
+}): Effect.Effect<void, ExtractionWorkflow.WorkflowError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const runId = Option.isSome(options.runId) ? options.runId.value : yield* freshRunId
     const documents = options.corpus.documents
@@ -215,7 +215,7 @@ export const resume = (options: {
   readonly runId: string
   readonly storage: string
   readonly workers: WorkerSettings
-}): Effect.Effect<void, ExtractionWorkflow.WorkflowError, Services | Scope.Scope> =>
+}): Effect.Effect<void, ExtractionWorkflow.WorkflowError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
     const progress = yield* workflow.progress(options.runId)
@@ -294,7 +294,7 @@ export const worker = (options: {
   readonly queues: Option.Option<ReadonlyArray<string>>
   readonly tasks?: Option.Option<string> | undefined
   readonly storage: string
-}): Effect.Effect<void, TaskModuleError, Services | Scope.Scope> =>
+}): Effect.Effect<void, TaskModuleError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const file = options.tasks === undefined ? undefined : Option.getOrUndefined(options.tasks)
     const extra = file === undefined ? [] : yield* loadTaskModule(file)
