@@ -2,11 +2,11 @@
  * Memory bench for the in-memory CheckpointCoordinator: throughput of create → complete → await, and whether a
  * million of them in a row leave the heap flat.
  *
- *   npx tsx --expose-gc bench/checkpoints-memory.ts [churn=1000000] [live=100000]
+ *   npx tsx --expose-gc bench/checkpoints-memory.ts [churn=1000000] [live=100000] [rounds=5]
  *
  * 1. Churn: `churn` sequential create → complete → await (one run, increasing batch index). The heap after (post-GC)
  *    should match the heap before: awaited checkpoints are forgotten beyond the retained 1,000 most recent, which the
- *    warm-up already filled.
+ *    warm-up already filled. The churn is read in `rounds` segments (heap after each): bytes per item per round.
  * 2. Rate: checkpoints per second in that loop, and for `churn` checkpoints completed by one fiber while another
  *    awaits each (a real hand-off through the `Deferred`).
  * 3. Live: `live` pending checkpoints held at once: bytes per pending checkpoint, and the heap after they were all
@@ -17,21 +17,13 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Queue from "effect/Queue"
 import { CheckpointCoordinator, type CheckpointToken, layerMemory } from "../src/CheckpointCoordinator.js"
+import { churnInRounds, heapAfterGc, mb, reportChurn, requireGc } from "./lib/heap.js"
 
 const churn = Number(process.argv[2] ?? 1_000_000)
 const live = Number(process.argv[3] ?? 100_000)
+const rounds = Number(process.argv[4] ?? 5)
 
-const gc = (globalThis as { gc?: () => void }).gc
-if (gc === undefined) {
-  console.error("run with --expose-gc (npx tsx --expose-gc bench/checkpoints-memory.ts)")
-  process.exit(1)
-}
-
-const heap = Effect.sync(() => {
-  for (let i = 0; i < 3; i++) gc()
-  return process.memoryUsage().heapUsed
-})
-const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(2)} MB`
+const heap = heapAfterGc(requireGc("bench/checkpoints-memory.ts"))
 
 const program = Effect.gen(function* () {
   const coordinator = yield* CheckpointCoordinator
@@ -48,15 +40,19 @@ const program = Effect.gen(function* () {
   // Warm-up: JIT, lazily created runtime structures, and the retention window (1,000 awaited checkpoints).
   yield* sequential("warm-up", 20_000)
 
-  const before = yield* heap
-  const started = performance.now()
-  yield* sequential("churn", churn)
-  const elapsed = performance.now() - started
-  const after = yield* heap
-  console.log(`churn: ${churn} create → complete → await in ${Math.round(elapsed)} ms`)
-  console.log(`  ${Math.round(churn / (elapsed / 1000)).toLocaleString("en-US")} checkpoints/s (one fiber)`)
-  console.log(`  heap before ${mb(before)}, after ${mb(after)}, delta ${mb(after - before)}`)
-  console.log(`  ${((after - before) / churn).toFixed(3)} bytes retained per checkpoint`)
+  // One run, batch indexes continuing across the rounds.
+  const result = yield* churnInRounds(heap, churn, rounds, (from, n) =>
+    Effect.gen(function* () {
+      for (let i = from; i < from + n; i++) {
+        const token = yield* coordinator.createCheckpoint("churn", i)
+        yield* coordinator.completeCheckpoint(token, { batch: i })
+        yield* coordinator.awaitCheckpoint(token)
+      }
+    })
+  )
+  console.log(`churn: ${churn} create → complete → await in ${Math.round(result.elapsed)} ms`)
+  console.log(`  ${Math.round(churn / (result.elapsed / 1000)).toLocaleString("en-US")} checkpoints/s (one fiber)`)
+  reportChurn("checkpoint", result, churn)
 
   // Hand-off: a producer creates and completes, a consumer awaits each token (Deferred wake-up across fibers).
   const handoff = (n: number) =>

@@ -25,7 +25,8 @@
  * - the queue's floor, measured the same way: one plain task, from its handler returning to its completion being
  *   visible; and 100,000 plain tasks drained by the same workers (the hot-row comparison).
  *
- * Writes bench/results/chord-fanin.json. Environment: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test).
+ * Not part of `npm run bench` (whose chord-fanin scenario, bench/scenarios/chord-fanin.ts, compares Baton with BullMQ):
+ * Baton's deeper chord diagnostics. Writes bench/results/chord-fanin-detail.json. Environment: BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test).
  */
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -178,7 +179,7 @@ const main = async () => {
   const sampler = await connect(url)
 
   const runPhase = async (workers: number, concurrency: number) => {
-    const startWorkers: Effect.Effect<void, never, TaskQueue | Scope.Scope> = Effect.forEach(
+    const startWorkers: Effect.Effect<void, unknown, TaskQueue | Scope.Scope> = Effect.forEach(
       Array.from({ length: workers }, (_, i) => i),
       (i) =>
         Worker.run({
@@ -380,7 +381,7 @@ const main = async () => {
   }
   const main4 = phases["4x25"] ?? Object.values(phases)[0]!
   const file = writeResult({
-    scenario: "chord-fanin",
+    scenario: "chord-fanin-detail",
     unit: "ms",
     higherIsBetter: false,
     headline: "latencyP99Ms_1000",

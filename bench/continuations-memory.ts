@@ -1,10 +1,10 @@
 /**
  * Memory bench for Continuations: does a finished handle drop its callbacks, and does churn leave the heap flat?
  *
- *   npx tsx --expose-gc bench/continuations-memory.ts [churn=1000000] [live=100000]
+ *   npx tsx --expose-gc bench/continuations-memory.ts [churn=1000000] [live=100000] [rounds=5]
  *
  * 1. Churn: `churn` handles, one after another, each with one callback, completed, settled and its scope closed.
- *    The heap after (post-GC) should match the heap before.
+ *    The heap after (post-GC) should match the heap before; read in `rounds` segments (heap after each).
  * 2. Live: `live` handles kept at once, each with one registered callback; bytes per handle while running, after
  *    completion (callback map dropped, exit latched), and the heap after their scope closed and they were released.
  *    Note: tsx keeps function names, which makes closures heavier than in compiled output.
@@ -12,21 +12,13 @@
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Continuations from "../src/Continuations.js"
+import { churnInRounds, heapAfterGc, mb, reportChurn, requireGc } from "./lib/heap.js"
 
 const churn = Number(process.argv[2] ?? 1_000_000)
 const live = Number(process.argv[3] ?? 100_000)
+const rounds = Number(process.argv[4] ?? 5)
 
-const gc = (globalThis as { gc?: () => void }).gc
-if (gc === undefined) {
-  console.error("run with --expose-gc (npx tsx --expose-gc bench/continuations-memory.ts)")
-  process.exit(1)
-}
-
-const heap = Effect.sync(() => {
-  for (let i = 0; i < 3; i++) gc()
-  return process.memoryUsage().heapUsed
-})
-const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(2)} MB`
+const heap = heapAfterGc(requireGc("bench/continuations-memory.ts"))
 
 const program = Effect.gen(function* () {
   let fired = 0
@@ -45,14 +37,15 @@ const program = Effect.gen(function* () {
   for (let i = 0; i < 10_000; i++) yield* once(i)
   fired = 0
 
-  const before = yield* heap
-  const started = Date.now()
-  for (let i = 0; i < churn; i++) yield* once(i)
-  const elapsed = Date.now() - started
-  const after = yield* heap
-  console.log(`churn: ${churn} handles created, fired (${fired} callbacks) and discarded in ${elapsed} ms`)
-  console.log(`  heap before ${mb(before)}, after ${mb(after)}, delta ${mb(after - before)}`)
-  console.log(`  ${((after - before) / churn).toFixed(3)} bytes retained per discarded handle`)
+  const result = yield* churnInRounds(heap, churn, rounds, (from, n) =>
+    Effect.gen(function* () {
+      for (let i = from; i < from + n; i++) yield* once(i)
+    })
+  )
+  console.log(
+    `churn: ${churn} handles created, fired (${fired} callbacks) and discarded in ${Math.round(result.elapsed)} ms`
+  )
+  reportChurn("discarded handle", result, churn)
 
   // Twice: the first round also raises some runtime high-water marks (scheduler and V8 queues sized for 100,000
   // fibers at once), which stay; only growth that repeats would be retention per handle.

@@ -7,13 +7,17 @@
  *   npm run bench -- --rounds 7        more rounds (default 5, or 3 with --quick)
  *   npm run bench -- --systems baton,pg-boss   only some systems (Baton always runs)
  *
- * Each scenario prints a table and writes bench/results/<scenario>.json. Environment: BENCH_PG_URL (default
- * postgres://postgres@127.0.0.1:5432/test; each system gets its own database on that server), BENCH_REDIS_URL,
+ * Each scenario prints a table and writes bench/results/<scenario>.json (bench/results/quick/ with --quick); the run
+ * ends with a markdown summary of every result there, also written to summary.md. Environment: BENCH_PG_URL
+ * (default postgres://postgres@127.0.0.1:5432/test; each system gets its own database on that server),
+ * BENCH_DB_PREFIX (prefix of those databases), BENCH_REDIS_URL, BENCH_REDIS_DB (default 5), BENCH_RESULTS_DIR,
  * BENCH_CPU_PROF=<dir> (CPU profiles of the agent processes), BENCH_VERBOSE=1.
  */
 import * as os from "node:os"
+import * as path from "node:path"
 import { serverInfo } from "./lib/db.js"
-import { machine, type ScenarioResult, writeResult } from "./lib/report.js"
+import { machine, resultsDir, type ScenarioResult, writeResult } from "./lib/report.js"
+import { writeSummary } from "./lib/summary.js"
 import type { ScenarioOptions } from "./scenarios/types.js"
 
 type Scenario = (options: ScenarioOptions) => Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">>
@@ -21,7 +25,7 @@ type Scenario = (options: ScenarioOptions) => Promise<Omit<ScenarioResult, "node
 const scenarios: Record<string, () => Promise<Scenario>> = {
   "queue-throughput": async () => (await import("./scenarios/queue-throughput.js")).run,
   "queue-latency": async () => (await import("./scenarios/queue-latency.js")).run,
-  "chord-fanin": async () => (await import("./scenarios/wrapped.js")).chordFanin,
+  "chord-fanin": async () => (await import("./scenarios/chord-fanin.js")).run,
   checkpoints: async () => (await import("./scenarios/checkpoints.js")).run,
   "completion-stream": async () => (await import("./scenarios/wrapped.js")).completionStream,
   memory: async () => (await import("./scenarios/wrapped.js")).memory
@@ -45,6 +49,10 @@ for (const name of named) {
 }
 const selected = named.length > 0 ? named : Object.keys(scenarios)
 const rounds = roundsArg !== undefined ? Math.max(1, Number(roundsArg)) : quick ? 3 : 5
+// Quick figures go to bench/results/quick (for this process and the scripts it starts), never over a full run's.
+if (quick && process.env.BENCH_RESULTS_DIR === undefined) {
+  process.env.BENCH_RESULTS_DIR = path.join(resultsDir(), "quick")
+}
 
 const main = async () => {
   const postgres = await serverInfo()
@@ -83,6 +91,9 @@ const main = async () => {
       console.error(`scenario ${name} failed:`, error)
     }
   }
+  const summary = writeSummary()
+  console.log(`\nsummary (every result in ${resultsDir()}; paste into README / docs):\n\n${summary.text}`)
+  console.log(`wrote ${summary.file}`)
   console.log(`\ntotal ${((performance.now() - started) / 1000).toFixed(1)} s`)
   process.exit(failed > 0 ? 1 : 0)
 }

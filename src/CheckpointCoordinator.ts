@@ -42,6 +42,7 @@ import * as Option from "effect/Option"
 import type { ParseError } from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { canonicalJson } from "./internal/checkpointJson.js"
+import * as Validate from "./internal/validate.js"
 
 /** A checkpoint's id. */
 export const CheckpointId = Schema.String.pipe(Schema.brand("baton/CheckpointId"))
@@ -156,13 +157,25 @@ export class CheckpointCoordinator extends Context.Tag("baton/CheckpointCoordina
   }
 >() {}
 
-const isBatchIndex = (batchIndex: number): boolean => Number.isSafeInteger(batchIndex) && batchIndex >= 0
+/** The largest batch index (the column is a 32-bit integer). */
+export const maxBatchIndex = 2_147_483_647
 
-/** Checks a batch index (a non-negative integer); anything else is a programming error, hence a defect. */
-export const validateBatchIndex = (batchIndex: number): Effect.Effect<void> =>
-  isBatchIndex(batchIndex)
-    ? Effect.void
-    : Effect.die(new RangeError(`batchIndex must be a non-negative integer, got ${batchIndex}`))
+const isBatchIndex = (batchIndex: number): boolean =>
+  Number.isSafeInteger(batchIndex) && batchIndex >= 0 && batchIndex <= maxBatchIndex
+
+/**
+ * Checks a batch index (an integer from 0 to `maxBatchIndex`) and a run id (1 to 255 characters, no NUL, no lone
+ * surrogate); anything else is a programming error, hence a defect (a `RangeError` naming the argument).
+ */
+export const validateBatchIndex = (batchIndex: number, runId?: string): Effect.Effect<void> => {
+  if (!isBatchIndex(batchIndex)) {
+    return Effect.die(
+      new RangeError(`batchIndex must be a non-negative integer (at most ${maxBatchIndex}), got ${batchIndex}`)
+    )
+  }
+  const problem = runId === undefined ? undefined : Validate.name("runId", runId)
+  return problem === undefined ? Effect.void : Effect.die(new RangeError(problem))
+}
 
 /** Milliseconds of an await timeout, if any. */
 export const timeoutMillis = (options: AwaitOptions | undefined): number | undefined =>
@@ -236,7 +249,9 @@ const makeMemoryUnsafe = (options: MemoryOptions): CheckpointCoordinator["Type"]
 
   const createCheckpoint = (runId: string, batchIndex: number) =>
     Effect.suspend(() => {
-      if (!isBatchIndex(batchIndex)) return validateBatchIndex(batchIndex).pipe(Effect.as(undefined as never))
+      if (!isBatchIndex(batchIndex) || Validate.name("runId", runId) !== undefined) {
+        return validateBatchIndex(batchIndex, runId).pipe(Effect.as(undefined as never))
+      }
       return Effect.sync(() => {
         let run = byRun.get(runId)
         const existing = run?.get(batchIndex)

@@ -42,7 +42,7 @@ import type * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Continuations from "./Continuations.js"
 import type * as Task from "./Task.js"
-import { type InvalidPayload, TaskError, type TaskId } from "./TaskQueue.js"
+import { type InvalidInput, type InvalidPayload, TaskError, type TaskId } from "./TaskQueue.js"
 
 /** A chord's id. */
 export const ChordId = Schema.String.pipe(Schema.brand("baton/ChordId"))
@@ -253,6 +253,25 @@ export interface ChordInfo {
   readonly dispatchedAt: Date | undefined
 }
 
+/** Options of `list`. */
+export interface ListOptions {
+  /** Only chords in this state. */
+  readonly state?: ChordState | undefined
+  /** Page size (default 50, at most 1,000). */
+  readonly limit?: number | undefined
+  /** Chords to skip (default 0). */
+  readonly offset?: number | undefined
+}
+
+/** A page of chords, newest first, with the number of chords in each state. */
+export interface ChordPage {
+  /** Chords in each state (all of them, not only this page). */
+  readonly counts: Readonly<Record<ChordState, number>>
+  /** Chords matching the state filter. */
+  readonly total: number
+  readonly items: ReadonlyArray<ChordInfo>
+}
+
 /** A chord in flight, as its producer (or anyone who looked it up) sees it. */
 export interface ChordHandle {
   readonly chordId: ChordId
@@ -276,13 +295,15 @@ export class ChordRegistry extends Context.Tag("baton/ChordRegistry")<
       P extends FailurePolicy = "fail"
     >(
       spec: ChordSpec<Body, CB, EB, P> & CheckSpec<Body, CB, EB, P>
-    ) => Effect.Effect<ChordHandle, InvalidPayload | SqlError>
+    ) => Effect.Effect<ChordHandle, InvalidPayload | InvalidInput | SqlError>
     /** Reads a chord: state, counters, callback task id, failure, timings. */
     readonly get: (chordId: string) => Effect.Effect<ChordInfo, ChordNotFound | SqlError>
     /** A handle on an existing chord (from any process). */
     readonly handle: (chordId: string) => Effect.Effect<ChordHandle, ChordNotFound | SqlError>
     /** Waits for a chord to end (from any process): the callback's task id, or `ChordFailed`. */
     readonly await: (chordId: string) => Effect.Effect<TaskId, ChordFailed | ChordNotFound | SqlError>
+    /** A page of chords, newest first (optionally in one state), with counts by state. */
+    readonly list: (options?: ListOptions) => Effect.Effect<ChordPage, SqlError>
     /** Cancels a running chord (body tasks cancelled, no callback, no onError); true if this call cancelled it. */
     readonly cancel: (chordId: string) => Effect.Effect<boolean, SqlError>
     /** One reconciler pass: dispatches chords left undispatched, sweeps failed chords; returns how many it healed. */

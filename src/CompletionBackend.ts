@@ -25,7 +25,7 @@ import type * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
-import { TaskId } from "./TaskQueue.js"
+import { type InvalidInput, TaskId } from "./TaskQueue.js"
 
 /**
  * What a log row records. `task`: a task reached a terminal state. The chord and checkpoint modules append the
@@ -123,8 +123,8 @@ export class CursorExpired extends Schema.TaggedError<CursorExpired>()("CursorEx
   message: Schema.String
 }) {}
 
-/** Errors of starting a subscription. */
-export type SubscribeError = FilterUnsupported | InvalidCursor | CursorExpired | SqlError
+/** Errors of starting a subscription (`InvalidInput`: `batchSize` out of range, 1 to 100,000). */
+export type SubscribeError = FilterUnsupported | InvalidCursor | CursorExpired | InvalidInput | SqlError
 
 /** Errors a running subscription's stream can fail with (pruning overtook it, or the database stayed unreachable). */
 export type StreamError = CursorExpired | SqlError

@@ -33,6 +33,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
@@ -43,9 +44,10 @@ import { CheckpointCoordinator, type CheckpointToken } from "./CheckpointCoordin
 import * as ChordRegistry from "./ChordRegistry.js"
 import { CompletionBackend } from "./CompletionBackend.js"
 import { BatchSummary, DocumentExtract, extractDocument, mergeBatch } from "./Extract.js"
+import * as Validate from "./internal/validate.js"
 import { type Run, type RunId, type RunNotFound, RunService, type RunStateConflict } from "./RunService.js"
 import * as Task from "./Task.js"
-import { type TaskInfo, TaskQueue, terminalStates } from "./TaskQueue.js"
+import { InvalidInput, type TaskInfo, TaskQueue, terminalStates } from "./TaskQueue.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Tasks
@@ -163,14 +165,46 @@ export class NotAnExtractionRun extends Schema.TaggedError<NotAnExtractionRun>()
 }
 
 /** Errors of running or resuming. */
-export type WorkflowError = ExtractionFailed | NotAnExtractionRun | RunNotFound | RunStateConflict | SqlError
+export type WorkflowError =
+  ExtractionFailed | NotAnExtractionRun | RunNotFound | RunStateConflict | InvalidInput | SqlError
+
+/** Largest `batchSize` (a batch is one chord). */
+export const maxBatchSize = 100_000
+/** Longest document path. */
+export const maxPathLength = 4096
+
+/**
+ * The run's input, checked before anything is written: the run id like every Baton name, the batch size in range,
+ * and every document's path and content free of NUL and lone surrogates (Postgres text refuses NUL, and a lone
+ * surrogate cannot be stored as UTF-8 without being replaced: the same refusal on every backend, naming the document).
+ */
+const checkInput = (
+  input: RunInput,
+  batchSize: number,
+  documents: ReadonlyArray<InputDocument>
+): InvalidInput | undefined => {
+  const invalid = (field: string, message: string | undefined) =>
+    message === undefined ? undefined : new InvalidInput({ field, message })
+  const first =
+    invalid("batchSize", Validate.integer("batchSize", batchSize, 1, maxBatchSize)) ??
+    (input.runId === undefined ? undefined : invalid("runId", Validate.name("runId", input.runId))) ??
+    (input.source === undefined ? undefined : invalid("source", Validate.text("source", input.source, maxPathLength)))
+  if (first !== undefined) return first
+  for (const [i, doc] of documents.entries()) {
+    const problem =
+      invalid(`documents[${i}].path`, Validate.name(`documents[${i}].path`, doc?.path, { maxLength: maxPathLength })) ??
+      invalid(`documents[${i}].content`, Validate.text(`documents[${i}].content`, doc?.content))
+    if (problem !== undefined) return problem
+  }
+  return undefined
+}
 
 /** The extraction workflow. */
 export class ExtractionWorkflow extends Context.Tag("baton/ExtractionWorkflow")<
   ExtractionWorkflow,
   {
     /** Records a new run and its input (one transaction) without processing it; an existing id is returned as is. */
-    readonly start: (input: RunInput) => Effect.Effect<Run, SqlError>
+    readonly start: (input: RunInput) => Effect.Effect<Run, InvalidInput | SqlError>
     /** Records the run and processes it batch by batch until it succeeds or fails. */
     readonly run: (input: RunInput) => Effect.Effect<RunResult, WorkflowError>
     /** Continues a run after its last confirmed batch (a succeeded run returns its result at once). */
@@ -232,6 +266,19 @@ const toSaved = (row: DocumentRow): SavedDocument => ({
   })
 })
 
+const isSqlError = (error: unknown): error is SqlError =>
+  typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "SqlError"
+
+// A database error (a connection killed, the server restarting) is not a reason to fail a run: every step of a batch
+// is idempotent or guarded (same checkpoint token, same chord by key, ON CONFLICT DO NOTHING saves, forward-only
+// progress), so the driver redoes the step, for up to a minute, before it gives up with the SqlError.
+const transientRetry = Schedule.exponential(Duration.millis(100), 2).pipe(
+  Schedule.union(Schedule.spaced(Duration.seconds(2))),
+  Schedule.upTo(Duration.minutes(1))
+)
+const ridingOut = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.retry(effect, { schedule: transientRetry, while: isSqlError })
+
 const messageOf = (error: unknown): string =>
   typeof error === "object" && error !== null && "message" in error
     ? String((error as { message: unknown }).message)
@@ -256,29 +303,28 @@ export const make = Effect.gen(function* () {
 
   const start = Effect.fn("ExtractionWorkflow.start")(function* (input: RunInput) {
     const batchSize = input.batchSize ?? defaultBatchSize
-    if (!Number.isSafeInteger(batchSize) || batchSize < 1) {
-      return yield* Effect.die(new RangeError(`batchSize must be a positive integer, got ${batchSize}`))
-    }
     const documents = [...input.documents]
+    const problem = checkInput(input, batchSize, documents)
+    if (problem !== undefined) return yield* problem
     const metadata: RunMetadata = {
       batchSize,
       totalDocuments: documents.length,
       ...(input.source !== undefined ? { source: input.source } : {})
     }
-    return yield* sql.withTransaction(
+    // The id is chosen before the transaction, so that redoing it after a lost connection finds the run it made.
+    const runId = input.runId ?? crypto.randomUUID()
+    const transaction = sql.withTransaction(
       Effect.gen(function* () {
         // An existing run keeps the input it was started with (whatever `documents` says now).
-        if (input.runId !== undefined) {
-          const existing = yield* runs.getRun(input.runId).pipe(
-            Effect.map(Option.some),
-            Effect.catchTag("RunNotFound", () => Effect.succeed(Option.none()))
-          )
-          if (Option.isSome(existing)) return existing.value
-        }
+        const existing = yield* runs.getRun(runId).pipe(
+          Effect.map(Option.some),
+          Effect.catchTag("RunNotFound", () => Effect.succeed(Option.none()))
+        )
+        if (Option.isSome(existing)) return existing.value
         const run = yield* runs.createRun({
           kind,
           totalBatches: Math.ceil(documents.length / batchSize),
-          id: input.runId,
+          id: runId,
           metadata
         })
         const rows = documents.map((doc, i) => ({ run_id: run.id, doc_index: i, path: doc.path, content: doc.content }))
@@ -288,6 +334,7 @@ export const make = Effect.gen(function* () {
         return run
       })
     )
+    return yield* ridingOut(transaction)
   })
 
   const loadBatch = (runId: string, batchIndex: number, metadata: RunMetadata) =>
@@ -457,7 +504,10 @@ export const make = Effect.gen(function* () {
       }
       const token = yield* checkpoints.createCheckpoint(run.checkpointScope, batchIndex)
       const outcome = yield* fanOut(run, batchIndex, metadata).pipe(
-        Effect.catchAll((error) => Effect.succeed({ _tag: "Failed" as const, reason: messageOf(error) }))
+        Effect.catchAll((error) =>
+          // A database error is redone (see `ridingOut`); anything else fails the batch.
+          isSqlError(error) ? Effect.fail(error) : Effect.succeed({ _tag: "Failed" as const, reason: messageOf(error) })
+        )
       )
       if (outcome._tag === "Failed") return yield* failRun(run, batchIndex, token, outcome.reason)
       const saved = yield* sql
@@ -469,10 +519,15 @@ export const make = Effect.gen(function* () {
         )
         .pipe(Effect.either)
       if (saved._tag === "Left") {
+        // Committed or not, redoing the batch is safe: it finds the completed checkpoint, or saves again.
+        if (isSqlError(saved.left)) return yield* saved.left
         return yield* failRun(run, batchIndex, token, `saving the batch: ${messageOf(saved.left)}`)
       }
       const confirmed = yield* Effect.either(checkpoints.awaitCheckpoint(token))
-      if (confirmed._tag === "Left") return yield* failRun(run, batchIndex, undefined, confirmed.left.message)
+      if (confirmed._tag === "Left") {
+        if (isSqlError(confirmed.left)) return yield* confirmed.left
+        return yield* failRun(run, batchIndex, undefined, confirmed.left.message)
+      }
       // Only now, with the checkpoint confirmed, does progress move.
       return yield* recordProgress(run, batchIndex)
     }).pipe(Effect.withSpan("ExtractionWorkflow.batch", { attributes: { runId: run.id, batchIndex } }))
@@ -510,10 +565,10 @@ export const make = Effect.gen(function* () {
       const metadata = yield* metadataOf(initial)
       let run = initial
       while (run.completedBatches < run.totalBatches) {
-        run = yield* processBatch(run, run.completedBatches, metadata)
+        run = yield* ridingOut(processBatch(run, run.completedBatches, metadata))
       }
-      const finished = yield* runs.finish(run.id, "succeeded")
-      return yield* result(finished)
+      const finished = yield* ridingOut(runs.finish(run.id, "succeeded"))
+      return yield* ridingOut(result(finished))
     }).pipe(Effect.annotateLogs({ runId: initial.id }))
 
   // A succeeded run returns its result; a failed one is reopened (new checkpoint scope); a running one (fresh, or
@@ -523,13 +578,13 @@ export const make = Effect.gen(function* () {
       ? result(run)
       : run.state === "running" && !countAttempt
         ? continueRun(run)
-        : Effect.flatMap(runs.reopen(run.id), continueRun)
+        : Effect.flatMap(ridingOut(runs.reopen(run.id)), continueRun)
 
   const run = (input: RunInput) =>
     Effect.flatMap(start(input), (started) => proceed(started, false)).pipe(Effect.withSpan("ExtractionWorkflow.run"))
 
   const resume = (runId: string) =>
-    runs.getRun(runId).pipe(
+    ridingOut(runs.getRun(runId)).pipe(
       Effect.tap(metadataOf),
       Effect.flatMap((found) => proceed(found, true)),
       Effect.withSpan("ExtractionWorkflow.resume", { attributes: { runId } })

@@ -168,7 +168,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   const createCheckpoint = (runId: string, batchIndex: number) =>
     Effect.gen(function* () {
-      yield* validateBatchIndex(batchIndex)
+      yield* validateBatchIndex(batchIndex, runId)
       const now = yield* Clock.currentTimeMillis
       const id = crypto.randomUUID()
       const lazy = asyncCreate && !(yield* inTransaction)

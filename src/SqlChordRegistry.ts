@@ -43,9 +43,12 @@ import {
   ChordId,
   type ChordInfo,
   ChordNotFound,
+  type ChordPage,
   ChordRegistry,
   type ChordSpec,
-  type FailurePolicy
+  type ChordState,
+  type FailurePolicy,
+  type ListOptions
 } from "./ChordRegistry.js"
 import { CompletionBackend, type CompletionEvent, type StreamError } from "./CompletionBackend.js"
 import * as Continuations from "./Continuations.js"
@@ -63,7 +66,8 @@ import { encodeCall } from "./SqlTaskQueue.js"
 import { Reconciler } from "./Reconciler.js"
 import { Storage } from "./Storage.js"
 import type * as Task from "./Task.js"
-import { InvalidPayload, type RawEnqueue, TaskId, TaskQueue } from "./TaskQueue.js"
+import { InvalidInput, InvalidPayload, type RawEnqueue, TaskId, TaskQueue } from "./TaskQueue.js"
+import * as Validate from "./internal/validate.js"
 
 /** Settings of the registry's coordinator. */
 export interface Options {
@@ -83,6 +87,33 @@ export interface Options {
   readonly reconcileBatch?: number | undefined
 }
 
+/** The chord's own fields (its body tasks and callbacks are checked when they are encoded and enqueued). */
+const checkSpec = (spec: ChordSpec<ReadonlyArray<Task.TaskCall>, Task.Any, Task.Any, FailurePolicy>) => {
+  const invalid = (field: string, message: string | undefined) =>
+    message === undefined ? undefined : new InvalidInput({ field, message })
+  if (!Array.isArray(spec.body))
+    return new InvalidInput({ field: "body", message: "body must be an array of Task.call(...)" })
+  if (spec.body.length > Validate.maxChordSize) {
+    return new InvalidInput({
+      field: "body",
+      message: `a chord has at most ${Validate.maxChordSize} body tasks, got ${spec.body.length}`
+    })
+  }
+  return (
+    (spec.namespace === undefined ? undefined : invalid("namespace", Validate.name("namespace", spec.namespace))) ??
+    (spec.tags === undefined ? undefined : invalid("tags", Validate.tags("tags", spec.tags))) ??
+    (spec.idempotencyKey === undefined
+      ? undefined
+      : invalid("idempotencyKey", Validate.name("idempotencyKey", spec.idempotencyKey))) ??
+    (spec.failurePolicy === undefined || spec.failurePolicy === "fail" || spec.failurePolicy === "continue"
+      ? undefined
+      : new InvalidInput({
+          field: "failurePolicy",
+          message: `failurePolicy must be "fail" or "continue", got ${JSON.stringify(String(spec.failurePolicy))}`
+        }))
+  )
+}
+
 /** The name of the chord step when a `Reconciler` service drives the reconciler pass. */
 export const reconcileStepName = "chord.dispatch-undispatched"
 
@@ -93,6 +124,9 @@ const millis = (input: Duration.DurationInput | undefined): number | undefined =
 
 const union = (a: ReadonlyArray<string>, b: ReadonlyArray<string> | undefined): ReadonlyArray<string> =>
   b === undefined || b.length === 0 ? a : [...new Set([...a, ...b])]
+
+// Page size of `list`: default 50, 1 to 1,000.
+const pageLimit = (limit: number | undefined) => Math.min(1000, Math.max(1, Math.floor(limit ?? 50)))
 
 const toInfo = (row: ChordRow): ChordInfo => ({
   chordId: ChordId.make(row.id),
@@ -424,7 +458,7 @@ export const make = (
       namespace: string,
       tags: ReadonlyArray<string>,
       now: number
-    ): Effect.Effect<SealedCall, InvalidPayload> =>
+    ): Effect.Effect<SealedCall, InvalidPayload | InvalidInput> =>
       encodeCall(
         task,
         { ...(args as object), [field]: placeholder },
@@ -458,12 +492,14 @@ export const make = (
       P extends FailurePolicy
     >(
       spec: ChordSpec<Body, CB, EB, P>
-    ): Effect.Effect<ChordHandle, InvalidPayload | SqlError> =>
+    ): Effect.Effect<ChordHandle, InvalidPayload | InvalidInput | SqlError> =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
         const namespace = spec.namespace ?? "default"
         const tags = spec.tags ?? []
         const policy: FailurePolicy = spec.failurePolicy ?? "fail"
+        const problem = checkSpec(spec)
+        if (problem !== undefined) return yield* problem
         const chordId = crypto.randomUUID()
         yield* Effect.annotateCurrentSpan({
           chordId,
@@ -558,9 +594,26 @@ export const make = (
         return cancelled
       }).pipe(Effect.withSpan("ChordRegistry.cancel", { attributes: { chordId } }))
 
+    const list = (options: ListOptions = {}) =>
+      Effect.gen(function* () {
+        const limit = pageLimit(options.limit)
+        const offset = Math.max(0, Math.floor(options.offset ?? 0))
+        const where = options.state === undefined ? sql`1 = 1` : sql`state = ${options.state}`
+        const rows = yield* sql<ChordRow>`SELECT * FROM baton_chords WHERE ${where}
+          ORDER BY created_at DESC, id DESC LIMIT ${limit} OFFSET ${offset}`
+        const countRows = yield* sql<{ state: ChordState; n: number }>`SELECT state, count(*) AS n FROM baton_chords
+          GROUP BY state`
+        const counts: Record<ChordState, number> = { running: 0, completed: 0, failed: 0, cancelled: 0 }
+        for (const row of countRows) counts[row.state] = Number(row.n)
+        const total =
+          options.state === undefined ? Object.values(counts).reduce((a, b) => a + b, 0) : counts[options.state]
+        return { counts, total, items: rows.map(toInfo) } satisfies ChordPage
+      }).pipe(Effect.withSpan("ChordRegistry.list"))
+
     return ChordRegistry.of({
       chord: chord as ChordRegistry["Type"]["chord"],
       get,
+      list,
       handle,
       await: await_,
       cancel,

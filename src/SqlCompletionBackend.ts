@@ -47,8 +47,9 @@ import {
 } from "./CompletionBackend.js"
 import { completionsChannel, onAppend } from "./internal/completionLog.js"
 import * as PgListener from "./internal/pgListener.js"
+import * as Validate from "./internal/validate.js"
 import { Storage } from "./Storage.js"
-import type { TaskId } from "./TaskQueue.js"
+import { InvalidInput, type TaskId } from "./TaskQueue.js"
 
 /** Settings of the SQL completion backend. */
 export interface Options {
@@ -247,6 +248,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             if (typeof value !== "string") {
               return unsupported(field, `${field} must be a string (exact match); patterns are not supported`)
             }
+            // The same rule as enqueue: no stored name can contain NUL or a lone surrogate, and Postgres would refuse
+            // the parameter where SQLite would not (one behaviour on every backend).
+            const problem = Validate.name(field, value)
+            if (problem !== undefined) return unsupported(field, problem)
             clauses.push(field === "namespace" ? sql`c.namespace = ${value}` : sql`c.task_name = ${value}`)
             break
           }
@@ -254,6 +259,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             if (!Array.isArray(value) || !value.every((tag) => typeof tag === "string")) {
               return unsupported("tags", "tags must be an array of strings (events carrying all of them match)")
             }
+            const problem = Validate.tags("tags", value)
+            if (problem !== undefined) return unsupported("tags", problem)
             const tags = [...new Set(value as ReadonlyArray<string>)]
             if (tags.length === 0) break
             if (isPg) clauses.push(sql`c.tags::jsonb @> ${JSON.stringify(tags)}::jsonb`)
@@ -452,7 +459,12 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const subscribe = (subscribeOptions: SubscribeOptions = {}) =>
     Effect.gen(function* () {
       const where = yield* compileFilter(subscribeOptions.filter)
-      const limit = Math.max(1, Math.floor(subscribeOptions.batchSize ?? 1000))
+      const batchProblem =
+        subscribeOptions.batchSize === undefined
+          ? undefined
+          : Validate.integer("batchSize", subscribeOptions.batchSize, 1, 100_000)
+      if (batchProblem !== undefined) return yield* new InvalidInput({ field: "batchSize", message: batchProblem })
+      const limit = subscribeOptions.batchSize ?? 1000
       // Wake-ups first, then the start position: whatever commits after the position is read is after the cursor,
       // and the stream reads once before it ever waits.
       const wake = yield* Effect.acquireRelease(PubSub.sliding<void>(1), PubSub.shutdown)

@@ -13,6 +13,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Validate from "./internal/validate.js"
 import {
   checkpointScope,
   ProgressRefused,
@@ -86,6 +87,11 @@ export const make = Effect.gen(function* () {
     if (!Number.isInteger(options.totalBatches) || options.totalBatches < 0) {
       return yield* Effect.dieMessage(`createRun: totalBatches must be a non-negative integer`)
     }
+    // Programming errors, hence defects (ExtractionWorkflow checks its users' run ids with a typed error first).
+    const problem =
+      (options.id === undefined ? undefined : Validate.name("createRun: id", options.id)) ??
+      Validate.name("createRun: kind", options.kind)
+    if (problem !== undefined) return yield* Effect.die(new RangeError(problem))
     const now = yield* Clock.currentTimeMillis
     const id = options.id ?? crypto.randomUUID()
     const row = {

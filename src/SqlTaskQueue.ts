@@ -25,6 +25,7 @@ import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as PgListener from "./internal/pgListener.js"
+import * as Validate from "./internal/validate.js"
 import { insertColumns, type InsertRow } from "./internal/taskRow.js"
 import * as TaskRow from "./internal/taskRow.js"
 import {
@@ -39,12 +40,16 @@ import { Storage } from "./Storage.js"
 import type * as Task from "./Task.js"
 import {
   type ClaimedTask,
+  InvalidInput,
   InvalidPayload,
+  type QueueStats,
   type RawEnqueue,
   type TaskError,
   TaskId,
   type TaskInfo,
+  type TaskListFilter,
   TaskNotFound,
+  type TaskPage,
   TaskQueue,
   type TaskState
 } from "./TaskQueue.js"
@@ -110,6 +115,10 @@ const decodeTaskError = Schema.decodeUnknownOption(
   )
 )
 
+// A LIKE pattern matching `text` anywhere, its wildcards escaped (with `ESCAPE '\'`): matched literally. The text
+// is a bound parameter, never SQL.
+const likeSubstring = (text: string) => `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
+
 const toInfo = (row: TaskRow): TaskInfo => ({
   id: TaskId.make(row.id),
   name: row.name,
@@ -158,8 +167,19 @@ const toClaimed = (row: TaskRow): ClaimedTask => {
   }
 }
 
-const millis = (input: Duration.DurationInput | undefined): number | undefined =>
-  input === undefined ? undefined : Duration.toMillis(Duration.decode(input))
+/** Checks one duration option; its milliseconds, or an `InvalidInput` naming the field. */
+const durationMs = (
+  field: string,
+  input: Duration.DurationInput | undefined,
+  minMs: number
+): Effect.Effect<number | undefined, InvalidInput> => {
+  if (input === undefined) return Effect.succeed(undefined)
+  const checked = Validate.duration(field, input, minMs, Validate.maxDurationMs)
+  // Whole milliseconds (the columns are integers): "1.5 millis" becomes 2 ms, never 0 for a positive duration.
+  return checked.problem === undefined
+    ? Effect.succeed(Math.ceil(checked.ms))
+    : Effect.fail(new InvalidInput({ field, message: checked.problem }))
+}
 
 // Payload encoders compiled once per schema (not once per call): synchronous, falling back to the effectful
 // encoder only for schemas with asynchronous transformations. A bulk enqueue encodes thousands of payloads.
@@ -171,58 +191,114 @@ const encoderOf = (schema: Schema.Schema<unknown, unknown>): SyncEncoder => {
   return encoder
 }
 
-const toRawEnqueue = (task: Task.Any, encoded: unknown, options: Task.EnqueueOptions, now: number): RawEnqueue => {
-  const merged = { ...task.defaults, ...options }
-  const delay = millis(merged.delay)
-  const runAt =
-    merged.runAt !== undefined
-      ? typeof merged.runAt === "number"
-        ? merged.runAt
-        : merged.runAt.getTime()
-      : delay !== undefined
-        ? now + delay
-        : undefined
-  const backoff =
-    merged.backoff === undefined
-      ? undefined
-      : {
-          baseMs: millis(merged.backoff.base) ?? defaultBackoff.baseMs,
-          factor: merged.backoff.factor ?? defaultBackoff.factor,
-          maxMs: millis(merged.backoff.max) ?? defaultBackoff.maxMs
-        }
-  return {
-    name: task.name,
-    payload: encoded,
-    queue: merged.queue,
-    namespace: merged.namespace,
-    tags: merged.tags,
-    priority: merged.priority,
-    maxAttempts: merged.maxAttempts,
-    timeoutMs: millis(merged.timeout),
-    backoff,
-    runAt,
-    idempotencyKey: merged.idempotencyKey
-  }
-}
-
 const invalidPayload = (task: Task.Any, error: ParseResult.ParseError) =>
   new InvalidPayload({ task: task.name, message: ParseResult.TreeFormatter.formatErrorSync(error) })
 
-/** Turns a typed enqueue into a raw one (encoding the payload with the task's Schema). */
+/** Turns a typed enqueue into a raw one (encoding the payload with the task's Schema, checking the options). */
 export const encodeCall = (
   task: Task.Any,
   payload: unknown,
   options: Task.EnqueueOptions,
   now: number
-): Effect.Effect<RawEnqueue, InvalidPayload> => {
-  const schema = task.payload as Schema.Schema<unknown, unknown>
-  const encoded = encoderOf(schema)(payload)
-  if (Either.isRight(encoded)) return Effect.succeed(toRawEnqueue(task, encoded.right, options, now))
-  if (encoded.left.issue._tag !== "Forbidden") return Effect.fail(invalidPayload(task, encoded.left))
-  return Schema.encodeUnknown(schema)(payload).pipe(
-    Effect.mapError((error) => invalidPayload(task, error)),
-    Effect.map((value) => toRawEnqueue(task, value, options, now))
-  )
+): Effect.Effect<RawEnqueue, InvalidPayload | InvalidInput> =>
+  Effect.gen(function* () {
+    const schema = task.payload as Schema.Schema<unknown, unknown>
+    const sync = encoderOf(schema)(payload)
+    const encoded = Either.isRight(sync)
+      ? sync.right
+      : sync.left.issue._tag !== "Forbidden"
+        ? yield* Effect.fail(invalidPayload(task, sync.left))
+        : yield* Schema.encodeUnknown(schema)(payload).pipe(Effect.mapError((error) => invalidPayload(task, error)))
+    const merged = { ...task.defaults, ...options }
+    const delay = yield* durationMs("delay", merged.delay, 0)
+    let runAt: number | undefined
+    if (merged.runAt !== undefined) {
+      runAt =
+        typeof merged.runAt === "number" ? merged.runAt : merged.runAt instanceof Date ? merged.runAt.getTime() : NaN
+      const problem = Validate.integer("runAt", runAt, 0, Validate.maxEpochMs)
+      if (problem !== undefined) {
+        return yield* new InvalidInput({
+          field: "runAt",
+          message: `${problem.replace(/, got .*$/, "")} (epoch milliseconds or a valid Date), got ${String(merged.runAt)}`
+        })
+      }
+    } else if (delay !== undefined) {
+      runAt = now + delay
+    }
+    let backoff: RawEnqueue["backoff"]
+    if (merged.backoff !== undefined) {
+      const baseMs = (yield* durationMs("backoff.base", merged.backoff.base, 0)) ?? defaultBackoff.baseMs
+      const maxMs = (yield* durationMs("backoff.max", merged.backoff.max, 0)) ?? Math.max(defaultBackoff.maxMs, baseMs)
+      const factor = merged.backoff.factor ?? defaultBackoff.factor
+      const problem = Validate.number("backoff.factor", factor, 1, 1000)
+      if (problem !== undefined) return yield* new InvalidInput({ field: "backoff.factor", message: problem })
+      backoff = { baseMs, factor, maxMs }
+    }
+    return {
+      name: task.name,
+      payload: encoded,
+      queue: merged.queue,
+      namespace: merged.namespace,
+      tags: merged.tags,
+      priority: merged.priority,
+      maxAttempts: merged.maxAttempts,
+      timeoutMs: yield* durationMs("timeout", merged.timeout, 1),
+      backoff,
+      runAt,
+      idempotencyKey: merged.idempotencyKey
+    }
+  })
+
+/**
+ * Checks an already-encoded request against `limits` (every field a user or an attacker controls); the payload's
+ * JSON text if it is fine.
+ */
+export const checkRequest = (request: RawEnqueue): Either.Either<string, InvalidPayload | InvalidInput> => {
+  const invalid = (field: string, message: string | undefined) =>
+    message === undefined ? undefined : new InvalidInput({ field, message })
+  const problem =
+    invalid("name", Validate.name("name", request.name)) ??
+    (request.queue === undefined ? undefined : invalid("queue", Validate.name("queue", request.queue))) ??
+    (request.namespace === undefined
+      ? undefined
+      : invalid("namespace", Validate.name("namespace", request.namespace))) ??
+    (request.tags === undefined ? undefined : invalid("tags", Validate.tags("tags", request.tags))) ??
+    (request.idempotencyKey === undefined
+      ? undefined
+      : invalid("idempotencyKey", Validate.name("idempotencyKey", request.idempotencyKey))) ??
+    (request.runId === undefined ? undefined : invalid("runId", Validate.name("runId", request.runId))) ??
+    (request.chordId === undefined ? undefined : invalid("chordId", Validate.name("chordId", request.chordId))) ??
+    (request.chordIndex === undefined
+      ? undefined
+      : invalid("chordIndex", Validate.integer("chordIndex", request.chordIndex, 0, Validate.maxChordSize - 1))) ??
+    (request.priority === undefined
+      ? undefined
+      : invalid(
+          "priority",
+          Validate.integer("priority", request.priority, -Validate.maxPriority, Validate.maxPriority)
+        )) ??
+    (request.maxAttempts === undefined
+      ? undefined
+      : invalid("maxAttempts", Validate.integer("maxAttempts", request.maxAttempts, 1, Validate.maxAttemptsLimit))) ??
+    (request.timeoutMs === undefined
+      ? undefined
+      : invalid("timeout", Validate.integer("timeout (ms)", request.timeoutMs, 1, Validate.maxDurationMs))) ??
+    (request.runAt === undefined
+      ? undefined
+      : invalid("runAt", Validate.integer("runAt (epoch ms)", request.runAt, 0, Validate.maxEpochMs))) ??
+    (request.backoff === undefined
+      ? undefined
+      : (invalid(
+          "backoff.base",
+          Validate.number("backoff.baseMs", request.backoff.baseMs, 0, Validate.maxDurationMs)
+        ) ??
+        invalid("backoff.max", Validate.number("backoff.maxMs", request.backoff.maxMs, 0, Validate.maxDurationMs)) ??
+        invalid("backoff.factor", Validate.number("backoff.factor", request.backoff.factor, 1, 1000))))
+  if (problem !== undefined) return Either.left(problem)
+  const payload = Validate.payloadJson(request.payload)
+  if (payload.problem !== undefined)
+    return Either.left(new InvalidPayload({ task: String(request.name), message: payload.problem }))
+  return Either.right(payload.json)
 }
 
 /** A new row as sent to Postgres: short keys (see `insertRows`), nulls and per-statement constants left out. */
@@ -266,14 +342,6 @@ export const make = Effect.gen(function* () {
   // completion's synchronous commit flushes the WAL up to itself, including the claim before it. This takes a
   // commit's fsync off the claim path, which is what bounds a worker's claim rate.
   const asyncCommit = dialect === "pg" ? sql`set_config('synchronous_commit', 'off', true) IS NOT NULL` : sql`1 = 1`
-
-  const toInsertRow = (request: RawEnqueue, now: number): InsertRow => {
-    const maxAttempts = request.maxAttempts ?? 3
-    if (!Number.isInteger(maxAttempts) || maxAttempts < 1) {
-      throw new RangeError(`maxAttempts must be a positive integer, got ${maxAttempts}`)
-    }
-    return TaskRow.toInsertRow(request, now)
-  }
 
   const columns = sql.literal(insertColumns.join(", "))
   const sqliteSelect = sql.literal(insertColumns.map((column) => `json_extract(value, '$.${column}')`).join(", "))
@@ -339,10 +407,13 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       if (requests.length === 0) return []
       const now = yield* Clock.currentTimeMillis
-      const rows = yield* Effect.try({
-        try: () => requests.map((request) => toInsertRow(request, now)),
-        catch: (error) => error
-      }).pipe(Effect.orDie)
+      // Every request is checked before anything is written: one bad request fails the whole batch.
+      const rows: Array<InsertRow> = []
+      for (const request of requests) {
+        const checked = checkRequest(request)
+        if (Either.isLeft(checked)) return yield* checked.left
+        rows.push({ ...TaskRow.toInsertRow({ ...request, payload: null }, now), payload: checked.right })
+      }
       const insertAll = Effect.gen(function* () {
         const inserted = new Set<string>()
         // Chunked so a huge enqueue does not build one giant statement.
@@ -428,6 +499,21 @@ export const make = Effect.gen(function* () {
       )
     }).pipe(Effect.withSpan("TaskQueue.cancel"))
 
+  // A manual retry of a task that ended badly. Chord body tasks are refused: their chord counted them and decided
+  // (failed, no callback), so running them again could not change the outcome, only confuse it.
+  const retry = (taskId: string) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const rows = yield* sql<{ id: string; queue: string }>`UPDATE baton_tasks SET state = 'pending', attempts = 0,
+        run_at = ${now}, lease_id = NULL, lease_expires_at = NULL, worker_id = NULL, result = NULL,
+        finished_at = NULL, updated_at = ${now}
+        WHERE id = ${taskId} AND state IN ('dead', 'failed') AND chord_id IS NULL RETURNING id, queue`
+      if (rows.length === 0) return false
+      yield* notifyQueues(rows.map((row) => row.queue))
+      yield* PubSub.publish(wakeHub, rows[0]!.queue)
+      return true
+    }).pipe(Effect.withSpan("TaskQueue.retry", { attributes: { taskId } }))
+
   const counts = sql<{ state: TaskState; n: number }>`SELECT state, count(*) AS n FROM baton_tasks GROUP BY state`.pipe(
     Effect.map((rows) => {
       const out: Record<TaskState, number> = {
@@ -442,6 +528,99 @@ export const make = Effect.gen(function* () {
       return out
     })
   )
+
+  const emptyCounts = (): Record<TaskState, number> => ({
+    pending: 0,
+    running: 0,
+    succeeded: 0,
+    failed: 0,
+    dead: 0,
+    cancelled: 0
+  })
+
+  const list = (
+    filter: TaskListFilter = {},
+    page: { readonly limit?: number | undefined; readonly offset?: number | undefined } = {}
+  ) =>
+    Effect.gen(function* () {
+      const limit = Math.min(1000, Math.max(1, Math.floor(page.limit ?? 50)))
+      const offset = Math.max(0, Math.floor(page.offset ?? 0))
+      const conditions = [
+        filter.state === undefined ? undefined : sql`state = ${filter.state}`,
+        filter.queue === undefined ? undefined : sql`queue = ${filter.queue}`,
+        filter.name === undefined ? undefined : sql`name = ${filter.name}`,
+        filter.runId === undefined ? undefined : sql`run_id = ${filter.runId}`,
+        filter.chordId === undefined ? undefined : sql`chord_id = ${filter.chordId}`,
+        filter.search === undefined
+          ? undefined
+          : sql`(id = ${filter.search} OR name LIKE ${likeSubstring(filter.search)} ESCAPE '\\')`
+      ].filter((condition) => condition !== undefined)
+      const where = conditions.length === 0 ? sql`1 = 1` : sql.and(conditions)
+      const rows = yield* sql<
+        Pick<
+          TaskRow,
+          | "id"
+          | "name"
+          | "queue"
+          | "state"
+          | "attempts"
+          | "max_attempts"
+          | "error"
+          | "chord_id"
+          | "run_id"
+          | "created_at"
+          | "updated_at"
+          | "finished_at"
+        >
+      >`SELECT id, name, queue, state, attempts, max_attempts, error, chord_id, run_id, created_at, updated_at,
+          finished_at FROM baton_tasks WHERE ${where} ORDER BY created_at DESC, id DESC LIMIT ${limit} OFFSET ${offset}`
+      const total = yield* sql<{ n: number }>`SELECT count(*) AS n FROM baton_tasks WHERE ${where}`
+      return {
+        total: Number(total[0]?.n ?? 0),
+        items: rows.map((row) => ({
+          id: TaskId.make(row.id),
+          name: row.name,
+          queue: row.queue,
+          state: row.state,
+          attempts: Number(row.attempts),
+          maxAttempts: Number(row.max_attempts),
+          error: row.error === null ? Option.none() : (decodeTaskError(row.error) as Option.Option<TaskError>),
+          chordId: row.chord_id ?? undefined,
+          runId: row.run_id ?? undefined,
+          createdAt: new Date(Number(row.created_at)),
+          updatedAt: new Date(Number(row.updated_at)),
+          finishedAt: toDate(row.finished_at)
+        }))
+      } satisfies TaskPage
+    }).pipe(Effect.withSpan("TaskQueue.list"))
+
+  const queueStats = Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    const rows = yield* sql<{ queue: string; state: TaskState; n: number }>`SELECT queue, state, count(*) AS n
+      FROM baton_tasks GROUP BY queue, state`
+    const byQueue = new Map<string, Record<TaskState, number>>()
+    for (const row of rows) {
+      const counts = byQueue.get(row.queue) ?? emptyCounts()
+      counts[row.state] = Number(row.n)
+      byQueue.set(row.queue, counts)
+    }
+    // Per queue, the claim index (queue, priority, run_at WHERE pending) answers this without a scan.
+    const oldest = yield* sql<{ queue: string; run_at: number }>`SELECT queue, min(run_at) AS run_at FROM baton_tasks
+      WHERE state = 'pending' AND run_at <= ${now} GROUP BY queue`
+    const oldestByQueue = new Map<string, { id: TaskId; name: string; runAt: Date }>()
+    for (const { queue, run_at } of oldest) {
+      const [task] = yield* sql<{ id: string; name: string }>`SELECT id, name FROM baton_tasks
+        WHERE queue = ${queue} AND state = 'pending' AND run_at = ${run_at} ORDER BY id LIMIT 1`
+      if (task !== undefined) {
+        oldestByQueue.set(queue, { id: TaskId.make(task.id), name: task.name, runAt: new Date(Number(run_at)) })
+      }
+    }
+    return [...byQueue.keys()].sort().map((queue): QueueStats => ({
+      queue,
+      counts: byQueue.get(queue)!,
+      oldestWaiting: Option.fromNullable(oldestByQueue.get(queue))
+    }))
+  }).pipe(Effect.withSpan("TaskQueue.queueStats"))
 
   const claim = (options: {
     readonly queues: ReadonlyArray<string>
@@ -637,6 +816,9 @@ export const make = Effect.gen(function* () {
     get,
     result,
     cancel,
+    retry,
+    list,
+    queueStats,
     counts,
     claim,
     heartbeat,

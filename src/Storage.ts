@@ -70,7 +70,7 @@ export const migrationsTable = "baton_migrations"
 export interface PgOptions {
   /** `postgres://user:pass@host:port/db`; defaults to the `DATABASE_URL` environment variable via `layerPgConfig`. */
   readonly url: string | Redacted.Redacted<string>
-  /** Confine Baton's tables to this schema (created if missing). Lowercase letters, digits and `_` only. */
+  /** Confine Baton's tables to this schema (created if missing). 1 to 45 lowercase letters, digits and `_`. */
   readonly schema?: string | undefined
   /** Pool size (default 10). */
   readonly maxConnections?: number | undefined
@@ -88,7 +88,9 @@ export interface SqliteOptions {
   readonly busyTimeout?: Duration.DurationInput | undefined
 }
 
-const schemaName = /^[a-z_][a-z0-9_]{0,62}$/
+// At most 45 characters: NOTIFY channel names carry the schema (`baton_<schema>_completions`), and Postgres refuses a
+// channel name over 63 bytes (and truncates a LISTEN identifier to 63, which could make two schemas share a channel).
+const schemaName = /^[a-z_][a-z0-9_]{0,44}$/
 
 const INT8_OID = 20
 
@@ -99,6 +101,23 @@ const pgTypes: Pg.CustomTypesConfig = {
     oid === INT8_OID && format !== "binary"
       ? (value: string) => Number(value)
       : Pg.types.getTypeParser(oid, format as "text")) as Pg.CustomTypesConfig["getTypeParser"]
+}
+
+/**
+ * `@effect/sql`'s `withTransaction` turns a failed COMMIT or ROLLBACK into a defect (`Effect.orDie`). A connection
+ * killed in the middle of a transaction (a server restart, `pg_terminate_backend`; SQLite's "database is locked" at
+ * COMMIT) then kills whatever ran the transaction — a producer, a workflow driver — instead of failing it with an
+ * ordinary `SqlError` that a caller can retry. Baton's clients fail instead: a COMMIT that fails may or may not have
+ * committed, which every Baton transaction tolerates (its effects are idempotent or guarded). Found by `npm run chaos`.
+ */
+const failedEndIsFailure = <C extends SqlClient.SqlClient>(client: C): C => {
+  const withTransaction = client.withTransaction
+  const patched: SqlClient.SqlClient["withTransaction"] = (effect) =>
+    Effect.catchSomeDefect(withTransaction(effect), (defect) =>
+      defect instanceof SqlError ? Option.some(Effect.fail(defect)) : Option.none()
+    )
+  ;(client as { withTransaction: SqlClient.SqlClient["withTransaction"] }).withTransaction = patched
+  return client
 }
 
 const describeUrl = (url: URL): string => `${url.hostname}:${url.port || "5432"}${url.pathname}`
@@ -129,6 +148,14 @@ const runMigrations = (dialect: Dialect) =>
       table: migrationsTable
     })
     if (dialect === "pg") {
+      // Already up to date: nothing to take a lock for, and nothing that needs the CREATE privilege, so a runtime
+      // role that may only read and write Baton's tables (docs/reliability.md, "Privileges") can open the storage.
+      const latest = Math.max(...Object.keys(pgMigrations).map((key) => parseInt(key, 10)))
+      const table = yield* sql<{ t: string | null }>`SELECT to_regclass(${migrationsTable})::text AS t`
+      if (table[0]?.t !== null && table[0]?.t !== undefined) {
+        const applied = yield* sql<{ id: number | null }>`SELECT max(migration_id) AS id FROM ${sql(migrationsTable)}`
+        if (applied[0]?.id !== null && applied[0]?.id !== undefined && Number(applied[0].id) >= latest) return
+      }
       // Migrator's own "create the migrations table" step races between processes; an advisory transaction lock
       // serialises whole migration runs instead (released at commit).
       // The table is created here (same definition as Migrator's) because Migrator probes for it with a query that
@@ -176,7 +203,7 @@ const makePg = (options: PgOptions) =>
     const schema = options.schema
     if (schema !== undefined && !schemaName.test(schema)) {
       return yield* new StorageError({
-        message: `invalid schema name "${schema}": use lowercase letters, digits and _`
+        message: `invalid schema name ${JSON.stringify(schema)}: use 1 to 45 lowercase letters, digits and _ (not starting with a digit)`
       })
     }
     const timeout = Duration.decode(options.connectTimeout ?? Duration.seconds(5))
@@ -195,6 +222,11 @@ const makePg = (options: PgOptions) =>
           Effect.tryPromise({
             try: async () => {
               await client.connect()
+              // Only create it when missing: CREATE SCHEMA (even IF NOT EXISTS) needs the CREATE privilege on the
+              // database, which a runtime role should not have. `schema` matched `schemaName` above: it is safe to
+              // quote as an identifier (DDL takes no parameters).
+              const exists = await client.query("SELECT 1 FROM pg_namespace WHERE nspname = $1", [schema])
+              if (exists.rowCount !== null && exists.rowCount > 0) return
               try {
                 await client.query(`CREATE SCHEMA IF NOT EXISTS "${schema}"`)
               } catch (error) {
@@ -238,7 +270,10 @@ const makePg = (options: PgOptions) =>
       ),
       applicationName: options.applicationName ?? "baton",
       types: pgTypes
-    }).pipe(Effect.mapError((error) => new StorageError({ message: error.message, cause: error.cause })))
+    }).pipe(
+      Effect.map(failedEndIsFailure),
+      Effect.mapError((error) => new StorageError({ message: error.message, cause: error.cause }))
+    )
     const channelPrefix = `baton_${schema ?? "public"}`
     const storage = Storage.of({
       dialect: "pg",
@@ -279,7 +314,7 @@ export const layerPgConfig: Layer.Layer<SqlClient.SqlClient | Storage, StorageEr
 
 const makeSqlite = (options: SqliteOptions) =>
   Effect.gen(function* () {
-    const client = yield* SqliteClient.make({ filename: options.filename })
+    const client = failedEndIsFailure(yield* SqliteClient.make({ filename: options.filename }))
     const busyMillis = Duration.toMillis(Duration.decode(options.busyTimeout ?? Duration.seconds(5)))
     yield* Effect.mapError(
       Effect.zipRight(

@@ -13,6 +13,7 @@ import * as Context from "effect/Context"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
+import * as Validate from "./internal/validate.js"
 
 /** Per-task defaults; each can be overridden per enqueue. */
 export interface TaskDefaults {
@@ -99,7 +100,9 @@ export const make = <Name extends string, P, PI, A, AI, E = never, EI = never, R
     readonly handler: (payload: P) => Effect.Effect<A, E, R>
   } & TaskDefaults
 ): Task<Name, P, PI, A, AI, E, EI, R> => {
-  if (name.length === 0) throw new TypeError("Task.make: the name must not be empty")
+  // A definition-time check (tasks are module-level constants): the same rule enqueue applies to names.
+  const problem = Validate.name("Task.make: the name", name)
+  if (problem !== undefined) throw new TypeError(problem)
   const { failure, handler, payload, success, ...defaults } = options
   return {
     _tag: "Task",

@@ -20,6 +20,7 @@ import type * as Effect from "effect/Effect"
 import type * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import type * as Stream from "effect/Stream"
+import * as Validate from "./internal/validate.js"
 import type * as Task from "./Task.js"
 
 /** A task's id. */
@@ -84,11 +85,81 @@ export interface TaskInfo {
   readonly finishedAt: Date | undefined
 }
 
-/** The payload does not satisfy the task's payload Schema; nothing was enqueued. */
+/** Filters of `list`; every given field must match. */
+export interface TaskListFilter {
+  readonly state?: TaskState | undefined
+  readonly queue?: string | undefined
+  /** Exact task name. */
+  readonly name?: string | undefined
+  /** A substring of the task name (matched literally), or the exact task id. */
+  readonly search?: string | undefined
+  readonly runId?: string | undefined
+  readonly chordId?: string | undefined
+}
+
+/** A task as `list` shows it: no payload or result (read those with `get`). */
+export interface TaskSummary {
+  readonly id: TaskId
+  readonly name: string
+  readonly queue: string
+  readonly state: TaskState
+  readonly attempts: number
+  readonly maxAttempts: number
+  readonly error: Option.Option<TaskError>
+  readonly chordId: string | undefined
+  readonly runId: string | undefined
+  readonly createdAt: Date
+  readonly updatedAt: Date
+  readonly finishedAt: Date | undefined
+}
+
+/** A page of tasks, newest first, and how many match the filter. */
+export interface TaskPage {
+  readonly total: number
+  readonly items: ReadonlyArray<TaskSummary>
+}
+
+/** One queue's figures: tasks per state and the task waiting longest (runnable now, not yet claimed). */
+export interface QueueStats {
+  readonly queue: string
+  readonly counts: Readonly<Record<TaskState, number>>
+  readonly oldestWaiting: Option.Option<{ readonly id: TaskId; readonly name: string; readonly runAt: Date }>
+}
+
+/**
+ * The payload does not satisfy the task's payload Schema, or its encoded JSON is larger than `limits.maxPayloadBytes`
+ * or nested deeper than `limits.maxPayloadDepth`; nothing was enqueued.
+ */
 export class InvalidPayload extends Schema.TaggedError<InvalidPayload>()("InvalidPayload", {
   task: Schema.String,
   message: Schema.String
 }) {}
+
+/**
+ * An option or argument is out of range or malformed (a negative delay, a NaN priority, a name with NUL or a lone
+ * surrogate, too many tags, ...); `field` names it and `message` says what is allowed. Nothing was written.
+ */
+export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
+  field: Schema.String,
+  message: Schema.String
+}) {}
+
+/**
+ * The limits enqueue (and chords, which enqueue) enforce, identically on every backend (see docs/tasks.md, "Limits").
+ * Names, queues, namespaces, tags, idempotency keys and run ids: 1 to `maxNameLength` characters, no NUL, no lone
+ * surrogate. Durations (delay, timeout, backoff) and `runAt` are checked before they are decoded.
+ */
+export const limits = {
+  maxNameLength: Validate.maxNameLength,
+  maxTags: Validate.maxTags,
+  maxPayloadBytes: Validate.maxPayloadBytes,
+  maxPayloadDepth: Validate.maxPayloadDepth,
+  maxChordSize: Validate.maxChordSize,
+  maxPriority: Validate.maxPriority,
+  maxAttempts: Validate.maxAttemptsLimit,
+  maxDurationMs: Validate.maxDurationMs,
+  maxEpochMs: Validate.maxEpochMs
+} as const
 
 /** No task has this id. */
 export class TaskNotFound extends Schema.TaggedError<TaskNotFound>()("TaskNotFound", {
@@ -143,13 +214,15 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
       task: T,
       payload: Task.Payload<T>,
       options?: Task.EnqueueOptions
-    ) => Effect.Effect<TaskId, InvalidPayload | SqlError>
+    ) => Effect.Effect<TaskId, InvalidPayload | InvalidInput | SqlError>
     /** Enqueues many calls in one transaction (all or none); ids in input order. */
     readonly enqueueMany: (
       calls: Iterable<Task.TaskCall>
-    ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | SqlError>
+    ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | InvalidInput | SqlError>
     /** Enqueues already-encoded requests in one transaction (all or none); ids in input order. */
-    readonly enqueueRaw: (requests: ReadonlyArray<RawEnqueue>) => Effect.Effect<ReadonlyArray<TaskId>, SqlError>
+    readonly enqueueRaw: (
+      requests: ReadonlyArray<RawEnqueue>
+    ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | InvalidInput | SqlError>
     /** Reads a task. */
     readonly get: (taskId: string) => Effect.Effect<TaskInfo, TaskNotFound | SqlError>
     /** Reads a task's result decoded with the task's success Schema (None unless it succeeded). */
@@ -159,6 +232,18 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
     ) => Effect.Effect<Option.Option<Task.Success<T>>, TaskNotFound | SqlError>
     /** Cancels a pending or running task; true if this call cancelled it. A running handler's result is refused. */
     readonly cancel: (taskId: string) => Effect.Effect<boolean, SqlError>
+    /**
+     * Puts a `dead` or `failed` task back to `pending` (attempts reset, runnable now, last error kept); true if this
+     * call moved it. Refused (false) for any other state and for chord body tasks (their chord already decided).
+     */
+    readonly retry: (taskId: string) => Effect.Effect<boolean, SqlError>
+    /** A page of tasks matching the filter, newest first (`limit` default 50, at most 1,000). */
+    readonly list: (
+      filter?: TaskListFilter,
+      page?: { readonly limit?: number | undefined; readonly offset?: number | undefined }
+    ) => Effect.Effect<TaskPage, SqlError>
+    /** Per queue (sorted by name): tasks per state and the oldest waiting task. */
+    readonly queueStats: Effect.Effect<ReadonlyArray<QueueStats>, SqlError>
     /** Number of tasks per state (all queues). */
     readonly counts: Effect.Effect<Readonly<Record<TaskState, number>>, SqlError>
 

@@ -42,7 +42,8 @@ import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
 import * as Reconciler from "./Reconciler.js"
 import * as Task from "./Task.js"
-import { type ClaimedTask, type FailureDisposition, type TaskError, TaskQueue } from "./TaskQueue.js"
+import * as Validate from "./internal/validate.js"
+import { type ClaimedTask, type FailureDisposition, InvalidInput, type TaskError, TaskQueue } from "./TaskQueue.js"
 
 /** Worker settings. */
 export interface WorkerOptions<Tasks extends ReadonlyArray<Task.Any>> {
@@ -120,13 +121,14 @@ const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
 /** Starts a worker in the current scope. */
 export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
   options: WorkerOptions<Tasks>
-): Effect.Effect<WorkerHandle, never, Scope.Scope | TaskQueue | Task.Requirements<Tasks[number]>> =>
+): Effect.Effect<WorkerHandle, InvalidInput, Scope.Scope | TaskQueue | Task.Requirements<Tasks[number]>> =>
   Effect.gen(function* () {
+    const settings = yield* checkOptions(options)
     const queue = yield* TaskQueue
     const registry = new Map<string, Task.Any>(options.tasks.map((task) => [task.name, task]))
     const workerId = options.workerId ?? `worker-${crypto.randomUUID().slice(0, 8)}`
-    const concurrency = Math.max(1, options.concurrency ?? 10)
-    const maxPrefetch = Math.max(0, Math.floor(options.prefetch ?? 1000))
+    const concurrency = settings.concurrency
+    const maxPrefetch = settings.prefetch
     // The local queue's current target: starts at `concurrency`, then follows the measured task rate × claim time.
     let prefetch = Math.min(concurrency, maxPrefetch)
     const spans = options.spans ?? (yield* Effect.tracer) !== builtInTracer
@@ -134,14 +136,12 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     // Claim in batches of at least this many once work is flowing (a claim is a round trip and a commit).
     const minClaim = () => Math.max(1, Math.floor(prefetch / 2))
     const queues = options.queues ?? [...new Set(options.tasks.map((task) => task.defaults.queue ?? "default"))].sort()
-    const leaseMs = Duration.toMillis(Duration.decode(options.leaseDuration ?? Duration.seconds(30)))
-    const heartbeatMs = Duration.toMillis(
-      Duration.decode(options.heartbeatInterval ?? Duration.millis(Math.max(10, Math.floor(leaseMs / 3))))
-    )
-    const pollMin = Duration.decode(options.pollInterval?.min ?? Duration.millis(50))
-    const pollMax = Duration.decode(options.pollInterval?.max ?? Duration.seconds(1))
-    const grace = Duration.decode(options.shutdownGracePeriod ?? Duration.seconds(10))
-    const reclaimEvery = Duration.decode(options.reclaimInterval ?? Duration.seconds(5))
+    const leaseMs = settings.leaseMs
+    const heartbeatMs = settings.heartbeatMs
+    const pollMin = Duration.millis(settings.pollMinMs)
+    const pollMax = Duration.millis(settings.pollMaxMs)
+    const grace = Duration.millis(settings.graceMs)
+    const reclaimEvery = Duration.millis(settings.reclaimMs)
 
     const annotate = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
       effect.pipe(Effect.annotateLogs({ workerId }), Effect.annotateSpans({ workerId }))
@@ -567,6 +567,68 @@ export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
     }
   })
 
+/** Most handlers one worker runs at once. */
+export const maxConcurrency = 10_000
+/** Most tasks one worker buffers ahead of its free slots. */
+export const maxPrefetch = 100_000
+
+/** Checks the settings (each field named in the error, with its allowed range) and fills in the defaults. */
+const checkOptions = (options: WorkerOptions<ReadonlyArray<Task.Any>>) =>
+  Effect.gen(function* () {
+    const fail = (field: string, message: string) => Effect.fail(new InvalidInput({ field, message }))
+    const int = (field: string, value: number | undefined, fallback: number, min: number, max: number) => {
+      const problem = value === undefined ? undefined : Validate.integer(field, value, min, max)
+      return problem === undefined ? Effect.succeed(value ?? fallback) : fail(field, problem)
+    }
+    const ms = (field: string, value: Duration.DurationInput | undefined, fallback: number, min: number) => {
+      if (value === undefined) return Effect.succeed(fallback)
+      const checked = Validate.duration(field, value, min, Validate.maxDurationMs)
+      return checked.problem === undefined ? Effect.succeed(checked.ms) : fail(field, checked.problem)
+    }
+    if (!Array.isArray(options.tasks)) return yield* fail("tasks", "tasks must be an array of Task.make(...) values")
+    for (const [i, task] of options.tasks.entries()) {
+      const problem = Validate.name(`tasks[${i}].name`, (task as Task.Any | undefined)?.name)
+      if (problem !== undefined) return yield* fail("tasks", problem)
+    }
+    if (options.queues !== undefined) {
+      const problem =
+        options.queues.length === 0
+          ? "queues must not be empty (omit it for the tasks' queues)"
+          : Validate.tags("queues", options.queues)
+      if (problem !== undefined) return yield* fail("queues", problem)
+    }
+    if (options.workerId !== undefined) {
+      const problem = Validate.name("workerId", options.workerId)
+      if (problem !== undefined) return yield* fail("workerId", problem)
+    }
+    const concurrency = yield* int("concurrency", options.concurrency, 10, 1, maxConcurrency)
+    const prefetch = yield* int("prefetch", options.prefetch, 1000, 0, maxPrefetch)
+    const leaseMs = yield* ms("leaseDuration", options.leaseDuration, 30_000, 10)
+    const heartbeatMs = yield* ms(
+      "heartbeatInterval",
+      options.heartbeatInterval,
+      Math.min(Math.max(10, Math.floor(leaseMs / 3)), leaseMs - 1),
+      1
+    )
+    if (heartbeatMs >= leaseMs) {
+      return yield* fail(
+        "heartbeatInterval",
+        `heartbeatInterval (${heartbeatMs} ms) must be shorter than leaseDuration (${leaseMs} ms)`
+      )
+    }
+    const pollMinMs = yield* ms("pollInterval.min", options.pollInterval?.min, 50, 1)
+    const pollMaxMs = yield* ms("pollInterval.max", options.pollInterval?.max, Math.max(1000, pollMinMs), 1)
+    if (pollMaxMs < pollMinMs) {
+      return yield* fail(
+        "pollInterval.max",
+        `pollInterval.max (${pollMaxMs} ms) is below pollInterval.min (${pollMinMs} ms)`
+      )
+    }
+    const graceMs = yield* ms("shutdownGracePeriod", options.shutdownGracePeriod, 10_000, 0)
+    const reclaimMs = yield* ms("reclaimInterval", options.reclaimInterval, 5000, 0)
+    return { concurrency, prefetch, leaseMs, heartbeatMs, pollMinMs, pollMaxMs, graceMs, reclaimMs }
+  })
+
 const stop: unique symbol = Symbol.for("baton/Worker/stop")
 
 type Completion =
@@ -598,4 +660,4 @@ const codecOf = (schema: Schema.Schema<unknown, unknown>, direction: "decode" | 
 /** A layer running a worker for the lifetime of the layer (graceful shutdown when it is released). */
 export const layer = <const Tasks extends ReadonlyArray<Task.Any>>(
   options: WorkerOptions<Tasks>
-): Layer.Layer<never, never, TaskQueue | Task.Requirements<Tasks[number]>> => Layer.scopedDiscard(run(options))
+): Layer.Layer<never, InvalidInput, TaskQueue | Task.Requirements<Tasks[number]>> => Layer.scopedDiscard(run(options))

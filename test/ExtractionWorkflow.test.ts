@@ -16,11 +16,13 @@ import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Schema from "effect/Schema"
+import * as Pg from "pg"
 import { CheckpointCoordinator } from "../src/CheckpointCoordinator.js"
 import { extractDocument, mergeBatch } from "../src/Extract.js"
 import * as ExtractionWorkflow from "../src/ExtractionWorkflow.js"
 import { coreLayer, servicesLayer } from "../src/internal/cli/layers.js"
 import { RunService } from "../src/RunService.js"
+import * as Storage from "../src/Storage.js"
 import * as Task from "../src/Task.js"
 import * as Worker from "../src/Worker.js"
 import { corpusDocuments } from "./fixtures/workflow-corpus.js"
@@ -310,6 +312,48 @@ for (const backend of Backends.all()) {
         assert.strictEqual(yield* countRows("documents", "twice"), documents.length)
         yield* assertResults("twice")
       }).pipe(Effect.scoped, Effect.provide(layer()))
+    )
+  })
+}
+
+if (Backends.pgAvailable()) {
+  describe("ExtractionWorkflow [pg, connections terminated]", () => {
+    // Found by `npm run chaos`: a driver exited with "database error: … not queryable" when Postgres restarted (a
+    // failed ROLLBACK was a defect, and a SqlError in a batch failed the run).
+    it.live(
+      "the run's database connections terminated again and again: the run still succeeds, in one attempt",
+      () => {
+        const applicationName = `bt-conn-kill-${process.pid}-${Date.now().toString(36)}`
+        const schema = `bt_${process.pid}_${Date.now().toString(36)}_connkill`
+        const storage = Storage.layerPg({ url: Backends.pgUrl(), schema, maxConnections: 5, applicationName })
+        return Effect.gen(function* () {
+          yield* worker()
+          const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
+          // A connection of its own (another application_name) terminates this run's pool connections every 40 ms,
+          // 60 times (then the run must be able to finish).
+          const killer = new Pg.Client({ connectionString: Backends.pgUrl() })
+          yield* Effect.promise(() => killer.connect())
+          let terminated = 0
+          const killing = yield* Effect.promise(() =>
+            killer
+              .query(
+                "SELECT count(pg_terminate_backend(pid))::int AS n FROM pg_stat_activity WHERE application_name = $1",
+                [applicationName]
+              )
+              .then((result) => void (terminated += Number(result.rows[0]?.n ?? 0)))
+          ).pipe(Effect.zipRight(Effect.sleep("40 millis")), Effect.repeatN(59), Effect.fork)
+          const result = yield* workflow.run({ documents, batchSize, runId: "connkill" })
+          yield* Fiber.join(killing)
+          yield* Effect.promise(() => killer.end())
+          assert.isAbove(terminated, 0)
+          assert.strictEqual(result.batches, totalBatches)
+          const run = yield* (yield* RunService).getRun("connkill")
+          assert.strictEqual(run.state, "succeeded")
+          assert.strictEqual(run.attempt, 1)
+          yield* assertResults("connkill")
+        }).pipe(Effect.scoped, Effect.provide(servicesLayer(storage)))
+      },
+      120_000
     )
   })
 }

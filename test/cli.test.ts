@@ -170,6 +170,20 @@ describe("baton CLI", () => {
     assert.match(verbose.stderr, /\n\s+at /)
   }, 120_000)
 
+  it("worker --tasks: a missing module or one that exports no task is refused with one line", async () => {
+    const env = { BATON_DB: path.join(tempDir(), "baton.db") }
+    const [missing, empty] = await Promise.all([
+      baton(["worker", "--tasks", "test/fixtures/nope.ts"], env),
+      baton(["worker", "--tasks", "test/fixtures/workflow-corpus.ts"], env)
+    ])
+    assert.strictEqual(missing.code, 1, missing.stderr)
+    assert.deepStrictEqual(stderrLines(missing), ["baton: --tasks: no such file: test/fixtures/nope.ts"])
+    assert.strictEqual(empty.code, 1, empty.stderr)
+    assert.deepStrictEqual(stderrLines(empty), [
+      "baton: --tasks: test/fixtures/workflow-corpus.ts exports no Task definition"
+    ])
+  }, 120_000)
+
   it("run extract → progress lines and summary; status --json shape; export as JSON Lines and CSV", async () => {
     const dir = tempDir()
     const corpus = writeCorpus(path.join(dir, "corpus"), corpusSize)

@@ -28,10 +28,17 @@ const dropTestSchemas = async () => {
       "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'bt\\_%'"
     )
     // Only stale schemas: other test runs may be using theirs right now (several runs share this database).
-    // Names are bt_<pid>_<Date.now() in base 36>_<n> (test/support/backends.ts).
+    // Names are bt_<pid>_<Date.now() in base 36>_<n> (test/support/backends.ts), but some tests prefix a word
+    // (bt_cb_<pid>_<ts>_<n>, bt_cli_<pid>_<ts>): the creation time is whichever part decodes to a plausible recent
+    // time. (Reading only the third part took a pid for the time, so every concurrent run dropped those schemas as
+    // "stale" while their tests used them.)
     const stale = (name: string) => {
-      const created = parseInt(name.split("_")[2] ?? "", 36)
-      return !Number.isFinite(created) || Date.now() - created > 60 * 60_000
+      const now = Date.now()
+      const times = name
+        .split("_")
+        .map((part) => parseInt(part, 36))
+        .filter((t) => Number.isFinite(t) && t > Date.UTC(2020, 0, 1) && t < now + 86_400_000)
+      return times.length === 0 || now - Math.max(...times) > 60 * 60_000
     }
     for (const row of rows) {
       if (stale(row.nspname)) await client.query(`DROP SCHEMA IF EXISTS "${row.nspname}" CASCADE`)

@@ -11,8 +11,18 @@ export const urlFor = (database: string): string => {
   return url.toString()
 }
 
-/** Creates the database if it does not exist (each peer gets its own: nothing shared but the server). */
-export const ensureDatabase = async (database: string): Promise<string> => {
+/**
+ * Prefix of every database the benchmarks create (BENCH_DB_PREFIX, default none): lets two checkouts run benchmarks
+ * on one server at the same time without truncating each other's tables.
+ */
+export const databasePrefix = process.env.BENCH_DB_PREFIX ?? ""
+
+/**
+ * Creates the database `<BENCH_DB_PREFIX><name>` if it does not exist (each peer gets its own: nothing shared but the
+ * server); returns its URL.
+ */
+export const ensureDatabase = async (name: string): Promise<string> => {
+  const database = `${databasePrefix}${name}`
   if (!/^[a-z_][a-z0-9_]*$/.test(database)) throw new Error(`bad database name ${database}`)
   const client = new pg.Client({ connectionString: baseUrl })
   await client.connect()

@@ -4,7 +4,20 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { round } from "./stats.js"
 
-const resultsDir = path.resolve(import.meta.dirname, "../results")
+/**
+ * Where results go: bench/results, or bench/results/quick for `--quick` runs (the runner sets BENCH_RESULTS_DIR for
+ * itself and the scripts it starts), so that reduced-size figures never overwrite a full run's.
+ */
+export const resultsDir = (): string => process.env.BENCH_RESULTS_DIR ?? path.resolve(import.meta.dirname, "../results")
+
+/** A secondary figure for the summary table: `key` of `ours` and of each peer that has it. */
+export interface SummaryRow {
+  readonly figure: string
+  readonly key: string
+  /** Defaults to the scenario's. */
+  readonly unit?: string | undefined
+  readonly higherIsBetter?: boolean | undefined
+}
 
 /** The JSON one scenario writes. */
 export interface ScenarioResult {
@@ -25,6 +38,8 @@ export interface ScenarioResult {
   readonly rounds: number
   readonly machine: string
   readonly notes?: ReadonlyArray<string> | undefined
+  /** Rows of the summary table (default: the headline only). */
+  readonly summary?: ReadonlyArray<SummaryRow> | undefined
 }
 
 /** A one-line description of this machine. */
@@ -51,8 +66,9 @@ export const ratios = (
 
 /** Writes the JSON file; returns its path. */
 export const writeResult = (result: ScenarioResult): string => {
-  fs.mkdirSync(resultsDir, { recursive: true })
-  const file = path.join(resultsDir, `${result.scenario}.json`)
+  const dir = resultsDir()
+  fs.mkdirSync(dir, { recursive: true })
+  const file = path.join(dir, `${result.scenario}.json`)
   fs.writeFileSync(file, JSON.stringify(result, null, 2) + "\n")
   return file
 }

@@ -140,3 +140,38 @@ export const runScript = (
       else reject(new Error(`${script} exited with ${code ?? signal}:\n${output.slice(-3000)}`))
     })
   })
+
+/** The systems a scenario runs: all, or Baton and those named by `--systems`. */
+export const selectSystems = <S extends { readonly name: string }>(
+  systems: ReadonlyArray<S>,
+  only: ReadonlyArray<string> | undefined
+): ReadonlyArray<S> => systems.filter((s) => only === undefined || s.name === "baton" || only.includes(s.name))
+
+/**
+ * Spawns one agent per system (`bench/peers/<peer>.ts`) into `agents` (by system name; the caller closes them, also
+ * when this fails), all at once, runs `prepare` on each (setup, warm-up), and logs how long that took.
+ */
+export const startSystemAgents = async <S extends { readonly name: string; readonly peer: string }>(
+  systems: ReadonlyArray<S>,
+  agents: Map<string, Agent>,
+  log: (line: string) => void,
+  prepare: (system: S, agent: Agent) => Promise<void>
+): Promise<void> => {
+  const started = performance.now()
+  await Promise.all(
+    systems.map(async (system) => {
+      const agent = spawnAgent(system.peer)
+      agents.set(system.name, agent)
+      await prepare(system, agent)
+    })
+  )
+  log(`  agents ready in ${((performance.now() - started) / 1000).toFixed(1)} s`)
+}
+
+/** Asks each agent to tear down (errors ignored), then closes it. */
+export const closeAgents = async (agents: Iterable<Agent>) => {
+  for (const agent of agents) {
+    await agent.call("teardown", null, 60_000).catch(() => undefined)
+    await agent.close()
+  }
+}

@@ -8,7 +8,7 @@
  * Systems alternate within each round (and the order rotates between rounds); medians over the rounds.
  */
 import type { Agent } from "../lib/spawn.js"
-import { connect, urlFor } from "../lib/db.js"
+import { connect, databasePrefix, urlFor } from "../lib/db.js"
 import {
   baton,
   batonFull,
@@ -60,7 +60,7 @@ const drain = async (
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  const n = options.quick ? 2_000 : 20_000
+  const n = options.quick ? 500 : 20_000
   const rounds = options.rounds
   const concurrency = 10
   const systems = [baton, ...(options.quick ? [] : [batonFull]), graphile, graphilePerf, pgBoss].filter(
@@ -70,11 +70,20 @@ export const run = async (
   const polls = new Map<string, import("pg").Client>()
   const results = new Map<string, Array<Round>>()
   try {
-    for (const system of systems) {
-      agents.set(system.name, await startAgents(system, 2))
-      polls.set(system.name, await connect(urlFor(system.database)))
-      results.set(system.name, [])
-    }
+    const setupStarted = performance.now()
+    // Databases start in parallel; systems sharing one (two configurations of a peer) one after the other, so that
+    // their schema installations do not race.
+    const databases = [...new Set(systems.map((system) => system.database))]
+    await Promise.all(
+      databases.map(async (database) => {
+        for (const system of systems.filter((s) => s.database === database)) {
+          agents.set(system.name, await startAgents(system, 2))
+          polls.set(system.name, await connect(urlFor(`${databasePrefix}${system.database}`)))
+          results.set(system.name, [])
+        }
+      })
+    )
+    options.log(`  agents ready in ${((performance.now() - setupStarted) / 1000).toFixed(1)} s`)
     for (let r = 0; r < rounds; r++) {
       // A B A B …, rotating who goes first.
       const order = systems.map((_, i) => systems[(i + r) % systems.length]!)
@@ -121,6 +130,11 @@ export const run = async (
     ratios: ratios("drain1", ours, peers),
     quick: options.quick,
     rounds,
+    summary: [
+      { figure: `drain ${n.toLocaleString("en-US")} jobs, 1 process, c=${concurrency}, committed`, key: "drain1" },
+      { figure: `drain ${n.toLocaleString("en-US")} jobs, 2 processes, committed`, key: "drain2" },
+      { figure: `bulk enqueue ${n.toLocaleString("en-US")} jobs`, key: "enqueue" }
+    ],
     notes: [
       `${n} jobs enqueued with one bulk call, then drained; drain1 = 1 worker process at concurrency ${concurrency}, drain2 = 2 processes at concurrency ${concurrency} each`,
       "drain figures count until every completion is committed (polled from the database); (handled) until the last handler ran",

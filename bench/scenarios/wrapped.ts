@@ -1,19 +1,18 @@
 /**
  * Scenarios measured by the other engineers' standalone scripts, run from here so that `npm run bench` covers them:
- * chord-fanin (bench/chord-fanin.ts), completion-stream (bench/completion-stream.ts) and memory
- * (bench/checkpoints-memory.ts + bench/continuations-memory.ts). The first two write bench/results/<scenario>.json
- * themselves in the issue's shape; they are read back and returned so the runner stamps node/postgres/when.
+ * completion-stream (bench/completion-stream.ts) and memory (bench/checkpoints-memory.ts +
+ * bench/continuations-memory.ts). The first writes <results dir>/<scenario>.json itself in the issue's shape; they are read back and returned so the runner stamps node/postgres/when.
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { printTable, type ScenarioResult } from "../lib/report.js"
+import { printTable, resultsDir, type ScenarioResult } from "../lib/report.js"
 import { runScript } from "../lib/spawn.js"
 import type { ScenarioOptions } from "./types.js"
 
 type Result = Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">
 
 const read = (scenario: string): Record<string, any> =>
-  JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, `../results/${scenario}.json`), "utf8"))
+  JSON.parse(fs.readFileSync(path.join(resultsDir(), `${scenario}.json`), "utf8"))
 
 const fromScript = (json: Record<string, any>, options: ScenarioOptions, notes: ReadonlyArray<string>): Result => ({
   scenario: json.scenario,
@@ -25,23 +24,21 @@ const fromScript = (json: Record<string, any>, options: ScenarioOptions, notes: 
   ratios: json.ratios ?? {},
   quick: options.quick,
   rounds: json.rounds ?? options.rounds,
-  notes: [...(json.notes ?? []), ...notes]
+  notes: [...(json.notes ?? []), ...notes],
+  summary: [
+    { figure: "commit → event in another process p50", key: "latencyP50Ms", unit: "ms", higherIsBetter: false },
+    { figure: "commit → event in another process p99", key: "latencyP99Ms", unit: "ms", higherIsBetter: false },
+    { figure: "events/s, one live subscriber", key: "liveEventsPerSecond", unit: "events/s", higherIsBetter: true },
+    { figure: "events/s, replay", key: "replayEventsPerSecond", unit: "events/s", higherIsBetter: true }
+  ]
 })
 
-export const chordFanin = async (options: ScenarioOptions): Promise<Result> => {
-  const args = options.quick
-    ? ["--plan", "10:10,1000:3,10000:1", "--topologies", "1x100"]
-    : ["--plan", "10:50,1000:10,10000:3"]
-  const output = await runScript("bench/chord-fanin.ts", args, { timeoutMs: 900_000 })
-  options.log(output.trim().split("\n").slice(-25).join("\n"))
-  return fromScript(read("chord-fanin"), options, [
-    "BullMQ FlowProducer (the peer for this scenario) is NOT measured: bullmq 6.7 needs a Redis client (ioredis or redis), and neither is installed; PEERS.md's BullMQ reference figures are p99 5.7 / 1.07 / 0.5 ms for 10 / 1,000 / 10,000 children (a quieter machine, not this run)",
-    `run by bench/run.ts as: npx tsx bench/chord-fanin.ts ${args.join(" ")}`
-  ])
-}
-
 export const completionStream = async (options: ScenarioOptions): Promise<Result> => {
-  const args = options.quick ? ["300", "500", "5000"] : []
+  // latency samples, their rate per second, throughput events, held-back phase completions (see the script).
+  const args = [
+    ...(options.quick ? ["100", "500", "2000", "250"] : ["5000", "500", "50000", "600"]),
+    String(options.rounds)
+  ]
   const output = await runScript("bench/completion-stream.ts", args, { timeoutMs: 900_000 })
   options.log(output.trim().split("\n").slice(-20).join("\n"))
   return fromScript(read("completion-stream"), options, [
@@ -56,19 +53,25 @@ const grab = (output: string, pattern: RegExp): number | undefined => {
 }
 
 export const memory = async (options: ScenarioOptions): Promise<Result> => {
-  const churn = options.quick ? 50_000 : 1_000_000
-  const live = options.quick ? 5_000 : 100_000
+  const churn = options.quick ? 20_000 : 1_000_000
+  const live = options.quick ? 2_000 : 100_000
   const flags = { nodeFlags: ["--expose-gc"], timeoutMs: 900_000 }
-  const checkpoints = await runScript("bench/checkpoints-memory.ts", [String(churn), String(live)], flags)
-  const continuations = await runScript("bench/continuations-memory.ts", [String(churn), String(live)], flags)
+  // Two processes at once (two cores; each measures its own heap).
+  const [checkpoints, continuations] = await Promise.all([
+    runScript("bench/checkpoints-memory.ts", [String(churn), String(live), String(options.rounds)], flags),
+    runScript("bench/continuations-memory.ts", [String(churn), String(live), String(options.rounds)], flags)
+  ])
   options.log(checkpoints.trim())
   options.log(continuations.trim())
   const ours = {
     checkpointsChurned: churn,
-    bytesRetainedPerChurnedCheckpoint: grab(checkpoints, /(-?[\d.]+) bytes retained per checkpoint/),
+    // Median over the rounds (segments of the churn); the whole run's figure next to it.
+    bytesRetainedPerChurnedCheckpoint: grab(checkpoints, /bytes retained per checkpoint; median (-?[\d.]+)/),
+    bytesRetainedPerChurnedCheckpointWholeRun: grab(checkpoints, /(-?[\d.]+) bytes retained per checkpoint\n/),
     bytesPerPendingCheckpoint: grab(checkpoints, /(-?[\d,]+) bytes per pending checkpoint/),
     continuationsFired: churn,
-    bytesRetainedPerFiredContinuation: grab(continuations, /(-?[\d.]+) bytes retained per discarded handle/),
+    bytesRetainedPerFiredContinuation: grab(continuations, /bytes retained per discarded handle; median (-?[\d.]+)/),
+    bytesRetainedPerFiredContinuationWholeRun: grab(continuations, /(-?[\d.]+) bytes retained per discarded handle\n/),
     bytesPerLiveContinuation: grab(continuations, /running, one callback each: (-?[\d,]+) bytes per handle/),
     liveItems: live,
     output: { checkpoints: checkpoints.trim().split("\n"), continuations: continuations.trim().split("\n") }
@@ -92,11 +95,24 @@ export const memory = async (options: ScenarioOptions): Promise<Result> => {
     peers: {},
     ratios: {},
     quick: options.quick,
-    rounds: 1,
+    rounds: options.rounds,
+    summary: [
+      {
+        figure: `heap retained per checkpoint after ${churn.toLocaleString("en-US")}`,
+        key: "bytesRetainedPerChurnedCheckpoint"
+      },
+      {
+        figure: `heap retained per continuation after ${churn.toLocaleString("en-US")} fired`,
+        key: "bytesRetainedPerFiredContinuation"
+      },
+      { figure: "heap per pending checkpoint", key: "bytesPerPendingCheckpoint" },
+      { figure: "heap per live continuation", key: "bytesPerLiveContinuation" }
+    ],
     notes: [
       "in-memory CheckpointCoordinator and Continuations; heap measured after forced GC (node --expose-gc)",
       "no peer: the peers keep this state in their databases, not in the process",
-      `run by bench/run.ts as: node --expose-gc --import tsx bench/checkpoints-memory.ts ${churn} ${live} and bench/continuations-memory.ts ${churn} ${live}`
+      `rounds: the churn is read in ${options.rounds} consecutive segments (heap after forced GC after each); bytesRetainedPer… = median over the segments, …WholeRun = (heap after − heap before) / ${churn}`,
+      `run by bench/run.ts as: node --expose-gc --import tsx bench/checkpoints-memory.ts ${churn} ${live} ${options.rounds} and bench/continuations-memory.ts ${churn} ${live} ${options.rounds}, the two at once`
     ]
   }
 }

@@ -1,5 +1,6 @@
 /**
- * The `baton` command line (@effect/cli): `demo`, `run extract`, `resume`, `worker`, `status`, `export`, `cancel`.
+ * The `baton` command line (@effect/cli): `demo`, `run extract`, `resume`, `worker`, `status`, `export`, `cancel`,
+ * `dashboard`.
  *
  * Every command takes the storage options (`--db`, `--database-url`) and `--verbose`. `main(argv)` parses, runs the
  * command and turns every outcome into an exit code: 0 success, 1 failure (one line on stderr), 2 bad arguments,
@@ -42,24 +43,40 @@ const databaseUrl = Options.text("database-url").pipe(
 const verbose = Options.boolean("verbose").pipe(Options.withDescription("Log more, and show stack traces on errors"))
 const storage = { db, databaseUrl, verbose }
 
-const positive = (name: string, fallback: number, description: string) =>
+const ranged = (name: string, fallback: number, description: string, min: number, max: number) =>
   Options.integer(name).pipe(
     Options.withDescription(description),
     Options.withDefault(fallback),
-    Options.filterMap((n) => (n >= 1 ? Option.some(n) : Option.none()), `--${name} must be at least 1`)
+    Options.filterMap(
+      (n) => (Number.isSafeInteger(n) && n >= min && n <= max ? Option.some(n) : Option.none()),
+      max === Number.MAX_SAFE_INTEGER
+        ? min === 0
+          ? `--${name} must be 0 or more`
+          : `--${name} must be at least ${min}`
+        : `--${name} must be from ${min} to ${max}`
+    )
   )
 
-const nonNegative = (name: string, fallback: number, description: string) =>
-  Options.integer(name).pipe(
-    Options.withDescription(description),
-    Options.withDefault(fallback),
-    Options.filterMap((n) => (n >= 0 ? Option.some(n) : Option.none()), `--${name} must be 0 or more`)
-  )
+const positive = (name: string, fallback: number, description: string, max = Number.MAX_SAFE_INTEGER) =>
+  ranged(name, fallback, description, 1, max)
 
-const batchSize = positive("batch-size", ExtractionWorkflow.defaultBatchSize, "Documents per batch (one chord each)")
-const workers = nonNegative("workers", 1, "In-process workers; 0 leaves the work to `baton worker` processes")
-const concurrency = positive("concurrency", 8, "Tasks each worker runs at once")
-const lease = positive("lease", 30, "Seconds a worker holds a task; a dead worker's tasks are retried after this")
+const nonNegative = (name: string, fallback: number, description: string, max = Number.MAX_SAFE_INTEGER) =>
+  ranged(name, fallback, description, 0, max)
+
+const batchSize = positive(
+  "batch-size",
+  ExtractionWorkflow.defaultBatchSize,
+  "Documents per batch (one chord each)",
+  100_000
+)
+const workers = nonNegative("workers", 1, "In-process workers; 0 leaves the work to `baton worker` processes", 64)
+const concurrency = positive("concurrency", 8, "Tasks each worker runs at once", 1000)
+const lease = positive(
+  "lease",
+  30,
+  "Seconds a worker holds a task; a dead worker's tasks are retried after this",
+  86_400
+)
 const runIdOption = Options.text("run-id").pipe(
   Options.withDescription("Use this run id (running an existing id continues that run)"),
   Options.optional
@@ -181,6 +198,12 @@ const worker = Command.make(
           .filter((queue) => queue.length > 0)
       ),
       Options.optional
+    ),
+    tasks: Options.text("tasks").pipe(
+      Options.withDescription(
+        "A module (.ts or .js) whose exported Task definitions this worker runs besides the workflow's"
+      ),
+      Options.optional
     )
   },
   (options) =>
@@ -189,6 +212,7 @@ const worker = Command.make(
         concurrency: options.concurrency,
         leaseSeconds: options.lease,
         queues: options.queues,
+        tasks: options.tasks,
         storage: storageText
       })
     )
@@ -229,9 +253,37 @@ const cancel = Command.make("cancel", { ...storage, runId: Args.text({ name: "ru
   withServices(options, () => Commands.cancel(options.runId))
 ).pipe(Command.withDescription("Cancel a run (it cannot be resumed afterwards)"))
 
+const dashboard = Command.make(
+  "dashboard",
+  {
+    ...storage,
+    port: Options.integer("port").pipe(
+      Options.withDescription("TCP port (0: any free port; the URL printed on start has the real one)"),
+      Options.withDefault(4400),
+      Options.filterMap((n) => (n >= 0 && n <= 65535 ? Option.some(n) : Option.none()), "--port must be 0 to 65535")
+    ),
+    host: Options.text("host").pipe(
+      Options.withDescription("Interface to bind (default 127.0.0.1: this machine only)"),
+      Options.withDefault("127.0.0.1")
+    ),
+    allowActions: Options.boolean("allow-actions").pipe(
+      Options.withDescription("Allow actions (retry a dead task); read-only otherwise")
+    )
+  },
+  (options) =>
+    withServices(options, (storageText) =>
+      Commands.dashboard({
+        port: options.port,
+        host: options.host,
+        allowActions: options.allowActions,
+        storage: storageText
+      })
+    )
+).pipe(Command.withDescription("Serve a live web dashboard of runs, checkpoints, chords and queues until Ctrl-C"))
+
 const root = Command.make("baton").pipe(
   Command.withDescription("Effect-TS workflow runtime: durable tasks, checkpoints, chords, completion streams"),
-  Command.withSubcommands([demo, run, resume, worker, status, exportCommand, cancel])
+  Command.withSubcommands([demo, run, resume, worker, status, exportCommand, cancel, dashboard])
 )
 
 const cli = Command.run(root, { name: "baton", version })

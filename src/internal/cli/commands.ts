@@ -11,16 +11,20 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
+import * as path from "node:path"
+import { pathToFileURL } from "node:url"
 import { CheckpointCoordinator } from "../../CheckpointCoordinator.js"
 import { ChordRegistry } from "../../ChordRegistry.js"
 import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
 import { type Run, RunService, RunStateConflict } from "../../RunService.js"
-import { TaskQueue } from "../../TaskQueue.js"
+import { type InvalidInput, TaskQueue } from "../../TaskQueue.js"
 import * as Worker from "../../Worker.js"
+import * as DashboardServer from "../dashboard/server.js"
 import type { Corpus } from "./corpus.js"
 import * as Display from "./display.js"
 import { exportBatches, exportDocuments, type Format, type Subject } from "./export.js"
 import type { Services } from "./layers.js"
+import * as Task from "../../Task.js"
 
 /** Writes to stdout. */
 export const write = (text: string): Effect.Effect<void> => Effect.sync(() => void process.stdout.write(text))
@@ -135,7 +139,7 @@ export const execute = (options: {
   readonly header: ReadonlyArray<readonly [string, string]>
   readonly title: string
   readonly skipped?: number | undefined
-}): Effect.Effect<void, ExtractionWorkflow.WorkflowError, Services | Scope.Scope> =>
+}): Effect.Effect<void, ExtractionWorkflow.WorkflowError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
     const tty = process.stdout.isTTY === true
@@ -183,7 +187,7 @@ export const runCorpus = (options: {
   readonly batchSize: number
   readonly runId: Option.Option<string>
   readonly workers: WorkerSettings
-}): Effect.Effect<void, ExtractionWorkflow.WorkflowError, Services | Scope.Scope> =>
+}): Effect.Effect<void, ExtractionWorkflow.WorkflowError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const runId = Option.isSome(options.runId) ? options.runId.value : yield* freshRunId
     const documents = options.corpus.documents
@@ -211,7 +215,7 @@ export const resume = (options: {
   readonly runId: string
   readonly storage: string
   readonly workers: WorkerSettings
-}): Effect.Effect<void, ExtractionWorkflow.WorkflowError, Services | Scope.Scope> =>
+}): Effect.Effect<void, ExtractionWorkflow.WorkflowError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
     const progress = yield* workflow.progress(options.runId)
@@ -236,15 +240,68 @@ export const resume = (options: {
     })
   })
 
+/** The `--tasks` module of `baton worker` cannot be loaded or exports no task. */
+export class TaskModuleError extends Data.TaggedError("TaskModuleError")<{ readonly message: string }> {}
+
+const isTask = (value: unknown): value is Task.Any =>
+  typeof value === "object" &&
+  value !== null &&
+  (value as { _tag?: unknown })._tag === "Task" &&
+  typeof (value as { name?: unknown }).name === "string" &&
+  typeof (value as { handler?: unknown }).handler === "function"
+
+/**
+ * The Task definitions a module exports (each export that is a Task, or an array of Tasks; `default` too), for
+ * `baton worker --tasks <module>`. Their handlers may use Baton's services (SqlClient, TaskQueue, ChordRegistry, ...)
+ * and nothing else. A name exported twice by different definitions, or one of the workflow's names, is refused.
+ */
+export const loadTaskModule = (file: string): Effect.Effect<ReadonlyArray<Task.Any>, TaskModuleError> =>
+  Effect.gen(function* () {
+    const resolved = path.resolve(file)
+    if (!fs.existsSync(resolved)) return yield* new TaskModuleError({ message: `--tasks: no such file: ${file}` })
+    const module = yield* Effect.tryPromise({
+      try: () => import(pathToFileURL(resolved).href) as Promise<Record<string, unknown>>,
+      catch: (cause) =>
+        new TaskModuleError({ message: `--tasks: cannot load ${file}: ${(cause as Error)?.message ?? String(cause)}` })
+    })
+    const found = new Map<string, Task.Any>()
+    const reserved = new Set<string>(ExtractionWorkflow.tasks.map((task) => task.name))
+    for (const value of Object.values(module)) {
+      for (const candidate of Array.isArray(value) ? value : [value]) {
+        if (!isTask(candidate)) continue
+        if (reserved.has(candidate.name)) {
+          return yield* new TaskModuleError({
+            message: `--tasks: ${file} defines "${candidate.name}", a name the workflow's tasks use`
+          })
+        }
+        const existing = found.get(candidate.name)
+        if (existing !== undefined && existing !== candidate) {
+          return yield* new TaskModuleError({
+            message: `--tasks: ${file} exports two different tasks named "${candidate.name}"`
+          })
+        }
+        found.set(candidate.name, candidate)
+      }
+    }
+    if (found.size === 0) return yield* new TaskModuleError({ message: `--tasks: ${file} exports no Task definition` })
+    return [...found.values()]
+  })
+
 /** `baton worker`: runs a worker until interrupted (Ctrl-C), then stops gracefully. */
 export const worker = (options: {
   readonly concurrency: number
   readonly leaseSeconds: number
   readonly queues: Option.Option<ReadonlyArray<string>>
+  readonly tasks?: Option.Option<string> | undefined
   readonly storage: string
-}): Effect.Effect<void, never, Services | Scope.Scope> =>
+}): Effect.Effect<void, TaskModuleError | InvalidInput, Services | Scope.Scope> =>
   Effect.gen(function* () {
-    const queues = Option.getOrUndefined(options.queues)
+    const file = options.tasks === undefined ? undefined : Option.getOrUndefined(options.tasks)
+    const extra = file === undefined ? [] : yield* loadTaskModule(file)
+    const tasks: ReadonlyArray<Task.Any> = [...ExtractionWorkflow.tasks, ...extra]
+    const queues =
+      Option.getOrUndefined(options.queues) ??
+      [...new Set(tasks.map((task) => task.defaults.queue ?? "default"))].sort()
     // Finalizers run in reverse order: "stopping", then the worker's graceful shutdown, then "stopped". (Worker.run is
     // not called in an acquireRelease: fibers forked in its uninterruptible acquire could never be interrupted.)
     let started: Worker.WorkerHandle | undefined
@@ -255,10 +312,11 @@ export const worker = (options: {
             notice(`worker ${started!.workerId} stopped: ${n} task outcomes recorded`)
           )
     )
+    // Handlers of `--tasks` may use Baton's services, which are in this context (the cast only widens the type).
     const handle = yield* Worker.run({
-      tasks: ExtractionWorkflow.tasks,
+      tasks: tasks as ReadonlyArray<Task.Task<string, unknown, unknown, unknown, unknown, unknown, unknown, Services>>,
       concurrency: options.concurrency,
-      ...(queues !== undefined ? { queues } : {}),
+      queues,
       shutdownGracePeriod: "10 seconds",
       ...leaseOptions(options.leaseSeconds)
     })
@@ -269,8 +327,10 @@ export const worker = (options: {
       )
     )
     yield* print(
-      `worker ${handle.workerId} on ${options.storage}: queues ${(queues ?? ["default"]).join(",")}, ` +
-        `concurrency ${options.concurrency}; Ctrl-C to stop`
+      `worker ${handle.workerId} on ${options.storage}: queues ${queues.join(",")}, ` +
+        `concurrency ${options.concurrency}` +
+        (file === undefined ? "" : `, ${extra.length} more task${extra.length === 1 ? "" : "s"} from ${file}`) +
+        "; Ctrl-C to stop"
     )
     return yield* Effect.never
   })
@@ -429,4 +489,29 @@ export const cancel = (runId: string) =>
       `run ${run.id} cancelled at ${run.completedBatches}/${run.totalBatches} batches` +
         (cancelled > 0 ? `; ${cancelled} chord${cancelled === 1 ? "" : "s"} in flight cancelled` : "")
     )
+  })
+
+/** `baton dashboard`: serves the web dashboard until interrupted (Ctrl-C / SIGTERM), then closes it. */
+export const dashboard = (options: {
+  readonly port: number
+  readonly host: string
+  readonly allowActions: boolean
+  readonly storage: string
+}) =>
+  Effect.gen(function* () {
+    const token = process.env.BATON_DASHBOARD_TOKEN
+    const running = yield* DashboardServer.serve({
+      port: options.port,
+      host: options.host,
+      allowActions: options.allowActions,
+      token: token === undefined || token === "" ? undefined : token,
+      storage: options.storage
+    })
+    yield* Effect.addFinalizer(() => notice("baton dashboard stopped"))
+    const mode = [
+      options.allowActions ? "actions allowed" : "read-only",
+      token ? "BATON_DASHBOARD_TOKEN required" : "no token"
+    ].join(", ")
+    yield* print(`baton dashboard on ${running.url} (${mode}; ${options.storage}); Ctrl-C to stop`)
+    return yield* Effect.never
   })

@@ -43,6 +43,10 @@ export const describeCause = (
   const failure = Cause.failureOption(cause)
   if (Option.isSome(failure)) {
     if (ValidationError.isValidationError(failure.value)) return { line: undefined, code: ExitCode.usage }
+    // An option the CLI's own checks let through but a Baton service refused (e.g. a value out of its range).
+    if ((failure.value as { _tag?: unknown } | undefined)?._tag === "InvalidInput") {
+      return { line: describeFailure(failure.value), code: ExitCode.usage }
+    }
     return { line: describeFailure(failure.value).replace(/\s*\n\s*/g, " "), code: ExitCode.error }
   }
   const defect = Cause.squash(cause)

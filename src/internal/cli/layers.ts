@@ -1,7 +1,8 @@
 /**
  * Which storage the CLI uses, and every Baton service on it.
  *
- * Postgres when `--database-url` is given or `DATABASE_URL` is set (with `BATON_PG_SCHEMA` as an optional schema);
+ * Postgres when `--database-url` is given or `DATABASE_URL` is set (with `BATON_PG_SCHEMA` as an optional schema, and
+ * `PGAPPNAME` as the connections' `application_name`, default `baton-cli`; the LISTEN connection adds `-listener`);
  * otherwise the embedded SQLite file `--db` (default `$BATON_DB`, else `.baton/baton.db` under the current directory,
  * whose directory is created).
  */
@@ -55,7 +56,11 @@ export const storageLayer = (
   choice: StorageChoice
 ): Layer.Layer<SqlClient.SqlClient | Storage.Storage, Storage.StorageError> =>
   choice._tag === "Pg"
-    ? Storage.layerPg({ url: choice.url, schema: choice.schema, applicationName: "baton-cli" })
+    ? Storage.layerPg({
+        url: choice.url,
+        schema: choice.schema,
+        applicationName: nonEmpty(process.env.PGAPPNAME) ?? "baton-cli"
+      })
     : Layer.unwrapEffect(
         Effect.try({
           try: () => {

@@ -1,0 +1,309 @@
+/**
+ * What the dashboard shows, read from Baton's services and tables: runs with progress, rate and ETA; a run's batches
+ * (checkpoints); chords; queue depth, throughput and the oldest waiting task; paged, filtered task lists; task detail.
+ *
+ * Lists come from the services (`TaskQueue.list` / `queueStats`, `ChordRegistry.list`, `RunService.listRuns`); what
+ * they do not offer is read here from the tables: a run's checkpoint history with timings (the in-memory checkpoint
+ * coordinator forgets completed tokens by design, so a history is a property of the durable tables), throughput from
+ * the completions log, and the time-to-callback histogram. Every list is paged (`limit` at most 200) and filtered in
+ * the query: nothing loads every task. Reads only: the one action (retry a dead task) is `TaskQueue.retry`. Values
+ * are plain JSON-ready objects (epoch milliseconds for times); escaping is the page's job (it uses textContent).
+ */
+import * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import { type ChordInfo, ChordRegistry, ChordState } from "../../ChordRegistry.js"
+import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
+import { type Run, type RunNotFound, RunService, RunState } from "../../RunService.js"
+import { type TaskListFilter, type TaskNotFound, TaskQueue, TaskState } from "../../TaskQueue.js"
+
+/** Largest page a list request returns. */
+export const maxLimit = 200
+
+/** True for a chord state. */
+export const isChordState = (s: string): s is ChordState => (ChordState.literals as ReadonlyArray<string>).includes(s)
+/** True for a task state. */
+export const isTaskState = (s: string): s is TaskState => (TaskState.literals as ReadonlyArray<string>).includes(s)
+/** True for a run state. */
+export const isRunState = (s: string): s is RunState => (RunState.literals as ReadonlyArray<string>).includes(s)
+
+/** A page request. */
+export interface Page {
+  readonly limit: number
+  readonly offset: number
+}
+
+const num = (value: unknown): number => Number(value)
+const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value))
+const parse = (text: string | null): unknown => {
+  if (text === null) return null
+  try {
+    return JSON.parse(text)
+  } catch {
+    return text
+  }
+}
+/** Exponential buckets (ms) of the time-to-callback histogram: ≤1, ≤2, ≤4, … ≤65536, and more. */
+export const histogramBounds: ReadonlyArray<number> = Array.from({ length: 17 }, (_, i) => 2 ** i)
+
+/** Builds the read model over the services in context. */
+export const make = Effect.gen(function* () {
+  const sql = yield* SqlClient.SqlClient
+  const runs = yield* RunService
+  const queue = yield* TaskQueue
+  const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
+  const chords = yield* ChordRegistry
+
+  // Batches per second over the run's completed checkpoints (first created → last completed), and the ETA.
+  const rateOf = (run: Run) =>
+    Effect.gen(function* () {
+      const rows = yield* sql<{ n: number; first: number | null; last: number | null }>`
+        SELECT count(*) AS n, min(created_at) AS first, max(completed_at) AS last FROM baton_checkpoints
+        WHERE run_id IN ${sql.in(run.checkpointScopes)} AND status = 'completed'`
+      const row = rows[0]
+      const n = num(row?.n ?? 0)
+      const first = numOrNull(row?.first)
+      const last = numOrNull(row?.last)
+      const elapsed = first !== null && last !== null ? last - first : 0
+      const batchesPerSecond = n > 0 && elapsed > 0 ? (n * 1000) / elapsed : null
+      const remaining = run.totalBatches - run.completedBatches
+      const etaMs =
+        run.state !== "running" ? null : batchesPerSecond === null ? null : (remaining / batchesPerSecond) * 1000
+      return { batchesPerSecond, etaMs }
+    })
+
+  const runJson = (run: Run) =>
+    Effect.gen(function* () {
+      const { batchesPerSecond, etaMs } = yield* rateOf(run)
+      const documents =
+        run.kind === ExtractionWorkflow.kind
+          ? Option.match(yield* Effect.option(workflow.progress(run.id)), {
+              onNone: () => null,
+              onSome: (p) => ({ done: p.documentsDone, total: p.metadata.totalDocuments })
+            })
+          : null
+      return {
+        id: run.id as string,
+        kind: run.kind,
+        state: run.state,
+        completedBatches: run.completedBatches,
+        totalBatches: run.totalBatches,
+        documents,
+        attempt: run.attempt,
+        checkpointScope: run.checkpointScope,
+        error: run.error ?? null,
+        batchesPerSecond,
+        etaMs,
+        createdAt: run.createdAt.getTime(),
+        updatedAt: run.updatedAt.getTime(),
+        finishedAt: run.finishedAt?.getTime() ?? null
+      }
+    })
+
+  /** Runs, newest first, with progress, rate and ETA. */
+  const listRuns = (options: { readonly state?: RunState | undefined; readonly limit: number }) =>
+    Effect.flatMap(
+      runs.listRuns({ states: options.state === undefined ? undefined : [options.state], limit: options.limit }),
+      (list) => Effect.forEach(list, runJson)
+    ).pipe(Effect.withSpan("Dashboard.listRuns"))
+
+  /** One run and a page of its batches (checkpoints in every scope, batch order), with the batch's chord. */
+  const runDetail = (runId: string, page: Page) =>
+    Effect.gen(function* () {
+      const run = yield* runs.getRun(runId)
+      const json = yield* runJson(run)
+      const scopes = run.checkpointScopes
+      const rows = yield* sql<{
+        run_id: string
+        batch_index: number
+        status: string
+        error: string | null
+        created_at: number
+        completed_at: number | null
+      }>`SELECT run_id, batch_index, status, error, created_at, completed_at FROM baton_checkpoints
+         WHERE run_id IN ${sql.in(scopes)} ORDER BY batch_index, created_at LIMIT ${page.limit} OFFSET ${page.offset}`
+      const total = yield* sql<{
+        n: number
+      }>`SELECT count(*) AS n FROM baton_checkpoints WHERE run_id IN ${sql.in(scopes)}`
+      // The extraction workflow keys each batch's chord `extract:<scope>:<batch>` (see ExtractionWorkflow).
+      const keys = rows.map((row) => `extract:${row.run_id}:${num(row.batch_index)}`)
+      const chordRows =
+        keys.length === 0
+          ? []
+          : yield* sql<{ id: string; idempotency_key: string; state: string }>`SELECT id, idempotency_key, state
+              FROM baton_chords WHERE idempotency_key IN ${sql.in(keys)}`
+      const chordOf = new Map(chordRows.map((row) => [row.idempotency_key, { id: row.id, state: row.state }]))
+      return {
+        run: json,
+        batches: {
+          total: num(total[0]?.n ?? 0),
+          items: rows.map((row) => ({
+            scope: row.run_id,
+            batchIndex: num(row.batch_index),
+            status: row.status,
+            error: parse(row.error),
+            createdAt: num(row.created_at),
+            completedAt: numOrNull(row.completed_at),
+            durationMs: row.completed_at === null ? null : num(row.completed_at) - num(row.created_at),
+            chord: chordOf.get(`extract:${row.run_id}:${num(row.batch_index)}`) ?? null
+          }))
+        }
+      }
+    }).pipe(Effect.withSpan("Dashboard.runDetail"))
+
+  const chordJson = (info: ChordInfo) => ({
+    id: info.chordId as string,
+    state: info.state,
+    expected: info.expected,
+    succeeded: info.succeeded,
+    failed: info.failed,
+    cancelled: info.cancelled,
+    callbackName: info.callbackName,
+    callbackTaskId: (info.callbackTaskId as string | undefined) ?? null,
+    errorTaskId: (info.errorTaskId as string | undefined) ?? null,
+    failure: Option.getOrNull(info.failure),
+    healed: info.healed,
+    idempotencyKey: info.idempotencyKey ?? null,
+    createdAt: info.createdAt.getTime(),
+    lastBodyAt: info.lastBodyAt?.getTime() ?? null,
+    dispatchedAt: info.dispatchedAt?.getTime() ?? null,
+    // What the `baton_chord_dispatch_latency_ms` metric measures: last body completion → callback enqueued.
+    timeToCallbackMs:
+      info.state === "completed" && info.dispatchedAt !== undefined && info.lastBodyAt !== undefined
+        ? info.dispatchedAt.getTime() - info.lastBodyAt.getTime()
+        : null,
+    // Creation → dispatched.
+    totalMs: info.dispatchedAt === undefined ? null : info.dispatchedAt.getTime() - info.createdAt.getTime()
+  })
+
+  /** Chords (newest first, optionally in one state), counts by state, and the time-to-callback histogram. */
+  const listChords = (options: { readonly state?: ChordState | undefined } & Page) =>
+    Effect.gen(function* () {
+      const page = yield* chords.list(options)
+      // Histogram over the latest 1,000 dispatched chords.
+      const latencies = yield* sql<{ ms: number }>`SELECT dispatched_at - last_body_at AS ms FROM baton_chords
+        WHERE state = 'completed' AND dispatched_at IS NOT NULL AND last_body_at IS NOT NULL
+        ORDER BY dispatched_at DESC LIMIT 1000`
+      const buckets = [...histogramBounds.map((le) => ({ le, count: 0 })), { le: null as number | null, count: 0 }]
+      for (const { ms } of latencies) {
+        const value = num(ms)
+        buckets.find((b) => b.le === null || value <= b.le)!.count++
+      }
+      return {
+        counts: page.counts,
+        total: page.total,
+        items: page.items.map(chordJson),
+        histogram: { samples: latencies.length, buckets }
+      }
+    }).pipe(Effect.withSpan("Dashboard.listChords"))
+
+  /** One chord. */
+  const chordDetail = (chordId: string) =>
+    chords.get(chordId).pipe(
+      Effect.map((info) => Option.some(chordJson(info))),
+      Effect.catchTag("ChordNotFound", () => Effect.succeed(Option.none()))
+    )
+
+  /** Depth by queue and state, throughput over the last minute and five, the oldest waiting task per queue. */
+  const queues = Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    const stats = yield* queue.queueStats
+    // Throughput: task completions in the completions log (indexed by time), per queue and outcome.
+    const throughputRows = yield* sql<{ queue: string | null; outcome: string; recent: number; n: number }>`
+      SELECT queue, outcome, sum(CASE WHEN at >= ${now - 60_000} THEN 1 ELSE 0 END) AS recent, count(*) AS n
+      FROM baton_completions WHERE kind = 'task' AND at >= ${now - 300_000} GROUP BY queue, outcome`
+    const throughput = new Map<
+      string,
+      { lastMinute: Record<string, number>; lastFiveMinutes: Record<string, number> }
+    >()
+    for (const row of throughputRows) {
+      const key = row.queue ?? "default"
+      const entry = throughput.get(key) ?? { lastMinute: {}, lastFiveMinutes: {} }
+      entry.lastMinute[row.outcome] = num(row.recent)
+      entry.lastFiveMinutes[row.outcome] = num(row.n)
+      throughput.set(key, entry)
+    }
+    const byQueue = new Map(stats.map((s) => [s.queue, s]))
+    const names = [...new Set([...byQueue.keys(), ...throughput.keys()])].sort()
+    const zero = Object.fromEntries(TaskState.literals.map((state) => [state, 0]))
+    const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0)
+    const items = names.map((name) => {
+      const stat = byQueue.get(name)
+      const t = throughput.get(name) ?? { lastMinute: {}, lastFiveMinutes: {} }
+      const oldest = stat === undefined ? Option.none() : stat.oldestWaiting
+      return {
+        queue: name,
+        depth: stat?.counts ?? zero,
+        throughput: { lastMinute: t.lastMinute, lastFiveMinutes: t.lastFiveMinutes, perSecond: sum(t.lastMinute) / 60 },
+        oldestWaiting: Option.match(oldest, {
+          onNone: () => null,
+          onSome: (o) => ({ id: o.id as string, name: o.name, waitingMs: now - o.runAt.getTime() })
+        })
+      }
+    })
+    return { at: now, totals: yield* queue.counts, queues: items }
+  }).pipe(Effect.withSpan("Dashboard.queues"))
+
+  /** A page of tasks (newest first) matching the filter, and how many match. */
+  const listTasks = (filter: TaskListFilter, page: Page) =>
+    Effect.map(queue.list(filter, page), (result) => ({
+      total: result.total,
+      limit: page.limit,
+      offset: page.offset,
+      items: result.items.map((task) => ({
+        id: task.id as string,
+        name: task.name,
+        queue: task.queue,
+        state: task.state,
+        attempts: task.attempts,
+        maxAttempts: task.maxAttempts,
+        error: Option.getOrNull(task.error),
+        chordId: task.chordId ?? null,
+        runId: task.runId ?? null,
+        createdAt: task.createdAt.getTime(),
+        updatedAt: task.updatedAt.getTime(),
+        finishedAt: task.finishedAt?.getTime() ?? null
+      }))
+    })).pipe(Effect.withSpan("Dashboard.listTasks"))
+
+  /** Everything about one task: payload, result, attempts, its last error, its chord. */
+  const taskDetail = (taskId: string) =>
+    Effect.gen(function* () {
+      const info = yield* queue.get(taskId)
+      return {
+        id: info.id as string,
+        name: info.name,
+        queue: info.queue,
+        namespace: info.namespace,
+        tags: info.tags,
+        state: info.state,
+        priority: info.priority,
+        attempts: info.attempts,
+        maxAttempts: info.maxAttempts,
+        payload: info.payload ?? null,
+        result: Option.getOrNull(info.result),
+        error: Option.getOrNull(info.error),
+        idempotencyKey: info.idempotencyKey ?? null,
+        chordId: info.chordId ?? null,
+        runId: info.runId ?? null,
+        runAt: info.runAt.getTime(),
+        createdAt: info.createdAt.getTime(),
+        updatedAt: info.updatedAt.getTime(),
+        startedAt: info.startedAt?.getTime() ?? null,
+        finishedAt: info.finishedAt?.getTime() ?? null,
+        retryable: (info.state === "dead" || info.state === "failed") && info.chordId === undefined
+      }
+    }).pipe(Effect.withSpan("Dashboard.taskDetail"))
+
+  /** Retries a dead or failed task (see `TaskQueue.retry`). */
+  const retryTask = (taskId: string) => queue.retry(taskId)
+
+  return { listRuns, runDetail, listChords, chordDetail, queues, listTasks, taskDetail, retryTask } as const
+})
+
+/** The read model. */
+export type ReadModel = Effect.Effect.Success<typeof make>
+/** Errors a read can fail with. */
+export type ReadError = SqlError | RunNotFound | TaskNotFound
