@@ -13,7 +13,7 @@
 import { afterAll, assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
-import { type ChildProcess, spawn } from "node:child_process"
+import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -22,9 +22,8 @@ import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
 import * as Storage from "../src/Storage.js"
 import { TaskQueue } from "../src/TaskQueue.js"
 import { writeCorpus } from "./fixtures/workflow-corpus.js"
+import { type Running, startCli } from "./support/cli.js"
 
-const root = path.resolve(import.meta.dirname, "..")
-const bin = path.join(root, "bin/baton.js")
 const chromiumPath = "/usr/bin/chromium"
 const haveChromium = fs.existsSync(chromiumPath)
 const browserRequired = process.env.CI === "1" || process.env.CI === "true" || process.env.BATON_REQUIRE_BROWSER === "1"
@@ -37,65 +36,12 @@ if (!haveChromium && !browserRequired) {
   )
 }
 
-interface Running {
-  readonly child: ChildProcess
-  readonly output: { stdout: string; stderr: string }
-  readonly done: Promise<{ code: number | string; stdout: string; stderr: string }>
-  readonly waitFor: (pattern: RegExp, timeoutMs?: number) => Promise<RegExpMatchArray>
-}
-
 const children: Array<ChildProcess> = []
 
 const start = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Running => {
-  const base = { ...process.env }
-  delete base.DATABASE_URL
-  delete base.BATON_PG_SCHEMA
-  delete base.BATON_DB
-  delete base.BATON_DASHBOARD_TOKEN
-  const child = spawn(process.execPath, [bin, ...args], {
-    cwd: root,
-    env: { ...base, ...env },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-  children.push(child)
-  const output = { stdout: "", stderr: "" }
-  const listeners = new Set<() => void>()
-  child.stdout!.on("data", (chunk: Buffer) => {
-    output.stdout += chunk.toString()
-    for (const listener of listeners) listener()
-  })
-  child.stderr!.on("data", (chunk: Buffer) => {
-    output.stderr += chunk.toString()
-    for (const listener of listeners) listener()
-  })
-  const done = new Promise<{ code: number | string; stdout: string; stderr: string }>((resolve) => {
-    child.on("exit", (code, signal) => {
-      setImmediate(() => resolve({ code: code ?? signal ?? -1, ...output }))
-      for (const listener of listeners) listener()
-    })
-  })
-  const waitFor = (pattern: RegExp, timeoutMs = 60_000) =>
-    new Promise<RegExpMatchArray>((resolve, reject) => {
-      const check = () => {
-        const match = (output.stdout + output.stderr).match(pattern)
-        if (match) finish(() => resolve(match))
-        else if (child.exitCode !== null || child.signalCode !== null) {
-          finish(() => reject(new Error(`exited before printing ${pattern}:\n${output.stdout}\n${output.stderr}`)))
-        }
-      }
-      const timer = setTimeout(
-        () => finish(() => reject(new Error(`timed out waiting for ${pattern}:\n${output.stdout}\n${output.stderr}`))),
-        timeoutMs
-      )
-      const finish = (f: () => void) => {
-        clearTimeout(timer)
-        listeners.delete(check)
-        f()
-      }
-      listeners.add(check)
-      check()
-    })
-  return { child, output, done, waitFor }
+  const running = startCli(args, env)
+  children.push(running.child)
+  return running
 }
 
 afterAll(() => {

@@ -9,83 +9,15 @@
  * - SIGKILL at random points, repeated, then `resume`: the exported results equal an uninterrupted run's.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { extractDocument, mergeBatch } from "../src/Extract.js"
 import { corpusDocuments, writeCorpus } from "./fixtures/workflow-corpus.js"
 import * as Backends from "./support/backends.js"
+import { type Result, startCli } from "./support/cli.js"
 
-const root = path.resolve(import.meta.dirname, "..")
-const bin = path.join(root, "bin/baton.js")
-
-interface Result {
-  readonly code: number | string
-  readonly stdout: string
-  readonly stderr: string
-}
-
-interface Running {
-  readonly child: ChildProcess
-  readonly output: { stdout: string; stderr: string }
-  readonly done: Promise<Result>
-  /** Resolves once stdout contains `text`; rejects if the process exits first or after `timeoutMs`. */
-  readonly waitFor: (text: string, timeoutMs?: number) => Promise<void>
-}
-
-const baseEnv = (): NodeJS.ProcessEnv => {
-  const env = { ...process.env }
-  delete env.DATABASE_URL
-  delete env.BATON_PG_SCHEMA
-  delete env.BATON_DB
-  return env
-}
-
-const start = (args: ReadonlyArray<string>, env: Record<string, string>): Running => {
-  const child = spawn(process.execPath, [bin, ...args], {
-    cwd: root,
-    env: { ...baseEnv(), ...env },
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-  const output = { stdout: "", stderr: "" }
-  const listeners = new Set<() => void>()
-  child.stdout!.on("data", (chunk: Buffer) => {
-    output.stdout += chunk.toString()
-    for (const listener of listeners) listener()
-  })
-  child.stderr!.on("data", (chunk: Buffer) => {
-    output.stderr += chunk.toString()
-  })
-  const done = new Promise<Result>((resolve) => {
-    child.on("exit", (code, signal) => {
-      // Let the pipes drain before resolving.
-      setImmediate(() => resolve({ code: code ?? signal ?? -1, ...output }))
-      for (const listener of listeners) listener()
-    })
-  })
-  const waitFor = (text: string, timeoutMs = 60_000) =>
-    new Promise<void>((resolve, reject) => {
-      const check = () => {
-        if (output.stdout.includes(text)) finish(resolve)
-        else if (child.exitCode !== null || child.signalCode !== null) {
-          finish(() => reject(new Error(`exited before printing "${text}":\n${output.stdout}\n${output.stderr}`)))
-        }
-      }
-      const timer = setTimeout(
-        () => finish(() => reject(new Error(`timed out waiting for "${text}":\n${output.stdout}\n${output.stderr}`))),
-        timeoutMs
-      )
-      const finish = (f: () => void) => {
-        clearTimeout(timer)
-        listeners.delete(check)
-        f()
-      }
-      listeners.add(check)
-      check()
-    })
-  return { child, output, done, waitFor }
-}
+const start = startCli
 
 const baton = (args: ReadonlyArray<string>, env: Record<string, string>) => start(args, env).done
 

@@ -49,28 +49,36 @@ export const appendLog = (
   )
 }
 
+/**
+ * Synchronous in-process listeners per SQL client. Not a PubSub: they must run inside the writing transaction's
+ * statement sequence, synchronously, with nothing to await (see the two uses below).
+ */
+const inProcessSignal = <A>() => {
+  const listeners = new WeakMap<object, Set<(value: A) => void>>()
+  return {
+    fire: (sql: SqlClient.SqlClient, value: A): void => {
+      const registered = listeners.get(sql)
+      if (registered !== undefined) for (const listener of registered) listener(value)
+    },
+    on: (sql: SqlClient.SqlClient, listener: (value: A) => void): (() => void) => {
+      let registered = listeners.get(sql)
+      if (registered === undefined) listeners.set(sql, (registered = new Set()))
+      const set = registered
+      set.add(listener)
+      return () => {
+        set.delete(listener)
+      }
+    }
+  }
+}
+
 // SQLite has no NOTIFY: in-process subscribers (SqlCompletionBackend) register here to be woken when this process
 // appends. Fired inside the transaction; a reader on the same SQLite connection waits for its commit (one writer).
-const appendListeners = new WeakMap<object, Set<() => void>>()
-
-const signalAppend = (sql: SqlClient.SqlClient): void => {
-  const listeners = appendListeners.get(sql)
-  if (listeners !== undefined) for (const listener of listeners) listener()
-}
+const appendSignal = inProcessSignal<void>()
+const signalAppend = (sql: SqlClient.SqlClient): void => appendSignal.fire(sql, undefined)
 
 /** Calls `listener` whenever this process appends to the log through `sql` (SQLite). Returns the unregister. */
-export const onAppend = (sql: SqlClient.SqlClient, listener: () => void): (() => void) => {
-  let listeners = appendListeners.get(sql)
-  if (listeners === undefined) {
-    listeners = new Set()
-    appendListeners.set(sql, listeners)
-  }
-  const registered = listeners
-  registered.add(listener)
-  return () => {
-    registered.delete(listener)
-  }
-}
+export const onAppend = (sql: SqlClient.SqlClient, listener: () => void): (() => void) => appendSignal.on(sql, listener)
 
 /** A task row that just reached a terminal state, as returned by the guarded UPDATE. */
 export interface FinishedTask {
@@ -118,29 +126,13 @@ export const ledgerContext = (sql: SqlClient.SqlClient, dialect: Dialect, channe
 // callback dispatched by a completion) wakes this process's workers through these listeners (SqlTaskQueue registers
 // one). Fired inside the transaction; the woken worker's claim runs on the same SQLite connection, which the
 // transaction holds, so the claim runs after the commit and finds the task.
-const enqueueListeners = new WeakMap<object, Set<(queues: ReadonlyArray<string>) => void>>()
-
-const signalEnqueued = (sql: SqlClient.SqlClient, queues: ReadonlyArray<string>): void => {
-  const listeners = enqueueListeners.get(sql)
-  if (listeners !== undefined) for (const listener of listeners) listener(queues)
-}
+const enqueueSignal = inProcessSignal<ReadonlyArray<string>>()
+const signalEnqueued = (sql: SqlClient.SqlClient, queues: ReadonlyArray<string>): void =>
+  enqueueSignal.fire(sql, queues)
 
 /** Calls `listener` with the queues whenever a transaction of this process enqueues tasks through `sql` (SQLite). */
-export const onEnqueued = (
-  sql: SqlClient.SqlClient,
-  listener: (queues: ReadonlyArray<string>) => void
-): (() => void) => {
-  let listeners = enqueueListeners.get(sql)
-  if (listeners === undefined) {
-    listeners = new Set()
-    enqueueListeners.set(sql, listeners)
-  }
-  const registered = listeners
-  registered.add(listener)
-  return () => {
-    registered.delete(listener)
-  }
-}
+export const onEnqueued = (sql: SqlClient.SqlClient, listener: (queues: ReadonlyArray<string>) => void): (() => void) =>
+  enqueueSignal.on(sql, listener)
 
 /**
  * Records that tasks reached a terminal state, inside the transaction of their guarded transition: log rows, NOTIFY,

@@ -1,0 +1,84 @@
+/**
+ * The real `baton` CLI as a child process (bin/baton.js), for tests that claim something about what a user runs:
+ * output captured, `waitFor` a line, `done` with the exit code. Storage variables of the outer environment are cleared
+ * so each test chooses its own storage.
+ */
+import { type ChildProcess, spawn } from "node:child_process"
+import * as path from "node:path"
+
+export const root = path.resolve(import.meta.dirname, "../..")
+export const bin = path.join(root, "bin/baton.js")
+
+export interface Result {
+  readonly code: number | string
+  readonly stdout: string
+  readonly stderr: string
+}
+
+export interface Running {
+  readonly child: ChildProcess
+  readonly output: { stdout: string; stderr: string }
+  readonly done: Promise<Result>
+  /**
+   * Resolves once the output matches: a string is looked for in stdout, a RegExp in stdout + stderr (with its match).
+   * Rejects if the process exits first or after `timeoutMs`.
+   */
+  readonly waitFor: (pattern: string | RegExp, timeoutMs?: number) => Promise<RegExpMatchArray | undefined>
+}
+
+const cleared = ["DATABASE_URL", "BATON_PG_SCHEMA", "BATON_DB", "BATON_DASHBOARD_TOKEN"]
+
+export const startCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Running => {
+  const base = { ...process.env }
+  for (const name of cleared) delete base[name]
+  const child = spawn(process.execPath, [bin, ...args], {
+    cwd: root,
+    env: { ...base, ...env },
+    stdio: ["ignore", "pipe", "pipe"]
+  })
+  const output = { stdout: "", stderr: "" }
+  const listeners = new Set<() => void>()
+  const notify = () => {
+    for (const listener of listeners) listener()
+  }
+  child.stdout!.on("data", (chunk: Buffer) => {
+    output.stdout += chunk.toString()
+    notify()
+  })
+  child.stderr!.on("data", (chunk: Buffer) => {
+    output.stderr += chunk.toString()
+    notify()
+  })
+  const done = new Promise<Result>((resolve) => {
+    child.on("exit", (code, signal) => {
+      // Let the pipes drain before resolving.
+      setImmediate(() => resolve({ code: code ?? signal ?? -1, ...output }))
+      notify()
+    })
+  })
+  const waitFor = (pattern: string | RegExp, timeoutMs = 60_000) =>
+    new Promise<RegExpMatchArray | undefined>((resolve, reject) => {
+      const label = typeof pattern === "string" ? `"${pattern}"` : String(pattern)
+      const check = () => {
+        if (typeof pattern === "string" ? output.stdout.includes(pattern) : false)
+          return finish(() => resolve(undefined))
+        const match = typeof pattern === "string" ? null : (output.stdout + output.stderr).match(pattern)
+        if (match) return finish(() => resolve(match))
+        if (child.exitCode !== null || child.signalCode !== null) {
+          finish(() => reject(new Error(`exited before printing ${label}:\n${output.stdout}\n${output.stderr}`)))
+        }
+      }
+      const timer = setTimeout(
+        () => finish(() => reject(new Error(`timed out waiting for ${label}:\n${output.stdout}\n${output.stderr}`))),
+        timeoutMs
+      )
+      const finish = (f: () => void) => {
+        clearTimeout(timer)
+        listeners.delete(check)
+        f()
+      }
+      listeners.add(check)
+      check()
+    })
+  return { child, output, done, waitFor }
+}
