@@ -264,11 +264,19 @@ export const appJs = String.raw`"use strict";
       body.appendChild(tr);
     });
   }
-  function loadRuns() { return api("/api/runs?limit=20").then(renderRuns); }
+  // Latest request wins, per view: a refresh started before the user changed a filter or a page must not paint its
+  // older answer over the newer one (responses can arrive out of order).
+  var requestSeq = {};
+  function fresh(view) {
+    var n = (requestSeq[view] = (requestSeq[view] || 0) + 1);
+    return function (render) { return function (d) { if (requestSeq[view] === n) return render(d); }; };
+  }
+  function loadRuns() { return api("/api/runs?limit=20").then(fresh("runs")(renderRuns)); }
   function loadRunDetail() {
     if (!state.runsDetail) { $("run-detail").hidden = true; return Promise.resolve(); }
+    var only = fresh("run-detail");
     return api("/api/runs/" + encodeURIComponent(state.runsDetail) + query({ limit: BATCH_PAGE, offset: state.batchesOffset }))
-      .then(function (d) {
+      .then(only(function (d) {
         $("run-detail").hidden = false;
         if (unchanged("run-detail", d)) return;
         $("run-detail-id").textContent = d.run.id + " (" + d.run.state + ", attempt " + d.run.attempt + ")";
@@ -283,7 +291,7 @@ export const appJs = String.raw`"use strict";
           ]));
         });
         pager($("batches-pager"), d.batches.total, state.batchesOffset, function (o) { state.batchesOffset = o; loadRunDetail(); }, BATCH_PAGE);
-      });
+      }));
   }
 
   // Chords
@@ -335,7 +343,7 @@ export const appJs = String.raw`"use strict";
     renderHistogram(d.histogram);
   }
   function loadChords() {
-    return api("/api/chords" + query({ state: state.chordState, limit: CHORD_PAGE, offset: state.chordsOffset })).then(renderChords);
+    return api("/api/chords" + query({ state: state.chordState, limit: CHORD_PAGE, offset: state.chordsOffset })).then(fresh("chords")(renderChords));
   }
 
   // Queues
@@ -390,11 +398,11 @@ export const appJs = String.raw`"use strict";
   function loadTasks() {
     var f = state.taskFilter;
     return api("/api/tasks" + query({ state: f.state, queue: f.queue, q: f.q, run: f.run, limit: PAGE, offset: state.tasksOffset }))
-      .then(renderTasks);
+      .then(fresh("tasks")(renderTasks));
   }
   function loadTaskDetail() {
     if (!state.taskDetail) { $("task-detail").hidden = true; return Promise.resolve(); }
-    return api("/api/tasks/" + encodeURIComponent(state.taskDetail)).then(function (t) {
+    return api("/api/tasks/" + encodeURIComponent(state.taskDetail)).then(fresh("task-detail")(function (t) {
       $("task-detail").hidden = false;
       if (unchanged("task-detail", t)) return;
       $("task-detail-id").textContent = t.id;
@@ -410,7 +418,7 @@ export const appJs = String.raw`"use strict";
       $("task-error").textContent = pretty(t.error);
       var actions = $("task-actions"); clear(actions);
       if (t.retryable) actions.appendChild(retryButton(t.id));
-    });
+    }));
   }
 
   // Live updates: the server pushes "change" when completion events arrive; refresh what is shown, one fetch at a
