@@ -28,7 +28,7 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
 import * as http from "node:http"
-import { CompletionBackend } from "../../CompletionBackend.js"
+import { CompletionBackend, type CompletionEvent } from "../../CompletionBackend.js"
 import { appCss, appJs, pageHtml } from "./assets.js"
 import type { TaskListFilter } from "../../TaskQueue.js"
 import * as ReadModel from "./readModel.js"
@@ -256,14 +256,27 @@ export const serve = (options: DashboardOptions) =>
     const encoder = new TextEncoder()
     // Completion events, batched (at most one message per 250 ms), each message saying what kinds of thing changed.
     const events = Effect.gen(function* () {
-      const live = completions.stream().pipe(
-        Stream.groupedWithin(1000, "250 millis"),
-        Stream.map((chunk) => {
-          const kinds: Record<string, number> = {}
-          for (const event of Chunk.toReadonlyArray(chunk)) kinds[event.kind] = (kinds[event.kind] ?? 0) + 1
-          const last = Chunk.last(chunk)
-          return `id: ${Option.match(last, { onNone: () => "", onSome: (e) => e.cursor })}\nevent: change\ndata: ${JSON.stringify({ events: chunk.length, kinds })}\n\n`
-        }),
+      const changes = <E>(events: Stream.Stream<CompletionEvent, E>) =>
+        events.pipe(
+          Stream.groupedWithin(1000, "250 millis"),
+          Stream.map((chunk) => {
+            const kinds: Record<string, number> = {}
+            for (const event of Chunk.toReadonlyArray(chunk)) kinds[event.kind] = (kinds[event.kind] ?? 0) + 1
+            const last = Chunk.last(chunk)
+            return `id: ${Option.match(last, { onNone: () => "", onSome: (e) => e.cursor })}\nevent: change\ndata: ${JSON.stringify({ events: chunk.length, kinds })}\n\n`
+          })
+        )
+      // "hello" only once the subscription is active (LISTEN confirmed on Postgres): a client that acts after hello
+      // is told about every completion that commits from then on.
+      const live = Stream.unwrapScoped(
+        completions
+          .subscribe()
+          .pipe(
+            Effect.map((events) =>
+              Stream.concat(Stream.make("retry: 2000\nevent: hello\ndata: {}\n\n"), changes(events))
+            )
+          )
+      ).pipe(
         Stream.catchAll((error) =>
           Stream.make(`event: error\ndata: ${JSON.stringify({ error: String(error._tag) })}\n\n`)
         )
@@ -272,10 +285,7 @@ export const serve = (options: DashboardOptions) =>
         Stream.drop(1),
         Stream.map(() => ": ping\n\n")
       )
-      const body = Stream.concat(
-        Stream.make("retry: 2000\nevent: hello\ndata: {}\n\n"),
-        Stream.merge(live, heartbeat)
-      ).pipe(
+      const body = Stream.merge(live, heartbeat).pipe(
         Stream.interruptWhen(Deferred.await(shutdown)),
         Stream.map((text) => encoder.encode(text))
       )
