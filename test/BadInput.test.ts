@@ -15,7 +15,6 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Deferred from "effect/Deferred"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -32,6 +31,7 @@ import * as Task from "../src/Task.js"
 import { limits, TaskQueue } from "../src/TaskQueue.js"
 import * as Worker from "../src/Worker.js"
 import * as Backends from "./support/backends.js"
+import { startCli } from "./support/cli.js"
 
 const Double = Task.make("bad-double", {
   payload: Schema.Struct({ n: Schema.Number }),
@@ -622,24 +622,7 @@ describe("bad inputs: continuations", () => {
   )
 })
 
-const root = path.resolve(import.meta.dirname, "..")
-
-const baton = (args: ReadonlyArray<string>) =>
-  Effect.promise(
-    () =>
-      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
-        const env = { ...process.env }
-        delete env.DATABASE_URL
-        delete env.BATON_PG_SCHEMA
-        delete env.BATON_DB
-        const child = spawn(process.execPath, [path.join(root, "bin/baton.js"), ...args], { cwd: root, env })
-        let stdout = ""
-        let stderr = ""
-        child.stdout.on("data", (chunk: Buffer) => (stdout += chunk.toString()))
-        child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-        child.on("close", (code) => resolve({ code, stdout, stderr }))
-      })
-  )
+const baton = (args: ReadonlyArray<string>) => Effect.promise(() => startCli(args).done)
 
 describe("bad inputs: the baton CLI", () => {
   it.live(
@@ -695,6 +678,25 @@ const assertNothingLostOrDoubled = (ids: ReadonlyArray<string>) =>
     for (const row of rows) assert.strictEqual(Number(row.n), 1, `task ${row.task_id} completed once`)
   })
 
+/** All `n` accepted tasks succeed (the queue may fail while the database is away), a new one still runs, and nothing
+ * was lost or doubled. */
+const drainedAndStillWorking = (ids: ReadonlyArray<string>, label: string) =>
+  Effect.gen(function* () {
+    const queue = yield* TaskQueue
+    yield* Backends.eventually(
+      Effect.map(Effect.either(queue.counts), (c) => c._tag === "Right" && c.right.succeeded === ids.length),
+      label,
+      120_000
+    )
+    // The queue still takes work.
+    const after = yield* queue.enqueue(Slow, { i: ids.length })
+    yield* Backends.eventually(
+      Effect.map(queue.get(after), (info) => info.state === "succeeded"),
+      "a new task"
+    )
+    yield* assertNothingLostOrDoubled([...ids, after])
+  })
+
 describe.runIf(Backends.pgAvailable())("bad inputs: the database going away mid-run [pg]", () => {
   it.live(
     "its connections terminated three times mid-run: the worker goes on; nothing accepted is lost or doubled",
@@ -736,18 +738,7 @@ describe.runIf(Backends.pgAvailable())("bad inputs: the database going away mid-
             killed += yield* killOurs
           }
           assert.isAbove(killed, 2, "backends were terminated")
-          yield* Backends.eventually(
-            Effect.map(Effect.either(queue.counts), (c) => c._tag === "Right" && c.right.succeeded === 300),
-            "all 300 tasks done",
-            120_000
-          )
-          // The queue still takes work.
-          const after = yield* queue.enqueue(Slow, { i: 300 })
-          yield* Backends.eventually(
-            Effect.map(queue.get(after), (info) => info.state === "succeeded"),
-            "a new task"
-          )
-          yield* assertNothingLostOrDoubled([...ids, after])
+          yield* drainedAndStillWorking(ids, "all 300 tasks done")
         })
         yield* program.pipe(
           Effect.scoped,
@@ -818,20 +809,7 @@ describe.runIf(Backends.pgAvailable())("bad inputs: the database going away mid-
           const refusedWhileDown = yield* Effect.flip(queue.enqueue(Slow, { i: -1 }).pipe(Effect.timeout("30 seconds")))
           assert.include(["SqlError", "TimeoutException"], refusedWhileDown._tag)
           yield* up(port)
-          yield* Backends.eventually(
-            Effect.map(
-              Effect.either(queue.counts),
-              (counts) => counts._tag === "Right" && counts.right.succeeded === 200
-            ),
-            "all 200 done after the server came back",
-            120_000
-          )
-          const after = yield* queue.enqueue(Slow, { i: 200 })
-          yield* Backends.eventually(
-            Effect.map(queue.get(after), (info) => info.state === "succeeded"),
-            "a new task"
-          )
-          yield* assertNothingLostOrDoubled([...ids, after])
+          yield* drainedAndStillWorking(ids, "all 200 done after the server came back")
           // The refused enqueue left nothing behind.
           const sql = yield* SqlClient.SqlClient
           const stray = yield* sql<{ n: number }>`SELECT count(*) AS n FROM baton_tasks WHERE payload = '{"i":-1}'`

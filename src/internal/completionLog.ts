@@ -150,11 +150,11 @@ export const recordFinished = (
   now: number
 ): Effect.Effect<void, SqlError> => {
   if (rows.length === 0) return Effect.void
-  const log = appendLog(sql, dialect, channelPrefix, taskEntries(rows, outcome, now))
-  const chordRows = rows.filter((row) => row.chord_id !== null)
-  if (chordRows.length === 0) return log
   // The chord counters last: their row lock is then held only for the rest of this transaction (the commit).
-  return Effect.zipRight(log, recordBodies(ledgerContext(sql, dialect, channelPrefix), chordRows, outcome, now))
+  return Effect.zipRight(
+    appendLog(sql, dialect, channelPrefix, taskEntries(rows, outcome, now)),
+    recordChordBodies(sql, dialect, channelPrefix, rows, outcome, now)
+  )
 }
 
 /**
