@@ -1,0 +1,266 @@
+/**
+ * One attempt of a claimed task, from payload to recorded outcome.
+ *
+ * Each attempt ends in exactly one of:
+ * - success: the encoded result is queued for the group commit, which then owns the lease;
+ * - typed failure, defect, timeout, or a handler that interrupted itself: recorded as a failure retried with the
+ *   task's exponential backoff until `maxAttempts`, then `dead`;
+ * - unknown task name, undecodable payload, or a result that does not encode: `failed` at once (no retry);
+ * - interruption by the worker (shutdown): the task is released, the attempt not counted.
+ * Whatever happens, the slot frees (`active`, `finished`, `held` in the `LocalQueue`) and the claim loop is asked
+ * for work. Recording a failure that itself fails is logged; the lease then expires and the task runs again.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as Exit from "effect/Exit"
+import * as ParseResult from "effect/ParseResult"
+import * as Schedule from "effect/Schedule"
+import * as Schema from "effect/Schema"
+import * as Task from "../../Task.js"
+import type { ClaimedTask, FailureDisposition, TaskError, TaskQueue } from "../../TaskQueue.js"
+import * as GroupCommit from "./groupCommit.js"
+import * as LocalQueue from "./localQueue.js"
+import type { Outcomes } from "./outcomes.js"
+
+/** Delay before retry number `attempt` (1-based) with exponential backoff, computed with `Schedule`. */
+export const retryDelay = (
+  backoff: { readonly baseMs: number; readonly factor: number; readonly maxMs: number },
+  attempt: number
+): Effect.Effect<number> =>
+  Schedule.run(Schedule.exponential(Duration.millis(backoff.baseMs), backoff.factor), 0, Array(attempt).fill(0)).pipe(
+    Effect.map((outputs) => {
+      const last = [...outputs].at(-1)
+      return Math.min(last === undefined ? backoff.baseMs : Duration.toMillis(last), backoff.maxMs)
+    })
+  )
+
+/** What an attempt needs from its worker. */
+export interface AttemptContext {
+  readonly queue: TaskQueue["Type"]
+  /** The worker's task definitions by name. */
+  readonly registry: ReadonlyMap<string, Task.Any>
+  readonly workerId: string
+  /** A `Worker.execute` span per attempt. */
+  readonly spans: boolean
+  readonly local: LocalQueue.LocalQueue
+  readonly completions: GroupCommit.Completions
+  readonly outcomes: Outcomes
+}
+
+/**
+ * The function running one attempt of a claimed task. The handler's requirements come from the fiber that runs the
+ * returned effect (the worker's slots are forked from `Worker.run`'s fiber, which has `Task.Requirements<Tasks>`).
+ */
+export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Effect<void>) => {
+  const { completions, local, outcomes, queue, registry, spans, workerId } = context
+
+  // Payload decoders and result encoders compiled once per task definition, not once per attempt.
+  const codecs = new Map<string, Codecs>()
+  const codecsOf = (definition: Task.Any): Codecs => {
+    let codec = codecs.get(definition.name)
+    if (codec === undefined) {
+      codec = {
+        decodePayload: codecOf(
+          Schema.parseJson(definition.payload as Schema.Schema<unknown, unknown>) as Schema.Schema<unknown, unknown>,
+          "decode"
+        ),
+        encodeSuccess: codecOf(definition.success as Schema.Schema<unknown, unknown>, "encode"),
+        encodeFailure: codecOf(definition.failure as Schema.Schema<unknown, unknown>, "encode")
+      }
+      codecs.set(definition.name, codec)
+    }
+    return codec
+  }
+
+  const recordFailure = (task: ClaimedTask, error: TaskError, permanent: boolean) =>
+    Effect.gen(function* () {
+      let disposition: FailureDisposition
+      if (permanent) disposition = { _tag: "Failed" }
+      else if (task.attempt >= task.maxAttempts) disposition = { _tag: "Dead" }
+      else {
+        const now = yield* Clock.currentTimeMillis
+        disposition = { _tag: "Retry", runAt: now + (yield* retryDelay(task.backoff, task.attempt)) }
+      }
+      const accepted = yield* queue.fail(task.id, task.leaseId, error, disposition)
+      if (!accepted) yield* Effect.logWarning("failure refused: the task's lease is no longer held")
+      else yield* outcomes.record(disposition._tag.toLowerCase())
+      yield* Effect.logDebug("task attempt failed", { kind: error.kind, disposition: disposition._tag })
+    }).pipe(
+      Effect.catchAll((error) =>
+        Effect.logError("recording a task outcome failed; its lease will expire and it will be retried", {
+          error: error.message
+        })
+      )
+    )
+
+  return (task) => {
+    const definition = registry.get(task.name)
+    const base = { attempt: task.attempt }
+    // Set once the success is queued for the group commit, which then owns the lease.
+    let handedOver = false
+    const body = Effect.gen(function* () {
+      if (definition === undefined) {
+        return yield* recordFailure(
+          task,
+          { ...base, kind: "unknown_task", message: `no handler registered for task "${task.name}" on ${workerId}` },
+          true
+        )
+      }
+      const codec = codecsOf(definition)
+      const decoded = yield* codec.decodePayload(task.payload)
+      if (decoded._tag === "Left") {
+        return yield* recordFailure(
+          task,
+          {
+            ...base,
+            kind: "decode",
+            message: `payload does not decode: ${ParseResult.TreeFormatter.formatErrorSync(decoded.left)}`
+          },
+          true
+        )
+      }
+      const taskContext = Task.TaskContext.of({
+        taskId: task.id,
+        name: task.name,
+        queue: task.queue,
+        namespace: task.namespace,
+        attempt: task.attempt,
+        maxAttempts: task.maxAttempts,
+        chordId: task.chordId,
+        runId: task.runId
+      })
+      // The handler's other requirements are in the runtime of the slot fiber running this (see `make`).
+      let handler = (definition.handler(decoded.right) as Effect.Effect<unknown, unknown, never>).pipe(
+        Effect.provideService(Task.TaskContext, taskContext)
+      )
+      let timedOut = false
+      if (task.timeoutMs !== undefined) {
+        handler = handler.pipe(
+          Effect.timeoutFail({
+            duration: Duration.millis(task.timeoutMs),
+            onTimeout: () => {
+              timedOut = true
+              return "timeout" as unknown
+            }
+          })
+        )
+      }
+      const exit = yield* Effect.exit(handler)
+      if (Exit.isSuccess(exit)) {
+        const encoded = yield* codec.encodeSuccess(exit.value)
+        if (encoded._tag === "Left") {
+          return yield* recordFailure(
+            task,
+            {
+              ...base,
+              kind: "encode",
+              message: `result does not encode: ${ParseResult.TreeFormatter.formatErrorSync(encoded.left)}`
+            },
+            true
+          )
+        }
+        // The handler's slot frees as soon as the completion is queued; the group commit records it (and
+        // refuses it if the lease was lost meanwhile).
+        yield* GroupCommit.submit(completions, task, encoded.right)
+        handedOver = true
+        return
+      }
+      if (timedOut) {
+        return yield* recordFailure(
+          task,
+          { ...base, kind: "timeout", message: `timed out after ${task.timeoutMs} ms` },
+          false
+        )
+      }
+      const failure = Cause.failureOption(exit.cause)
+      if (failure._tag === "Some") {
+        const encoded = yield* codec.encodeFailure(failure.value)
+        const value = encoded._tag === "Right" ? encoded.right : String(failure.value)
+        return yield* recordFailure(
+          task,
+          { ...base, kind: "failure", message: failureMessage(failure.value), error: value },
+          false
+        )
+      }
+      if (Cause.isInterruptedOnly(exit.cause)) {
+        // The handler interrupted itself (not our shutdown): an attempt that did not finish.
+        return yield* recordFailure(task, { ...base, kind: "interrupted", message: "handler was interrupted" }, false)
+      }
+      return yield* recordFailure(task, { ...base, kind: "defect", message: causeMessage(exit.cause) }, false)
+    })
+    // One exit handler (cheaper than onInterrupt + catchAllCause + ensuring, and this runs for every task): frees
+    // the slot, hands an interrupted task back (shutdown), and logs anything unexpected.
+    const settle = (exit: Exit.Exit<void>): Effect.Effect<void> => {
+      if (!handedOver) local.held.delete(task.id)
+      local.active--
+      local.finished++
+      LocalQueue.askForWork(local)
+      if (Exit.isSuccess(exit)) return Effect.void
+      if (Cause.isInterruptedOnly(exit.cause)) {
+        return handedOver
+          ? Effect.void
+          : queue
+              .release(task.id, task.leaseId, {
+                ...base,
+                kind: "interrupted",
+                message: `worker ${workerId} shut down`
+              })
+              .pipe(Effect.ignore)
+      }
+      return Effect.logError("recording a task outcome failed; its lease will expire and it will be retried", {
+        cause: Cause.pretty(exit.cause)
+      })
+    }
+    let effect = body.pipe(
+      Effect.onExit(settle),
+      Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt) })
+    )
+    if (spans) {
+      effect = Effect.withSpan(effect, "Worker.execute", {
+        attributes: { taskId: task.id, task: task.name, attempt: task.attempt },
+        captureStackTrace: false
+      })
+    }
+    return effect
+  }
+}
+
+/** A typed failure's message: its `message`, else its `_tag`, else the value as a string. */
+const failureMessage = (value: unknown): string =>
+  typeof value === "object" && value !== null && "message" in value
+    ? String((value as { message: unknown }).message)
+    : typeof value === "object" && value !== null && "_tag" in value
+      ? String((value as { _tag: unknown })._tag)
+      : String(value)
+
+const causeMessage = (cause: Cause.Cause<unknown>): string => {
+  const squashed = Cause.squash(cause)
+  return squashed instanceof Error ? squashed.message : String(squashed)
+}
+
+type Codec = (input: unknown) => Effect.Effect<Either.Either<unknown, ParseResult.ParseError>>
+
+interface Codecs {
+  readonly decodePayload: Codec
+  readonly encodeSuccess: Codec
+  readonly encodeFailure: Codec
+}
+
+/**
+ * A Schema decoder or encoder that runs synchronously (an `Either` is an Effect, so no fiber work) and falls back to
+ * the effectful parser only for schemas with asynchronous transformations.
+ */
+const codecOf = (schema: Schema.Schema<unknown, unknown>, direction: "decode" | "encode"): Codec => {
+  const sync = direction === "decode" ? Schema.decodeUnknownEither(schema) : Schema.encodeUnknownEither(schema)
+  const effectful = direction === "decode" ? Schema.decodeUnknown(schema) : Schema.encodeUnknown(schema)
+  return (input) => {
+    const result = sync(input)
+    if (Either.isRight(result) || result.left.issue._tag !== "Forbidden") return Effect.succeed(result)
+    return Effect.either(effectful(input))
+  }
+}

@@ -1,0 +1,121 @@
+/**
+ * Group commit: a handler's success is queued, and one transaction completes every task that finished while the
+ * previous batch was committing.
+ *
+ * Guarantees:
+ * - the queue of completions is bounded, so when commits fall behind, finished handlers wait before their slot frees
+ *   (backpressure), and a completion waits behind at most one or two batches;
+ * - once a batch is taken, its tasks leave `held` (the heartbeat stops extending them): the commit decides, and a
+ *   failed commit leaves them to expire and be reclaimed;
+ * - a completion refused by the lease guard (the task ran twice) is logged and not counted;
+ * - `flush` returns once every completion queued before it is committed (or its commit failed).
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Queue from "effect/Queue"
+import type { ClaimedTask, TaskQueue } from "../../TaskQueue.js"
+import type { LocalQueue } from "./localQueue.js"
+import type { Outcomes } from "./outcomes.js"
+
+/** An entry of the group commit's queue: a success to commit, or a marker resolved once what precedes it is. */
+export type Completion =
+  | { readonly _tag: "Complete"; readonly task: ClaimedTask; readonly result: unknown }
+  | { readonly _tag: "Flush"; readonly done: Deferred.Deferred<void> }
+
+/** The bounded queue of completions waiting for the group commit. */
+export type Completions = Queue.Queue<Completion>
+
+/**
+ * The completions queue for a worker with `concurrency` slots. Bounded by a few handler slots' worth (at least 250),
+ * not by the prefetch: a completion waits behind at most this many others (one or two group commits), which bounds
+ * the time from a handler's return to its commit (a chord's fan-in latency: measured 3x lower p99 for a 10,000-task
+ * chord than with the old bound of 2 x prefetch). Much smaller batches cost throughput where several completers
+ * contend for one chord row (measured at 100).
+ */
+export const make = (concurrency: number): Effect.Effect<Completions> =>
+  Queue.bounded<Completion>(Math.max(250, concurrency * 4))
+
+/**
+ * Queues a success for the next group commit; the returned effect waits only when the queue was full
+ * (backpressure). When there is room the offer happens at the call, not when the effect runs: call it inside the
+ * generator that yields it (as `attempt` does), where the two are the same moment, and no effect is built per task.
+ */
+export const submit = (completions: Completions, task: ClaimedTask, result: unknown): Effect.Effect<void> => {
+  const completion: Completion = { _tag: "Complete", task, result }
+  return Queue.unsafeOffer(completions, completion) ? Effect.void : Queue.offer(completions, completion)
+}
+
+/**
+ * The group-commit loop (runs forever). `leaseWrites` serialises it with the heartbeat: both lock many of this
+ * worker's task rows in no common order, and run together they deadlock each other (seen under load).
+ */
+export const run = (options: {
+  readonly queue: TaskQueue["Type"]
+  readonly completions: Completions
+  readonly local: LocalQueue
+  readonly leaseWrites: Effect.Semaphore
+  readonly outcomes: Outcomes
+}): Effect.Effect<never> => {
+  const { completions, leaseWrites, local, outcomes, queue } = options
+  return Effect.gen(function* () {
+    const batch = yield* Queue.takeBetween(completions, 1, 1000)
+    const items: Array<Extract<Completion, { _tag: "Complete" }>> = []
+    const flushes: Array<Deferred.Deferred<void>> = []
+    for (const item of batch) {
+      if (item._tag === "Complete") items.push(item)
+      else flushes.push(item.done)
+    }
+    if (items.length > 0) {
+      // From here the group commit decides: the heartbeat stops extending these leases (a failed commit leaves
+      // them to expire and be reclaimed), and a heartbeat racing the commit does not report them as lost.
+      for (const item of items) local.held.delete(item.task.id)
+      const exit = yield* Effect.exit(
+        leaseWrites.withPermits(1)(
+          queue.complete(
+            items.map((item) => ({
+              id: item.task.id,
+              leaseId: item.task.leaseId,
+              result: item.result,
+              chordId: item.task.chordId
+            }))
+          )
+        )
+      )
+      let accepted = 0
+      if (Exit.isSuccess(exit)) {
+        for (let i = 0; i < items.length; i++) {
+          const task = items[i]!.task
+          if (exit.value[i] === true) accepted++
+          else {
+            yield* Effect.logWarning("completion refused: the task's lease is no longer held (it ran twice)").pipe(
+              Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt) })
+            )
+          }
+        }
+      } else {
+        yield* Effect.logWarning("completing a batch failed; the tasks will be reclaimed when their leases expire", {
+          cause: Cause.pretty(exit.cause)
+        })
+      }
+      if (accepted > 0) yield* outcomes.record("succeeded", accepted)
+    }
+    for (const done of flushes) yield* Deferred.succeed(done, undefined)
+  }).pipe(Effect.forever)
+}
+
+/**
+ * Waits until every completion queued so far is committed (at shutdown, after the handlers ended), for at most
+ * `timeout`. The loop must still be running.
+ */
+export const flush = (completions: Completions, timeout: Duration.Duration): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const flushed = yield* Deferred.make<void>()
+    yield* Queue.offer(completions, { _tag: "Flush", done: flushed })
+    // Finalizers run uninterruptibly: the wait must be made interruptible for its timeout to fire.
+    yield* Deferred.await(flushed).pipe(Effect.interruptible, Effect.timeout(timeout), Effect.ignore)
+  })

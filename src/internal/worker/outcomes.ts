@@ -1,0 +1,37 @@
+/**
+ * Counting the outcomes a worker records: the `WorkerHandle.processed` count and the `tasksProcessed` metric tagged
+ * with `outcome`. Only outcomes the queue accepted (the lease guard passed) are counted.
+ *
+ * @since 0.1.0
+ */
+import * as Effect from "effect/Effect"
+import * as Metric from "effect/Metric"
+import * as Ref from "effect/Ref"
+
+/** Counter of task outcomes recorded by workers, tagged with `outcome` (re-exported as `Worker.tasksProcessed`). */
+export const tasksProcessed = Metric.counter("baton_tasks_processed_total", {
+  description: "Task attempts whose outcome a worker recorded"
+})
+
+/** One worker's outcome counts. */
+export interface Outcomes {
+  /** Outcomes recorded so far (succeeded, failed, dead, retried). */
+  readonly processed: Ref.Ref<number>
+  /** Counts `n` recorded outcomes of kind `tag` ("succeeded", "failed", "dead", "retry"). */
+  readonly record: (tag: string, n?: number) => Effect.Effect<void>
+}
+
+export const make: Effect.Effect<Outcomes> = Effect.gen(function* () {
+  const processed = yield* Ref.make(0)
+  // Tagged counters made once per outcome kind, not once per task.
+  const counters = new Map<string, Metric.Metric.Counter<number>>()
+  const record = (tag: string, n = 1) => {
+    let counter = counters.get(tag)
+    if (counter === undefined) counters.set(tag, (counter = Metric.tagged(tasksProcessed, "outcome", tag)))
+    return Effect.zipRight(
+      Ref.update(processed, (count) => count + n),
+      Metric.incrementBy(counter, n)
+    )
+  }
+  return { processed, record }
+})
