@@ -21,6 +21,7 @@ export interface Outcomes {
   readonly record: (tag: string, n?: number) => Effect.Effect<void>
 }
 
+/** Fresh counts for one worker. */
 export const make: Effect.Effect<Outcomes> = Effect.gen(function* () {
   const processed = yield* Ref.make(0)
   // Tagged counters made once per outcome kind, not once per task.
