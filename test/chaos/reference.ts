@@ -6,8 +6,8 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Baton from "../../src/Baton.js"
-import * as ExtractionWorkflow from "../../src/ExtractionWorkflow.js"
-import { directoryCorpus } from "../../src/internal/cli/corpus.js"
+import * as ExtractionWorkflow from "../../src/extraction/ExtractionWorkflow.js"
+import { directoryCorpus } from "../../src/cli/corpus.js"
 import * as Worker from "../../src/Worker.js"
 
 /** A run's saved rows, normalised for comparison (no run id, no timestamps, numbers as numbers). */

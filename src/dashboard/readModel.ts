@@ -14,10 +14,10 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import { type ChordInfo, ChordRegistry, ChordState } from "../../ChordRegistry.js"
-import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
-import { type Run, type RunNotFound, RunService, RunState } from "../../RunService.js"
-import { type TaskListFilter, type TaskNotFound, TaskQueue, TaskState } from "../../TaskQueue.js"
+import { type ChordInfo, ChordRegistry, ChordState } from "../ChordRegistry.js"
+import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
+import { type Run, type RunNotFound, RunService, RunState } from "../RunService.js"
+import { type TaskListFilter, type TaskNotFound, TaskQueue, TaskState } from "../TaskQueue.js"
 
 /** Largest page a list request returns. */
 export const maxLimit = 200

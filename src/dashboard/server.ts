@@ -28,9 +28,9 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
 import * as http from "node:http"
-import { CompletionBackend, type CompletionEvent } from "../../CompletionBackend.js"
+import { CompletionBackend, type CompletionEvent } from "../CompletionBackend.js"
 import { appCss, appJs, pageHtml } from "./assets.js"
-import type { TaskListFilter } from "../../TaskQueue.js"
+import type { TaskListFilter } from "../TaskQueue.js"
 import * as ReadModel from "./readModel.js"
 
 /** How the dashboard is served. */

@@ -13,8 +13,8 @@
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
-import type * as Baton from "./Baton.js"
-import * as Server from "./internal/dashboard/server.js"
+import type * as Baton from "../Baton.js"
+import * as Server from "./server.js"
 
 /** How the dashboard is served: `port` (default 4400; 0 = any free port), `host` (default 127.0.0.1), … */
 export type Options = Server.DashboardOptions

@@ -12,8 +12,8 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import * as Baton from "../../Baton.js"
-import * as Storage from "../../Storage.js"
+import * as Baton from "../Baton.js"
+import * as Storage from "../Storage.js"
 
 /** The default SQLite file, relative to the current directory. */
 export const defaultDbFile = path.join(".baton", "baton.db")
