@@ -79,7 +79,7 @@ export const tasks = [ExtractDocument, MergeBatch] as const
 // Contract
 // ---------------------------------------------------------------------------------------------------------------------
 
-/** The run kind recorded in `baton_runs`. */
+/** The run kind this workflow records on its runs (`Run.kind`). */
 export const kind = "extract"
 
 /** Default number of documents per batch. */
