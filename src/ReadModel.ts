@@ -24,19 +24,35 @@ import * as Schema from "effect/Schema"
 import type { ChordId, ChordState } from "./ChordRegistry.js"
 import type { CompletionOutcome } from "./CompletionBackend.js"
 
-/** A stored checkpoint's state. */
+/**
+ * A stored checkpoint's state.
+ *
+ * @category schemas
+ */
 export const CheckpointState = Schema.Literal("pending", "completed", "failed")
-/** A stored checkpoint's state. */
+/**
+ * A stored checkpoint's state.
+ *
+ * @category schemas
+ */
 export type CheckpointState = typeof CheckpointState.Type
 
-/** The completed checkpoints of some scopes: how many, the first one's creation and the last one's completion. */
+/**
+ * The completed checkpoints of some scopes: how many, the first one's creation and the last one's completion.
+ *
+ * @category models
+ */
 export interface CheckpointStats {
   readonly completed: number
   readonly firstCreatedAt: Date | undefined
   readonly lastCompletedAt: Date | undefined
 }
 
-/** One checkpoint as stored. */
+/**
+ * One checkpoint as stored.
+ *
+ * @category models
+ */
 export interface CheckpointSummary {
   /** The scope (`runId`) it was created under. */
   readonly scope: string
@@ -48,20 +64,32 @@ export interface CheckpointSummary {
   readonly completedAt: Date | undefined
 }
 
-/** A page of checkpoints and how many there are in all. */
+/**
+ * A page of checkpoints and how many there are in all.
+ *
+ * @category models
+ */
 export interface CheckpointPage {
   readonly total: number
   readonly items: ReadonlyArray<CheckpointSummary>
 }
 
-/** A chord found by its idempotency key. */
+/**
+ * A chord found by its idempotency key.
+ *
+ * @category models
+ */
 export interface ChordByKey {
   readonly chordId: ChordId
   readonly idempotencyKey: string
   readonly state: ChordState
 }
 
-/** Task completions of one queue with one outcome: since `since`, and the part of them since `recentSince`. */
+/**
+ * Task completions of one queue with one outcome: since `since`, and the part of them since `recentSince`.
+ *
+ * @category models
+ */
 export interface CompletionCount {
   /** The task's queue (`undefined` for a completion logged without one). */
   readonly queue: string | undefined
@@ -70,13 +98,21 @@ export interface CompletionCount {
   readonly recent: number
 }
 
-/** A page request. */
+/**
+ * A page request.
+ *
+ * @category models
+ */
 export interface Page {
   readonly limit: number
   readonly offset: number
 }
 
-/** Read-only queries for dashboards and tools. */
+/**
+ * Read-only queries for dashboards and tools.
+ *
+ * @category tags
+ */
 export class ReadModel extends Context.Tag("baton/ReadModel")<
   ReadModel,
   {

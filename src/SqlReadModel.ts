@@ -8,8 +8,16 @@ import * as Layer from "effect/Layer"
 import * as Internal from "./internal/sql/readModel.js"
 import { ReadModel } from "./ReadModel.js"
 
-/** Builds the service. Requires the `SqlClient` of a storage layer. */
+/**
+ * Builds the service. Requires the `SqlClient` of a storage layer.
+ *
+ * @category constructors
+ */
 export const make = Internal.make
 
-/** The read model on the `SqlClient` in context. */
+/**
+ * The read model on the `SqlClient` in context.
+ *
+ * @category layers
+ */
 export const layer = Layer.effect(ReadModel, make)

@@ -20,26 +20,54 @@ import { ReadModel } from "../ReadModel.js"
 import { type Run, type RunNotFound, RunService, RunState } from "../RunService.js"
 import { type TaskListFilter, type TaskNotFound, TaskQueue, TaskState } from "../TaskQueue.js"
 
-/** Largest page a list request returns. */
+/**
+ * Largest page a list request returns.
+ *
+ * @category constants
+ */
 export const maxLimit = 200
 
-/** True for a chord state. */
+/**
+ * True for a chord state.
+ *
+ * @category guards
+ */
 export const isChordState = (s: string): s is ChordState => (ChordState.literals as ReadonlyArray<string>).includes(s)
-/** True for a task state. */
+/**
+ * True for a task state.
+ *
+ * @category guards
+ */
 export const isTaskState = (s: string): s is TaskState => (TaskState.literals as ReadonlyArray<string>).includes(s)
-/** True for a run state. */
+/**
+ * True for a run state.
+ *
+ * @category guards
+ */
 export const isRunState = (s: string): s is RunState => (RunState.literals as ReadonlyArray<string>).includes(s)
 
-/** A page request. */
+/**
+ * A page request.
+ *
+ * @category models
+ */
 export interface Page {
   readonly limit: number
   readonly offset: number
 }
 
-/** Exponential buckets (ms) of the time-to-callback histogram: ≤1, ≤2, ≤4, … ≤65536, and more. */
+/**
+ * Exponential buckets (ms) of the time-to-callback histogram: ≤1, ≤2, ≤4, … ≤65536, and more.
+ *
+ * @category constants
+ */
 export const histogramBounds: ReadonlyArray<number> = Array.from({ length: 17 }, (_, i) => 2 ** i)
 
-/** Builds the dashboard's views over the services in context. */
+/**
+ * Builds the dashboard's views over the services in context.
+ *
+ * @category constructors
+ */
 export const make = Effect.gen(function* () {
   const readModel = yield* ReadModel
   const runs = yield* RunService
@@ -276,7 +304,15 @@ export const make = Effect.gen(function* () {
   return { listRuns, runDetail, listChords, chordDetail, queues, listTasks, taskDetail, retryTask } as const
 })
 
-/** The dashboard's views. */
+/**
+ * The dashboard's views.
+ *
+ * @category models
+ */
 export type Views = Effect.Effect.Success<typeof make>
-/** Errors a read can fail with. */
+/**
+ * Errors a read can fail with.
+ *
+ * @category models
+ */
 export type ReadError = SqlError | RunNotFound | TaskNotFound
