@@ -1,4 +1,4 @@
-import { Console, Effect, Fiber, Schedule } from "effect"
+import { Console, Effect, Fiber, Layer, Schedule } from "effect"
 import { Baton, CheckpointCoordinator, ExtractionWorkflow, Worker } from "../src/index.js"
 
 const documents = Array.from({ length: 12 }, (_, i) => ({
@@ -26,6 +26,10 @@ const program = Effect.gen(function* () {
   yield* Console.log(
     `${result.documents} documents, ${result.summary.links} links, dates ${result.summary.earliestDate}…${result.summary.latestDate}`
   )
-}).pipe(Effect.scoped, Effect.provide(Baton.layerSqlite({ filename: "scratchpad/readme-example.db" })))
+}).pipe(
+  Effect.scoped,
+  // Baton.layer* provide the core services; the reference workflow is a layer of its own on top.
+  Effect.provide(ExtractionWorkflow.layer.pipe(Layer.provideMerge(Baton.layerSqlite({ filename: "scratchpad/readme-example.db" }))))
+)
 
 Effect.runPromise(program)

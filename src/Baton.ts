@@ -1,13 +1,16 @@
 /**
- * Baton's ready-made layers: storage plus every service, for one backend.
+ * Baton's ready-made layers: storage plus every core service, for one backend.
  *
  * `layerMemory` (tests), `layerSqlite({ filename })` (the embedded default), `layerPg({ url })` and
- * `layerPgConfig` (`DATABASE_URL`). Each provides TaskQueue, CompletionBackend, CheckpointCoordinator (durable,
- * waking on the completion stream), ChordRegistry (whose coordinator runs for the life of the layer), RunService
- * and ExtractionWorkflow — and the `SqlClient` and `Storage` too, so application code can join Baton's
- * transactions (`sql.withTransaction`) — and run the `Reconciler` (expired leases, log retention, chord healing) in the
- * background for the life of the layer. Workers are started separately (`Worker.run` / `Worker.layer`), so a process
- * can produce without consuming.
+ * `layerPgConfig` (`DATABASE_URL`), or `layerWith(storage)` on any `Storage.layer*`. Each provides TaskQueue,
+ * CompletionBackend, CheckpointCoordinator (durable, waking on the completion stream), ChordRegistry (whose coordinator
+ * runs for the life of the layer), RunService and ReadModel — and the `SqlClient` and `Storage` too, so application
+ * code can join Baton's transactions (`sql.withTransaction`) — and run the `Reconciler` (expired leases, log retention,
+ * chord healing) in the background for the life of the layer. Workers are started separately (`Worker.run` /
+ * `Worker.layer`), so a process can produce without consuming.
+ *
+ * The reference workflow is not included: provide `ExtractionWorkflow.layer` on top
+ * (`ExtractionWorkflow.layer.pipe(Layer.provideMerge(Baton.layerSqlite(...)))`), as the CLI does.
  *
  * @since 0.1.0
  */
@@ -16,19 +19,20 @@ import * as Layer from "effect/Layer"
 import type { CheckpointCoordinator } from "./CheckpointCoordinator.js"
 import type { ChordRegistry } from "./ChordRegistry.js"
 import type { CompletionBackend } from "./CompletionBackend.js"
-import * as ExtractionWorkflow from "./ExtractionWorkflow.js"
+import type { ReadModel } from "./ReadModel.js"
 import * as Reconciler from "./Reconciler.js"
 import type { RunService } from "./RunService.js"
 import * as SqlCheckpointCoordinator from "./SqlCheckpointCoordinator.js"
 import * as SqlChordRegistry from "./SqlChordRegistry.js"
 import * as SqlCompletionBackend from "./SqlCompletionBackend.js"
+import * as SqlReadModel from "./SqlReadModel.js"
 import * as SqlRunService from "./SqlRunService.js"
 import * as SqlTaskQueue from "./SqlTaskQueue.js"
 import * as Storage from "./Storage.js"
 import type { TaskQueue } from "./TaskQueue.js"
 
-/** The core services (everything but the example workflow). */
-export type CoreServices =
+/** Everything a `Baton.layer*` provides. */
+export type Services =
   | SqlClient.SqlClient
   | Storage.Storage
   | TaskQueue
@@ -36,15 +40,13 @@ export type CoreServices =
   | CheckpointCoordinator
   | ChordRegistry
   | RunService
+  | ReadModel
   | Reconciler.Reconciler
 
-/** Everything Baton provides. */
-export type Services = CoreServices | ExtractionWorkflow.ExtractionWorkflow
-
-/** Baton's core services on a given storage layer. */
-export const coreLayerWith = <E, R>(
+/** Baton's services on a given storage layer. */
+export const layerWith = <E, R>(
   storage: Layer.Layer<SqlClient.SqlClient | Storage.Storage, E, R>
-): Layer.Layer<CoreServices, E, R> => {
+): Layer.Layer<Services, E, R> => {
   const queue = SqlTaskQueue.layer.pipe(Layer.provideMerge(storage))
   const completions = SqlCompletionBackend.layer.pipe(Layer.provideMerge(queue))
   // The reconciler (expired leases, log retention, and the chords' heal pass, which the chord registry registers
@@ -54,14 +56,10 @@ export const coreLayerWith = <E, R>(
     SqlCheckpointCoordinator.layerWithCompletions(),
     SqlChordRegistry.layer,
     SqlRunService.layer,
+    SqlReadModel.layer,
     Reconciler.layerRun()
   ).pipe(Layer.provideMerge(withReconciler))
 }
-
-/** Baton's services (core + ExtractionWorkflow) on a given storage layer. */
-export const layerWith = <E, R>(
-  storage: Layer.Layer<SqlClient.SqlClient | Storage.Storage, E, R>
-): Layer.Layer<Services, E, R> => ExtractionWorkflow.layer.pipe(Layer.provideMerge(coreLayerWith(storage)))
 
 /** Baton on SQLite `:memory:` (a fresh database per layer build). */
 export const layerMemory: Layer.Layer<Services, Storage.StorageError> = layerWith(Storage.layerMemory)

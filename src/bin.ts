@@ -1,5 +1,5 @@
 /**
- * The `baton` executable (see `src/internal/cli/app.ts` for the commands). The only place in `src/` that runs an
+ * The `baton` executable (see `src/cli/app.ts` for the commands). The only place in `src/` that runs an
  * Effect: `NodeRuntime.runMain` handles Ctrl-C / SIGTERM by interrupting the command, whose scopes then close (workers
  * stop claiming, in-flight tasks finish or are handed back, storage closes) before the process exits with 130.
  */
@@ -8,8 +8,8 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import { main } from "./internal/cli/app.js"
-import { ExitCode } from "./internal/cli/errors.js"
+import { main } from "./cli/app.js"
+import { ExitCode } from "./cli/errors.js"
 
 NodeRuntime.runMain(main(process.argv).pipe(Effect.provide(NodeContext.layer)), {
   disableErrorReporting: true,

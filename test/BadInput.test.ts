@@ -21,7 +21,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as Baton from "../src/Baton.js"
 import * as Continuations from "../src/Continuations.js"
-import * as ExtractionWorkflow from "../src/ExtractionWorkflow.js"
+import * as ExtractionWorkflow from "../src/extraction/ExtractionWorkflow.js"
 import { RunService } from "../src/RunService.js"
 import { CheckpointCoordinator } from "../src/CheckpointCoordinator.js"
 import * as ChordRegistry from "../src/ChordRegistry.js"
@@ -104,7 +104,7 @@ const fastWorker = { tasks, concurrency: 4, pollInterval: { min: "2 millis", max
 
 for (const backend of Backends.all()) {
   describe(`bad inputs [${backend.name}]`, () => {
-    const layer = () => Baton.coreLayerWith(backend.storage())
+    const layer = () => Baton.layerWith(backend.storage())
 
     it.live("enqueue: a payload of the wrong type fails with InvalidPayload and writes nothing", () =>
       Effect.gen(function* () {
@@ -506,7 +506,7 @@ for (const backend of Backends.all()) {
           }
           assert.deepStrictEqual(yield* runs.listRuns({}), [])
           assert.strictEqual(yield* taskCount, 0)
-        }).pipe(Effect.provide(Baton.layerWith(backend.storage())))
+        }).pipe(Effect.provide(ExtractionWorkflow.layer.pipe(Layer.provideMerge(Baton.layerWith(backend.storage())))))
     )
 
     it.live(
@@ -743,7 +743,7 @@ describe.runIf(Backends.pgAvailable())("bad inputs: the database going away mid-
         yield* program.pipe(
           Effect.scoped,
           Effect.provide(
-            Baton.coreLayerWith(
+            Baton.layerWith(
               Storage.layerPg({
                 url: Backends.pgUrl(),
                 schema: `bt_${process.pid}_${Date.now().toString(36)}_kill`,
@@ -818,7 +818,7 @@ describe.runIf(Backends.pgAvailable())("bad inputs: the database going away mid-
         yield* program.pipe(
           Effect.scoped,
           Effect.provide(
-            Baton.coreLayerWith(
+            Baton.layerWith(
               Storage.layerPg({
                 url: url.toString(),
                 schema: `bt_${process.pid}_${Date.now().toString(36)}_proxy`,

@@ -14,7 +14,7 @@ import * as ChordRegistry from "../src/ChordRegistry.js"
 import { RunService } from "../src/RunService.js"
 import * as Task from "../src/Task.js"
 import { TaskQueue } from "../src/TaskQueue.js"
-import * as Dashboard from "../src/Dashboard.js"
+import * as Dashboard from "../src/dashboard/Dashboard.js"
 import * as Backends from "./support/backends.js"
 
 const Echo = Task.make("echo", {

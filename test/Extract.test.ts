@@ -11,7 +11,7 @@ import {
   detectFormat,
   extractDocument,
   mergeBatch
-} from "../src/Extract.js"
+} from "../src/extraction/Extract.js"
 
 const here = Path.dirname(fileURLToPath(import.meta.url))
 const fixture = (name: string) => Fs.readFileSync(Path.join(here, "fixtures", "extract", name), "utf8")

@@ -132,7 +132,7 @@ describe.runIf(admin)("the restricted runtime role (baton_app)", () => {
       yield* program.pipe(
         Effect.scoped,
         Effect.provide(
-          Baton.coreLayerWith(Storage.layerPg({ url: appUrl.toString(), schema, applicationName: "baton-role-test" }))
+          Baton.layerWith(Storage.layerPg({ url: appUrl.toString(), schema, applicationName: "baton-role-test" }))
         )
       )
     })

@@ -192,7 +192,7 @@ for (const backend of Backends.all()) {
           yield* Effect.promise(() =>
             FastCheck.assert(property, { numRuns: backend.name === "pg" ? 12 : 20, seed: 0xba70, endOnFailure: true })
           )
-        }).pipe(Effect.scoped, Effect.provide(Baton.coreLayerWith(backend.storage()))),
+        }).pipe(Effect.scoped, Effect.provide(Baton.layerWith(backend.storage()))),
       { timeout: 300_000 }
     )
 
@@ -270,7 +270,7 @@ for (const backend of Backends.all()) {
           assert.strictEqual(yield* taskCount("sec-echo"), sqlish.length)
           const chordRows = yield* sql<{ n: number }>`SELECT count(*) AS n FROM baton_chords`
           assert.strictEqual(Number(chordRows[0]!.n), 1)
-        }).pipe(Effect.scoped, Effect.provide(Baton.coreLayerWith(backend.storage())))
+        }).pipe(Effect.scoped, Effect.provide(Baton.layerWith(backend.storage())))
     )
   })
 }
@@ -341,6 +341,6 @@ describe.runIf(Backends.pgAvailable())("security [pg]: NOTIFY carries ids only",
         notifications.some((n) => n.channel === channels[1]),
         "a tasks-channel wake-up was seen"
       )
-    }).pipe(Effect.scoped, Effect.provide(Baton.coreLayerWith(Backends.postgres.storage())))
+    }).pipe(Effect.scoped, Effect.provide(Baton.layerWith(Backends.postgres.storage())))
   )
 })

@@ -58,7 +58,7 @@ const program = Effect.gen(function* () {
   console.log(`awaited ${ok} ${failed}`)
 })
 
-Effect.runPromise(Effect.provide(program, Baton.coreLayerWith(storageLayer(storageFromEnv(), "producer")))).then(
+Effect.runPromise(Effect.provide(program, Baton.layerWith(storageLayer(storageFromEnv(), "producer")))).then(
   () => process.exit(0),
   (error) => {
     console.error(`producer failed: ${String(error)}`)

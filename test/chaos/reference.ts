@@ -5,9 +5,10 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as Baton from "../../src/Baton.js"
-import * as ExtractionWorkflow from "../../src/ExtractionWorkflow.js"
-import { directoryCorpus } from "../../src/internal/cli/corpus.js"
+import * as ExtractionWorkflow from "../../src/extraction/ExtractionWorkflow.js"
+import { directoryCorpus } from "../../src/cli/corpus.js"
 import * as Worker from "../../src/Worker.js"
 
 /** A run's saved rows, normalised for comparison (no run id, no timestamps, numbers as numbers). */
@@ -43,5 +44,5 @@ export const referenceRun = (dir: string, batchSize: number): Promise<RunRows> =
       yield* Worker.run({ tasks: ExtractionWorkflow.tasks, concurrency: 8 })
       yield* workflow.run({ documents: corpus.documents, batchSize, runId: "reference" })
       return yield* readRunRows("reference")
-    }).pipe(Effect.scoped, Effect.provide(Baton.layerMemory))
+    }).pipe(Effect.scoped, Effect.provide(ExtractionWorkflow.layer.pipe(Layer.provideMerge(Baton.layerMemory))))
   )

@@ -1,5 +1,5 @@
 /**
- * Which storage the CLI uses, and every Baton service on it.
+ * Which storage the CLI uses, and every Baton service on it (with the reference workflow, which the CLI runs).
  *
  * Postgres when `--database-url` is given or `DATABASE_URL` is set (with `BATON_PG_SCHEMA` as an optional schema, and
  * `PGAPPNAME` as the connections' `application_name`, default `baton-cli`; the LISTEN connection adds `-listener`);
@@ -12,8 +12,9 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import * as Baton from "../../Baton.js"
-import * as Storage from "../../Storage.js"
+import * as Baton from "../Baton.js"
+import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
+import * as Storage from "../Storage.js"
 
 /** The default SQLite file, relative to the current directory. */
 export const defaultDbFile = path.join(".baton", "baton.db")
@@ -76,11 +77,13 @@ export const storageLayer = (
         })
       )
 
-/** Every service the CLI uses. */
-export type Services = Baton.Services
+/** Every service the CLI uses: Baton's and the reference workflow. */
+export type Services = Baton.Services | ExtractionWorkflow.ExtractionWorkflow
 
-/** Baton's core services (with the Reconciler) on a storage layer: `Baton.coreLayerWith`. */
-export const coreLayer = Baton.coreLayerWith
+/** Baton's services (with the Reconciler) on a storage layer: `Baton.layerWith`. */
+export const coreLayer = Baton.layerWith
 
-/** Everything the CLI uses, with the Reconciler running in every CLI process: `Baton.layerWith`. */
-export const servicesLayer = Baton.layerWith
+/** Everything the CLI uses, with the Reconciler running in every CLI process: `Baton.layerWith` and the workflow. */
+export const servicesLayer = <E, R>(
+  storage: Layer.Layer<SqlClient.SqlClient | Storage.Storage, E, R>
+): Layer.Layer<Services, E, R> => ExtractionWorkflow.layer.pipe(Layer.provideMerge(Baton.layerWith(storage)))

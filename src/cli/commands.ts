@@ -2,7 +2,6 @@
  * What each `baton` command does, given Baton's services. Output goes to stdout (results, progress) and stderr
  * (notices); the command definitions and option parsing are in `app.ts`.
  */
-import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
@@ -13,18 +12,19 @@ import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
-import { CheckpointCoordinator } from "../../CheckpointCoordinator.js"
-import { ChordRegistry } from "../../ChordRegistry.js"
-import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
-import { type Run, RunService, RunStateConflict } from "../../RunService.js"
-import { type InvalidInput, TaskQueue } from "../../TaskQueue.js"
-import * as Worker from "../../Worker.js"
+import { CheckpointCoordinator } from "../CheckpointCoordinator.js"
+import { ChordRegistry } from "../ChordRegistry.js"
+import { ReadModel } from "../ReadModel.js"
+import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
+import { type Run, RunService, RunStateConflict } from "../RunService.js"
+import { type InvalidInput, TaskQueue } from "../TaskQueue.js"
+import * as Worker from "../Worker.js"
 import * as DashboardServer from "../dashboard/server.js"
 import type { Corpus } from "./corpus.js"
 import * as Display from "./display.js"
 import { exportBatches, exportDocuments, type Format, type Subject } from "./export.js"
 import type { Services } from "./layers.js"
-import * as Task from "../../Task.js"
+import * as Task from "../Task.js"
 
 /** Writes to stdout. */
 export const write = (text: string): Effect.Effect<void> => Effect.sync(() => void process.stdout.write(text))
@@ -335,8 +335,6 @@ export const worker = (options: {
     return yield* Effect.never
   })
 
-const chordStates = ["running", "completed", "failed", "cancelled"] as const
-
 /** The data behind `baton status`. */
 export const statusReport = (limit: number) =>
   Effect.gen(function* () {
@@ -344,7 +342,7 @@ export const statusReport = (limit: number) =>
     const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
     const checkpoints = yield* CheckpointCoordinator
     const queue = yield* TaskQueue
-    const sql = yield* SqlClient.SqlClient
+    const readModel = yield* ReadModel
     const list = yield* runs.listRuns({ limit })
     const documents = (run: Run) =>
       run.kind === ExtractionWorkflow.kind
@@ -382,12 +380,7 @@ export const statusReport = (limit: number) =>
           }))
         )
     ).pipe(Effect.map((lists) => lists.flat()))
-    const chordRows = yield* sql<{
-      state: string
-      n: number
-    }>`SELECT state, count(*) AS n FROM baton_chords GROUP BY state`
-    const chords: Record<string, number> = Object.fromEntries(chordStates.map((state) => [state, 0]))
-    for (const row of chordRows) chords[row.state] = Number(row.n)
+    const chords: Record<string, number> = { ...(yield* readModel.chordCounts) }
     const tasks = yield* queue.counts
     return { runs: runsJson, pendingCheckpoints, chords, tasks: { ...tasks } }
   })
@@ -473,17 +466,16 @@ export const cancel = (runId: string) =>
   Effect.gen(function* () {
     const runs = yield* RunService
     const chords = yield* ChordRegistry
-    const sql = yield* SqlClient.SqlClient
+    const readModel = yield* ReadModel
     const run = yield* runs.finish(runId, "cancelled")
     const prefix = `extract:${runId}`
-    const running = yield* sql<{ id: string; idempotency_key: string }>`SELECT id, idempotency_key FROM baton_chords
-      WHERE state = 'running' AND substr(idempotency_key, 1, ${prefix.length}) = ${prefix}`
+    const running = yield* readModel.chordsByKeyPrefix(prefix, "running")
     let cancelled = 0
     for (const chord of running) {
       // The key is extract:<scope>:<batch>; the scope is the run id or <runId>#<n>.
-      const rest = chord.idempotency_key.slice(prefix.length)
+      const rest = chord.idempotencyKey.slice(prefix.length)
       if (!/^(#\d+)?:\d+$/.test(rest)) continue
-      if (yield* chords.cancel(chord.id)) cancelled++
+      if (yield* chords.cancel(chord.chordId)) cancelled++
     }
     yield* print(
       `run ${run.id} cancelled at ${run.completedBatches}/${run.totalBatches} batches` +

@@ -28,12 +28,16 @@ import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
 import * as http from "node:http"
-import { CompletionBackend, type CompletionEvent } from "../../CompletionBackend.js"
+import { CompletionBackend, type CompletionEvent } from "../CompletionBackend.js"
 import { appCss, appJs, pageHtml } from "./assets.js"
-import type { TaskListFilter } from "../../TaskQueue.js"
+import type { TaskListFilter } from "../TaskQueue.js"
 import * as ReadModel from "./readModel.js"
 
-/** How the dashboard is served. */
+/**
+ * How the dashboard is served.
+ *
+ * @category models
+ */
 export interface DashboardOptions {
   /** TCP port (0: any free port; the bound one is in the returned address). Default 4400. */
   readonly port?: number | undefined
@@ -47,13 +51,21 @@ export interface DashboardOptions {
   readonly storage?: string | undefined
 }
 
-/** The server could not start (port taken, bad host, …). */
+/**
+ * The server could not start (port taken, bad host, …).
+ *
+ * @category errors
+ */
 export class DashboardError extends Data.TaggedError("DashboardError")<{
   readonly message: string
   readonly cause?: unknown
 }> {}
 
-/** A running dashboard. */
+/**
+ * A running dashboard.
+ *
+ * @category models
+ */
 export interface RunningDashboard {
   /** `http://host:port/` as bound (the real port when 0 was asked for). */
   readonly url: string
@@ -132,6 +144,8 @@ const enumParam = <A extends string>(
 /**
  * Serves the dashboard in the current scope until it closes (then open event streams end and connections close).
  * Needs Baton's services (the read model) and the CompletionBackend.
+ *
+ * @category constructors
  */
 export const serve = (options: DashboardOptions) =>
   Effect.gen(function* () {
@@ -388,6 +402,10 @@ export const serve = (options: DashboardOptions) =>
     return running
   })
 
-/** The services `serve` needs. */
+/**
+ * The services `serve` needs.
+ *
+ * @category models
+ */
 export type Requirements =
   Effect.Effect.Context<ReturnType<typeof serve>> extends infer R ? Exclude<R, Scope.Scope> : never

@@ -40,20 +40,24 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import { CheckpointCoordinator, type CheckpointToken } from "./CheckpointCoordinator.js"
-import * as ChordRegistry from "./ChordRegistry.js"
-import { CompletionBackend } from "./CompletionBackend.js"
+import { CheckpointCoordinator, type CheckpointToken } from "../CheckpointCoordinator.js"
+import * as ChordRegistry from "../ChordRegistry.js"
+import { CompletionBackend } from "../CompletionBackend.js"
 import { BatchSummary, DocumentExtract, extractDocument, mergeBatch } from "./Extract.js"
-import * as Validate from "./internal/validate.js"
-import { type Run, type RunId, type RunNotFound, RunService, type RunStateConflict } from "./RunService.js"
-import * as Task from "./Task.js"
-import { InvalidInput, type TaskInfo, TaskQueue, terminalStates } from "./TaskQueue.js"
+import * as Validate from "../internal/validate.js"
+import { type Run, type RunId, type RunNotFound, RunService, type RunStateConflict } from "../RunService.js"
+import * as Task from "../Task.js"
+import { InvalidInput, type TaskInfo, TaskQueue, terminalStates } from "../TaskQueue.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Tasks
 // ---------------------------------------------------------------------------------------------------------------------
 
-/** Body task: extracts one document (pure; the document travels in the payload, so any host can run it). */
+/**
+ * Body task: extracts one document (pure; the document travels in the payload, so any host can run it).
+ *
+ * @category tasks
+ */
 export const ExtractDocument = Task.make("baton.extract.document", {
   payload: Schema.Struct({ path: Schema.String, content: Schema.String }),
   success: DocumentExtract,
@@ -63,7 +67,11 @@ export const ExtractDocument = Task.make("baton.extract.document", {
   backoff: { base: "200 millis", factor: 2, max: "10 seconds" }
 })
 
-/** Chord callback: merges a batch's extracts (in document order) into its summary. */
+/**
+ * Chord callback: merges a batch's extracts (in document order) into its summary.
+ *
+ * @category tasks
+ */
 export const MergeBatch = Task.make("baton.extract.merge", {
   payload: ChordRegistry.callbackPayload(DocumentExtract, { runId: Schema.String, batchIndex: Schema.Number }),
   success: BatchSummary,
@@ -72,27 +80,47 @@ export const MergeBatch = Task.make("baton.extract.merge", {
   backoff: { base: "200 millis", factor: 2, max: "10 seconds" }
 })
 
-/** The tasks a worker must run for this workflow: `Worker.run({ tasks: ExtractionWorkflow.tasks })`. */
+/**
+ * The tasks a worker must run for this workflow: `Worker.run({ tasks: ExtractionWorkflow.tasks })`.
+ *
+ * @category tasks
+ */
 export const tasks = [ExtractDocument, MergeBatch] as const
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Contract
 // ---------------------------------------------------------------------------------------------------------------------
 
-/** The run kind recorded in `baton_runs`. */
+/**
+ * The run kind this workflow records on its runs (`Run.kind`).
+ *
+ * @category constants
+ */
 export const kind = "extract"
 
-/** Default number of documents per batch. */
+/**
+ * Default number of documents per batch.
+ *
+ * @category constants
+ */
 export const defaultBatchSize = 20
 
-/** A document to extract. */
+/**
+ * A document to extract.
+ *
+ * @category models
+ */
 export interface InputDocument {
   /** A name for the document (a relative path); its extension selects Markdown, HTML or text rules. */
   readonly path: string
   readonly content: string
 }
 
-/** What `run` processes. */
+/**
+ * What `run` processes.
+ *
+ * @category models
+ */
 export interface RunInput {
   readonly documents: Iterable<InputDocument>
   /** Documents per batch (default 20). */
@@ -103,16 +131,28 @@ export interface RunInput {
   readonly source?: string | undefined
 }
 
-/** The workflow-specific part of a run's metadata. */
+/**
+ * The workflow-specific part of a run's metadata.
+ *
+ * @category models
+ */
 export const RunMetadata = Schema.Struct({
   batchSize: Schema.Int.pipe(Schema.positive()),
   totalDocuments: Schema.NonNegativeInt,
   source: Schema.optional(Schema.String)
 })
-/** The workflow-specific part of a run's metadata. */
+/**
+ * The workflow-specific part of a run's metadata.
+ *
+ * @category models
+ */
 export interface RunMetadata extends Schema.Schema.Type<typeof RunMetadata> {}
 
-/** A finished run. */
+/**
+ * A finished run.
+ *
+ * @category models
+ */
 export interface RunResult {
   readonly runId: RunId
   readonly batches: number
@@ -121,7 +161,11 @@ export interface RunResult {
   readonly summary: BatchSummary
 }
 
-/** Where a run stands. */
+/**
+ * Where a run stands.
+ *
+ * @category models
+ */
 export interface Progress {
   readonly run: Run
   readonly metadata: RunMetadata
@@ -129,21 +173,33 @@ export interface Progress {
   readonly documentsDone: number
 }
 
-/** One saved document extract. */
+/**
+ * One saved document extract.
+ *
+ * @category models
+ */
 export interface SavedDocument extends DocumentExtract {
   readonly runId: string
   readonly batchIndex: number
   readonly docIndex: number
 }
 
-/** One saved batch summary. */
+/**
+ * One saved batch summary.
+ *
+ * @category models
+ */
 export interface SavedBatch {
   readonly runId: string
   readonly batchIndex: number
   readonly summary: BatchSummary
 }
 
-/** The run failed at a batch (a document that failed for good, the merge, or the save); progress stays before it. */
+/**
+ * The run failed at a batch (a document that failed for good, the merge, or the save); progress stays before it.
+ *
+ * @category errors
+ */
 export class ExtractionFailed extends Schema.TaggedError<ExtractionFailed>()("ExtractionFailed", {
   runId: Schema.String,
   batchIndex: Schema.Number,
@@ -154,7 +210,11 @@ export class ExtractionFailed extends Schema.TaggedError<ExtractionFailed>()("Ex
   }
 }
 
-/** The run is not an extraction run (or its metadata is unreadable). */
+/**
+ * The run is not an extraction run (or its metadata is unreadable).
+ *
+ * @category errors
+ */
 export class NotAnExtractionRun extends Schema.TaggedError<NotAnExtractionRun>()("NotAnExtractionRun", {
   runId: Schema.String,
   kind: Schema.String
@@ -164,13 +224,25 @@ export class NotAnExtractionRun extends Schema.TaggedError<NotAnExtractionRun>()
   }
 }
 
-/** Errors of running or resuming. */
+/**
+ * Errors of running or resuming.
+ *
+ * @category errors
+ */
 export type WorkflowError =
   ExtractionFailed | NotAnExtractionRun | RunNotFound | RunStateConflict | InvalidInput | SqlError
 
-/** Largest `batchSize` (a batch is one chord). */
+/**
+ * Largest `batchSize` (a batch is one chord).
+ *
+ * @category constants
+ */
 export const maxBatchSize = 100_000
-/** Longest document path. */
+/**
+ * Longest document path.
+ *
+ * @category constants
+ */
 export const maxPathLength = 4096
 
 /**
@@ -199,7 +271,11 @@ const checkInput = (
   return undefined
 }
 
-/** The extraction workflow. */
+/**
+ * The extraction workflow.
+ *
+ * @category tags
+ */
 export class ExtractionWorkflow extends Context.Tag("baton/ExtractionWorkflow")<
   ExtractionWorkflow,
   {
@@ -284,7 +360,11 @@ const messageOf = (error: unknown): string =>
     ? String((error as { message: unknown }).message)
     : String(error)
 
-/** Builds the workflow from Baton's services. */
+/**
+ * Builds the workflow from Baton's services.
+ *
+ * @category constructors
+ */
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const runs = yield* RunService
@@ -602,7 +682,11 @@ export const make = Effect.gen(function* () {
   return ExtractionWorkflow.of({ start, run, resume, progress, summary, documents, batches })
 })
 
-/** The workflow on Baton's services (storage, RunService, CheckpointCoordinator, ChordRegistry, TaskQueue, completions). */
+/**
+ * The workflow on Baton's services (storage, RunService, CheckpointCoordinator, ChordRegistry, TaskQueue, completions).
+ *
+ * @category layers
+ */
 export const layer: Layer.Layer<
   ExtractionWorkflow,
   never,

@@ -3,7 +3,7 @@
  * when it needs to be, lists as JSON text in one cell), in document (or batch) order. Deterministic: the same run
  * exports the same bytes.
  */
-import type { SavedBatch, SavedDocument } from "../../ExtractionWorkflow.js"
+import type { SavedBatch, SavedDocument } from "../extraction/ExtractionWorkflow.js"
 
 /** Export formats. */
 export const formats = ["jsonl", "csv"] as const

@@ -43,34 +43,70 @@ import { Schema } from "effect"
 // Schemas
 // ---------------------------------------------------------------------------------------------------------------------
 
-/** The kind of document, which selects the extraction rules. */
+/**
+ * The kind of document, which selects the extraction rules.
+ *
+ * @category schemas
+ */
 export const DocumentFormat = Schema.Literal("markdown", "html", "text")
-/** The kind of document, which selects the extraction rules. */
+/**
+ * The kind of document, which selects the extraction rules.
+ *
+ * @category schemas
+ */
 export type DocumentFormat = typeof DocumentFormat.Type
 
-/** A calendar date written `YYYY-MM-DD`. */
+/**
+ * A calendar date written `YYYY-MM-DD`.
+ *
+ * @category schemas
+ */
 export const IsoDate = Schema.String.pipe(Schema.pattern(/^\d{4}-\d{2}-\d{2}$/))
 
-/** One heading: its level (1–6) and its plain text. */
+/**
+ * One heading: its level (1–6) and its plain text.
+ *
+ * @category schemas
+ */
 export const Heading = Schema.Struct({
   level: Schema.Int.pipe(Schema.between(1, 6)),
   text: Schema.String
 })
-/** One heading: its level (1–6) and its plain text. */
+/**
+ * One heading: its level (1–6) and its plain text.
+ *
+ * @category schemas
+ */
 export interface Heading extends Schema.Schema.Type<typeof Heading> {}
 
-/** A keyword and how often it occurs. */
+/**
+ * A keyword and how often it occurs.
+ *
+ * @category schemas
+ */
 export const Keyword = Schema.Struct({
   word: Schema.String,
   count: Schema.Int.pipe(Schema.positive())
 })
-/** A keyword and how often it occurs. */
+/**
+ * A keyword and how often it occurs.
+ *
+ * @category schemas
+ */
 export interface Keyword extends Schema.Schema.Type<typeof Keyword> {}
 
-/** Language → number of code blocks in that language. */
+/**
+ * Language → number of code blocks in that language.
+ *
+ * @category schemas
+ */
 export const CodeLanguages = Schema.Record({ key: Schema.String, value: Schema.NonNegativeInt })
 
-/** Everything extracted from one document. */
+/**
+ * Everything extracted from one document.
+ *
+ * @category schemas
+ */
 export const DocumentExtract = Schema.Struct({
   path: Schema.String,
   format: DocumentFormat,
@@ -90,10 +126,18 @@ export const DocumentExtract = Schema.Struct({
   /** At most 10, by count descending then word ascending. */
   keywords: Schema.Array(Keyword)
 })
-/** Everything extracted from one document. */
+/**
+ * Everything extracted from one document.
+ *
+ * @category schemas
+ */
 export interface DocumentExtract extends Schema.Schema.Type<typeof DocumentExtract> {}
 
-/** Totals over a batch of extracts; independent of their order. */
+/**
+ * Totals over a batch of extracts; independent of their order.
+ *
+ * @category schemas
+ */
 export const BatchSummary = Schema.Struct({
   documents: Schema.NonNegativeInt,
   formats: Schema.Struct({
@@ -119,14 +163,22 @@ export const BatchSummary = Schema.Struct({
   /** Top 20 of the summed per-document keywords (each document contributes only its own top 10). */
   keywords: Schema.Array(Keyword)
 })
-/** Totals over a batch of extracts; independent of their order. */
+/**
+ * Totals over a batch of extracts; independent of their order.
+ *
+ * @category schemas
+ */
 export interface BatchSummary extends Schema.Schema.Type<typeof BatchSummary> {}
 
 // ---------------------------------------------------------------------------------------------------------------------
 // API
 // ---------------------------------------------------------------------------------------------------------------------
 
-/** Picks the format from the extension (.md/.markdown/.mdx, .html/.htm/.xhtml), else sniffs for HTML, else text. */
+/**
+ * Picks the format from the extension (.md/.markdown/.mdx, .html/.htm/.xhtml), else sniffs for HTML, else text.
+ *
+ * @category extraction
+ */
 export const detectFormat = (path: string, content: string): DocumentFormat => {
   const base = path.slice(Math.max(path.lastIndexOf("/"), path.lastIndexOf("\\")) + 1)
   const dot = base.lastIndexOf(".")
@@ -136,7 +188,11 @@ export const detectFormat = (path: string, content: string): DocumentFormat => {
   return HTML_SNIFF.test(content.slice(0, 1024)) ? "html" : "text"
 }
 
-/** Extracts a document's structure and statistics; pure, synchronous and linear in `content`. */
+/**
+ * Extracts a document's structure and statistics; pure, synchronous and linear in `content`.
+ *
+ * @category extraction
+ */
 export const extractDocument = (path: string, content: string): DocumentExtract => {
   const format = detectFormat(path, content)
   const bytes = Buffer.byteLength(content, "utf8")
@@ -163,7 +219,11 @@ export const extractDocument = (path: string, content: string): DocumentExtract 
   }
 }
 
-/** Merges extracts into totals; order-independent (sums, distinct-set sizes and fully sorted rankings). */
+/**
+ * Merges extracts into totals; order-independent (sums, distinct-set sizes and fully sorted rankings).
+ *
+ * @category extraction
+ */
 export const mergeBatch = (extracts: ReadonlyArray<DocumentExtract>): BatchSummary => {
   const formats = { markdown: 0, html: 0, text: 0 }
   const links = new Set<string>()

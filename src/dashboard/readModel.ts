@@ -1,72 +1,89 @@
 /**
- * What the dashboard shows, read from Baton's services and tables: runs with progress, rate and ETA; a run's batches
+ * What the dashboard shows, read from Baton's services: runs with progress, rate and ETA; a run's batches
  * (checkpoints); chords; queue depth, throughput and the oldest waiting task; paged, filtered task lists; task detail.
  *
  * Lists come from the services (`TaskQueue.list` / `queueStats`, `ChordRegistry.list`, `RunService.listRuns`); what
- * they do not offer is read here from the tables: a run's checkpoint history with timings (the in-memory checkpoint
- * coordinator forgets completed tokens by design, so a history is a property of the durable tables), throughput from
- * the completions log, and the time-to-callback histogram. Every list is paged (`limit` at most 200) and filtered in
- * the query: nothing loads every task. Reads only: the one action (retry a dead task) is `TaskQueue.retry`. Values
- * are plain JSON-ready objects (epoch milliseconds for times); escaping is the page's job (it uses textContent).
+ * they do not offer comes from the `ReadModel` service: a run's checkpoint history with timings (the in-memory
+ * checkpoint coordinator forgets completed tokens by design, so a history is a property of the durable store),
+ * throughput from the completions log, and the time-to-callback histogram. Every list is paged (`limit` at most 200)
+ * and filtered in the query: nothing loads every task. Reads only: the one action (retry a dead task) is
+ * `TaskQueue.retry`. Values are plain JSON-ready objects (epoch milliseconds for times); escaping is the page's job (it
+ * uses textContent). Document counts of extraction runs are shown when the `ExtractionWorkflow` is provided too.
  */
-import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import { type ChordInfo, ChordRegistry, ChordState } from "../../ChordRegistry.js"
-import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
-import { type Run, type RunNotFound, RunService, RunState } from "../../RunService.js"
-import { type TaskListFilter, type TaskNotFound, TaskQueue, TaskState } from "../../TaskQueue.js"
+import { type ChordInfo, ChordRegistry, ChordState } from "../ChordRegistry.js"
+import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
+import { ReadModel } from "../ReadModel.js"
+import { type Run, type RunNotFound, RunService, RunState } from "../RunService.js"
+import { type TaskListFilter, type TaskNotFound, TaskQueue, TaskState } from "../TaskQueue.js"
 
-/** Largest page a list request returns. */
+/**
+ * Largest page a list request returns.
+ *
+ * @category constants
+ */
 export const maxLimit = 200
 
-/** True for a chord state. */
+/**
+ * True for a chord state.
+ *
+ * @category guards
+ */
 export const isChordState = (s: string): s is ChordState => (ChordState.literals as ReadonlyArray<string>).includes(s)
-/** True for a task state. */
+/**
+ * True for a task state.
+ *
+ * @category guards
+ */
 export const isTaskState = (s: string): s is TaskState => (TaskState.literals as ReadonlyArray<string>).includes(s)
-/** True for a run state. */
+/**
+ * True for a run state.
+ *
+ * @category guards
+ */
 export const isRunState = (s: string): s is RunState => (RunState.literals as ReadonlyArray<string>).includes(s)
 
-/** A page request. */
+/**
+ * A page request.
+ *
+ * @category models
+ */
 export interface Page {
   readonly limit: number
   readonly offset: number
 }
 
-const num = (value: unknown): number => Number(value)
-const numOrNull = (value: unknown): number | null => (value === null || value === undefined ? null : Number(value))
-const parse = (text: string | null): unknown => {
-  if (text === null) return null
-  try {
-    return JSON.parse(text)
-  } catch {
-    return text
-  }
-}
-/** Exponential buckets (ms) of the time-to-callback histogram: ≤1, ≤2, ≤4, … ≤65536, and more. */
+/**
+ * Exponential buckets (ms) of the time-to-callback histogram: ≤1, ≤2, ≤4, … ≤65536, and more.
+ *
+ * @category constants
+ */
 export const histogramBounds: ReadonlyArray<number> = Array.from({ length: 17 }, (_, i) => 2 ** i)
 
-/** Builds the read model over the services in context. */
+/**
+ * Builds the dashboard's views over the services in context.
+ *
+ * @category constructors
+ */
 export const make = Effect.gen(function* () {
-  const sql = yield* SqlClient.SqlClient
+  const readModel = yield* ReadModel
   const runs = yield* RunService
   const queue = yield* TaskQueue
-  const workflow = yield* ExtractionWorkflow.ExtractionWorkflow
+  // Optional: an application that embeds the dashboard need not run the reference workflow.
+  const workflow = yield* Effect.serviceOption(ExtractionWorkflow.ExtractionWorkflow)
   const chords = yield* ChordRegistry
 
   // Batches per second over the run's completed checkpoints (first created → last completed), and the ETA.
   const rateOf = (run: Run) =>
     Effect.gen(function* () {
-      const rows = yield* sql<{ n: number; first: number | null; last: number | null }>`
-        SELECT count(*) AS n, min(created_at) AS first, max(completed_at) AS last FROM baton_checkpoints
-        WHERE run_id IN ${sql.in(run.checkpointScopes)} AND status = 'completed'`
-      const row = rows[0]
-      const n = num(row?.n ?? 0)
-      const first = numOrNull(row?.first)
-      const last = numOrNull(row?.last)
-      const elapsed = first !== null && last !== null ? last - first : 0
+      const stats = yield* readModel.checkpointStats(run.checkpointScopes)
+      const n = stats.completed
+      const first = stats.firstCreatedAt?.getTime()
+      const last = stats.lastCompletedAt?.getTime()
+      const elapsed = first !== undefined && last !== undefined ? last - first : 0
       const batchesPerSecond = n > 0 && elapsed > 0 ? (n * 1000) / elapsed : null
       const remaining = run.totalBatches - run.completedBatches
       const etaMs =
@@ -78,8 +95,8 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const { batchesPerSecond, etaMs } = yield* rateOf(run)
       const documents =
-        run.kind === ExtractionWorkflow.kind
-          ? Option.match(yield* Effect.option(workflow.progress(run.id)), {
+        run.kind === ExtractionWorkflow.kind && Option.isSome(workflow)
+          ? Option.match(yield* Effect.option(workflow.value.progress(run.id)), {
               onNone: () => null,
               onSome: (p) => ({ done: p.documentsDone, total: p.metadata.totalDocuments })
             })
@@ -114,40 +131,26 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const run = yield* runs.getRun(runId)
       const json = yield* runJson(run)
-      const scopes = run.checkpointScopes
-      const rows = yield* sql<{
-        run_id: string
-        batch_index: number
-        status: string
-        error: string | null
-        created_at: number
-        completed_at: number | null
-      }>`SELECT run_id, batch_index, status, error, created_at, completed_at FROM baton_checkpoints
-         WHERE run_id IN ${sql.in(scopes)} ORDER BY batch_index, created_at LIMIT ${page.limit} OFFSET ${page.offset}`
-      const total = yield* sql<{
-        n: number
-      }>`SELECT count(*) AS n FROM baton_checkpoints WHERE run_id IN ${sql.in(scopes)}`
+      const page_ = yield* readModel.checkpoints(run.checkpointScopes, page)
       // The extraction workflow keys each batch's chord `extract:<scope>:<batch>` (see ExtractionWorkflow).
-      const keys = rows.map((row) => `extract:${row.run_id}:${num(row.batch_index)}`)
-      const chordRows =
-        keys.length === 0
-          ? []
-          : yield* sql<{ id: string; idempotency_key: string; state: string }>`SELECT id, idempotency_key, state
-              FROM baton_chords WHERE idempotency_key IN ${sql.in(keys)}`
-      const chordOf = new Map(chordRows.map((row) => [row.idempotency_key, { id: row.id, state: row.state }]))
+      const keyOf = (scope: string, batchIndex: number) => `extract:${scope}:${batchIndex}`
+      const chordRows = yield* readModel.chordsByKey(page_.items.map((item) => keyOf(item.scope, item.batchIndex)))
+      const chordOf = new Map(
+        chordRows.map((row) => [row.idempotencyKey, { id: row.chordId as string, state: row.state }])
+      )
       return {
         run: json,
         batches: {
-          total: num(total[0]?.n ?? 0),
-          items: rows.map((row) => ({
-            scope: row.run_id,
-            batchIndex: num(row.batch_index),
-            status: row.status,
-            error: parse(row.error),
-            createdAt: num(row.created_at),
-            completedAt: numOrNull(row.completed_at),
-            durationMs: row.completed_at === null ? null : num(row.completed_at) - num(row.created_at),
-            chord: chordOf.get(`extract:${row.run_id}:${num(row.batch_index)}`) ?? null
+          total: page_.total,
+          items: page_.items.map((item) => ({
+            scope: item.scope,
+            batchIndex: item.batchIndex,
+            status: item.state,
+            error: item.error,
+            createdAt: item.createdAt.getTime(),
+            completedAt: item.completedAt?.getTime() ?? null,
+            durationMs: item.completedAt === undefined ? null : item.completedAt.getTime() - item.createdAt.getTime(),
+            chord: chordOf.get(keyOf(item.scope, item.batchIndex)) ?? null
           }))
         }
       }
@@ -183,12 +186,9 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       const page = yield* chords.list(options)
       // Histogram over the latest 1,000 dispatched chords.
-      const latencies = yield* sql<{ ms: number }>`SELECT dispatched_at - last_body_at AS ms FROM baton_chords
-        WHERE state = 'completed' AND dispatched_at IS NOT NULL AND last_body_at IS NOT NULL
-        ORDER BY dispatched_at DESC LIMIT 1000`
+      const latencies = yield* readModel.chordLatencies(1000)
       const buckets = [...histogramBounds.map((le) => ({ le, count: 0 })), { le: null as number | null, count: 0 }]
-      for (const { ms } of latencies) {
-        const value = num(ms)
+      for (const value of latencies) {
         buckets.find((b) => b.le === null || value <= b.le)!.count++
       }
       return {
@@ -211,9 +211,10 @@ export const make = Effect.gen(function* () {
     const now = yield* Clock.currentTimeMillis
     const stats = yield* queue.queueStats
     // Throughput: task completions in the completions log (indexed by time), per queue and outcome.
-    const throughputRows = yield* sql<{ queue: string | null; outcome: string; recent: number; n: number }>`
-      SELECT queue, outcome, sum(CASE WHEN at >= ${now - 60_000} THEN 1 ELSE 0 END) AS recent, count(*) AS n
-      FROM baton_completions WHERE kind = 'task' AND at >= ${now - 300_000} GROUP BY queue, outcome`
+    const throughputRows = yield* readModel.completionCounts({
+      since: new Date(now - 300_000),
+      recentSince: new Date(now - 60_000)
+    })
     const throughput = new Map<
       string,
       { lastMinute: Record<string, number>; lastFiveMinutes: Record<string, number> }
@@ -221,8 +222,8 @@ export const make = Effect.gen(function* () {
     for (const row of throughputRows) {
       const key = row.queue ?? "default"
       const entry = throughput.get(key) ?? { lastMinute: {}, lastFiveMinutes: {} }
-      entry.lastMinute[row.outcome] = num(row.recent)
-      entry.lastFiveMinutes[row.outcome] = num(row.n)
+      entry.lastMinute[row.outcome] = row.recent
+      entry.lastFiveMinutes[row.outcome] = row.total
       throughput.set(key, entry)
     }
     const byQueue = new Map(stats.map((s) => [s.queue, s]))
@@ -303,7 +304,15 @@ export const make = Effect.gen(function* () {
   return { listRuns, runDetail, listChords, chordDetail, queues, listTasks, taskDetail, retryTask } as const
 })
 
-/** The read model. */
-export type ReadModel = Effect.Effect.Success<typeof make>
-/** Errors a read can fail with. */
+/**
+ * The dashboard's views.
+ *
+ * @category models
+ */
+export type Views = Effect.Effect.Success<typeof make>
+/**
+ * Errors a read can fail with.
+ *
+ * @category models
+ */
 export type ReadError = SqlError | RunNotFound | TaskNotFound

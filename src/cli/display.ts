@@ -2,7 +2,7 @@
  * What the CLI prints: the progress bar (TTY) or progress lines (pipes, CI logs), the summary table and the status
  * report. Pure string building; the caller decides where the text goes.
  */
-import type { BatchSummary } from "../../Extract.js"
+import type { BatchSummary } from "../extraction/Extract.js"
 
 /** Progress of a run as the display sees it. */
 export interface ProgressSnapshot {

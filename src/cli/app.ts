@@ -20,7 +20,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import * as ExtractionWorkflow from "../../ExtractionWorkflow.js"
+import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
 import * as Commands from "./commands.js"
 import { defaultMaxBytes, demoCorpus, directoryCorpus } from "./corpus.js"
 import { describeCause, ExitCode } from "./errors.js"
@@ -87,7 +87,7 @@ const maxBytes = positive("max-bytes", defaultMaxBytes, "Skip documents larger t
 const demoRoot = (): string => {
   const here = process.cwd()
   if (fs.existsSync(path.join(here, "node_modules"))) return here
-  return path.resolve(import.meta.dirname, "../../..")
+  return path.resolve(import.meta.dirname, "../..")
 }
 
 interface StorageOptions {
