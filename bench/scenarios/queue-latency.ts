@@ -16,7 +16,7 @@ import {
   type QueueSystem,
   startAgents
 } from "../lib/queues.js"
-import { printTable, ratios, type ScenarioResult } from "../lib/report.js"
+import { family, printTable, ratios, type ScenarioResult } from "../lib/report.js"
 import { latencySummary, median, round } from "../lib/stats.js"
 import type { Agent } from "../lib/spawn.js"
 import type { ScenarioOptions } from "./types.js"
@@ -48,7 +48,13 @@ export const run = async (
       settings:
         "useListenNotify, queue notify: true; work batchSize 1, localConcurrency 10 (with localConcurrency 1 it fell behind one job every 10 ms)"
     }
-  ].filter((system) => options.systems === undefined || options.systems.includes(system.name) || system.ours)
+  ].filter(
+    (system) =>
+      options.systems === undefined ||
+      options.systems.includes(system.name) ||
+      options.systems.includes(family(system.name)) ||
+      system.ours
+  )
   const agents = new Map<string, ReadonlyArray<Agent>>()
   const results = new Map<string, Array<Round>>()
   const pooled = new Map<string, Array<number>>()

@@ -23,7 +23,7 @@ import {
   startAgents,
   waitForHandled
 } from "../lib/queues.js"
-import { printTable, ratios, type ScenarioResult } from "../lib/report.js"
+import { family, printTable, ratios, type ScenarioResult } from "../lib/report.js"
 import { medianOfRounds, round } from "../lib/stats.js"
 import { pollUntilZero } from "../lib/db.js"
 import type { ScenarioOptions } from "./types.js"
@@ -75,7 +75,13 @@ export const run = async (
     graphilePerf,
     pgBoss,
     pgBossPerf
-  ].filter((system) => options.systems === undefined || options.systems.includes(system.name) || system.ours)
+  ].filter(
+    (system) =>
+      options.systems === undefined ||
+      options.systems.includes(system.name) ||
+      options.systems.includes(family(system.name)) ||
+      system.ours
+  )
   const agents = new Map<string, ReadonlyArray<Agent>>()
   const polls = new Map<string, import("pg").Client>()
   const results = new Map<string, Array<Round>>()
