@@ -187,9 +187,24 @@ for (const kind of kinds) {
             Array.from({ length: size }, (_, n) => n * n)
           )
           yield* waitSucceeded(callbackId)
-          // Let the child reconcilers run a few more passes over the finished chord: still one callback.
-          yield* Effect.sleep("50 millis")
-          assert.deepStrictEqual(yield* callbacks(handle.chordId), { tasks: 1, events: 1 })
+          // Still one callback after the child reconcilers passed over the finished chord. The proof that a pass ran
+          // after this point (instead of a fixed wait): a sentinel chord left complete but undispatched, which only a
+          // reconciler pass dispatches (its bodies sit on a queue no worker serves; then they are marked done, as in
+          // the healing test below). This process does not reconcile, so a child's pass dispatched it.
+          const sentinel = yield* registry.chord({
+            body: [
+              Task.call(Square, { n: 2 }, { queue: "unserved" }),
+              Task.call(Square, { n: 3 }, { queue: "unserved" })
+            ],
+            callback: ChordRegistry.callback(Sum, { label: "sentinel" })
+          })
+          yield* sql`UPDATE baton_tasks SET state = 'succeeded', finished_at = 1,
+            result = CASE WHEN chord_index = 0 THEN '4' ELSE '9' END WHERE chord_id = ${sentinel.chordId}`
+          yield* sql`UPDATE baton_chords SET succeeded = expected, last_body_at = 1 WHERE id = ${sentinel.chordId}`
+          yield* sentinel.await
+          assert.isTrue((yield* registry.get(sentinel.chordId)).healed)
+          // Two "chord-sum" tasks in all: this chord's one callback and the sentinel's.
+          assert.deepStrictEqual(yield* callbacks(handle.chordId), { tasks: 2, events: 1 })
         }).pipe(Effect.scoped, Effect.provide(layer))
       },
       180_000

@@ -72,13 +72,16 @@ for (const kind of kinds) {
           yield* createTable
           const queue = yield* TaskQueue
           const n = 200
-          yield* queue.enqueueMany(Array.from({ length: n }, (_, i) => Task.call(Track, { i })))
-          const env = { HOLD_MS: "5", LEASE_MS: "10000", CONCURRENCY: "8" }
+          const holdMs = 5
+          const env = { HOLD_MS: String(holdMs), LEASE_MS: "10000", CONCURRENCY: "8" }
           const workers = [
             spawnFixture("worker-process.ts", shared.descriptor, env),
             spawnFixture("worker-process.ts", shared.descriptor, env)
           ]
           try {
+            // Both workers are running before the tasks exist, so both race for them from the start.
+            yield* Effect.promise(() => Promise.all(workers.map((worker) => worker.waitForLine("ready"))))
+            yield* queue.enqueueMany(Array.from({ length: n }, (_, i) => Task.call(Track, { i })))
             yield* eventually(
               Effect.map(queue.counts, (counts) => counts.succeeded === n),
               `${n} tasks to succeed`,
@@ -88,13 +91,43 @@ for (const kind of kinds) {
             for (const worker of workers) worker.kill("SIGTERM")
           }
           const sql = yield* SqlClient.SqlClient
-          const rows = yield* sql<{ task_id: string; pid: number }>`SELECT task_id, pid FROM test_exec`
+          // One row per attempt that ran to its end (none is interrupted here: the workers stop once all succeeded).
+          const rows = yield* sql<{ task_id: string; pid: number; started_at: number; finished_at: number }>`
+            SELECT task_id, pid, started_at, finished_at FROM test_exec`
+          // Never concurrently: a task's attempts (by their start and finish times) never overlap. Checked before the
+          // counts, so that a duplicate that ran at the same time fails with this message.
+          const attempts = new Map<string, Array<{ start: number; end: number }>>()
+          for (const row of rows) {
+            const start = Number(row.started_at)
+            const end = Number(row.finished_at)
+            assert.isAtLeast(end - start, holdMs - 1, `attempt of ${row.task_id} held for its ${holdMs} ms`)
+            attempts.set(row.task_id, [...(attempts.get(row.task_id) ?? []), { start, end }])
+          }
+          for (const [task, runs] of attempts) {
+            const sorted = [...runs].sort((a, b) => a.start - b.start)
+            for (let i = 1; i < sorted.length; i++) {
+              assert.isAtLeast(sorted[i]!.start, sorted[i - 1]!.end, `attempts of ${task} overlap`)
+            }
+          }
+          // Exactly once.
           assert.strictEqual(rows.length, n)
           assert.strictEqual(new Set(rows.map((row) => row.task_id)).size, n)
-          const pids = new Set(rows.map((row) => Number(row.pid)))
-          for (const pid of pids) {
-            assert.isTrue(workers.some((worker) => worker.process.pid === pid))
+          // Both processes ran tasks, and at the same time as each other: the claims really raced.
+          const span = new Map<number, { start: number; end: number }>()
+          for (const row of rows) {
+            const pid = Number(row.pid)
+            const seen = span.get(pid)
+            span.set(pid, {
+              start: Math.min(seen?.start ?? Infinity, Number(row.started_at)),
+              end: Math.max(seen?.end ?? -Infinity, Number(row.finished_at))
+            })
           }
+          assert.sameMembers(
+            [...span.keys()],
+            workers.map((worker) => worker.process.pid!)
+          )
+          const [a, b] = [...span.values()]
+          assert.isTrue(a!.start < b!.end && b!.start < a!.end, "the two processes' executions overlap in time")
           for (const worker of workers) assert.strictEqual(yield* Effect.promise(() => worker.exited), 0)
         }).pipe(Effect.provide(layer))
       },

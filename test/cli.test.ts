@@ -7,6 +7,7 @@
  *   shape; `export` writes exactly the pure extraction of the corpus as JSON Lines or CSV;
  * - Ctrl-C stops a run cleanly (exit 130) with its checkpoint pending, and `resume` finishes it;
  * - SIGKILL at random points, repeated, then `resume`: the exported results equal an uninterrupted run's.
+ *   The kill points come from a seeded generator; the seed is printed, and BATON_TEST_SEED replays it.
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as fs from "node:fs"
@@ -222,6 +223,18 @@ describe("baton CLI", () => {
     const reference = await baton(["run", "extract", corpus, ...common, "--run-id", "ref"], env)
     assert.strictEqual(reference.code, 0, reference.stderr)
 
+    // Seeded kill points, the seed printed first, so that a failure can be replayed: BATON_TEST_SEED=<seed>.
+    const seed = Number(process.env.BATON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31))
+    console.log(`SIGKILL delays: seed ${seed} (replay with BATON_TEST_SEED=${seed})`)
+    let state = seed >>> 0
+    const random = () => {
+      // mulberry32
+      state = (state + 0x6d2b79f5) >>> 0
+      let t = state
+      t = Math.imul(t ^ (t >>> 15), t | 1)
+      t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+    }
     let kills = 0
     let finished = false
     const killedAt: Array<string> = []
@@ -233,7 +246,7 @@ describe("baton CLI", () => {
       const running = start(args, env)
       await running.waitFor("workers")
       // A random point: before the run exists, mid-batch, between save and progress, …
-      const delay = Math.floor(Math.random() * 400)
+      const delay = Math.floor(random() * 400)
       const exited = await Promise.race([
         running.done.then(() => true),
         new Promise<false>((resolve) => setTimeout(() => resolve(false), delay))
@@ -252,8 +265,8 @@ describe("baton CLI", () => {
         .at(-1)
       killedAt.push(`${args[0]} +${delay}ms: ${confirmed?.split(" · ")[0] ?? "no batch confirmed yet"}`)
     }
-    assert.isAtLeast(kills, 5)
-    console.log(`SIGKILLed ${kills} times:\n  ${killedAt.join("\n  ")}`)
+    assert.isAtLeast(kills, 5, `seed ${seed}`)
+    console.log(`SIGKILLed ${kills} times (seed ${seed}):\n  ${killedAt.join("\n  ")}`)
     if (!finished) {
       const exists = (await baton(["export", "victim"], env)).code === 0
       const last = await baton(
@@ -269,10 +282,15 @@ describe("baton CLI", () => {
       baton(["export", "ref", "--what", "batches"], env),
       baton(["status", "--json"], env)
     ])
-    assert.deepStrictEqual(withoutRunId(parseJsonl(victimDocs.stdout)), withoutRunId(parseJsonl(referenceDocs.stdout)))
+    assert.deepStrictEqual(
+      withoutRunId(parseJsonl(victimDocs.stdout)),
+      withoutRunId(parseJsonl(referenceDocs.stdout)),
+      `seed ${seed}`
+    )
     assert.deepStrictEqual(
       withoutRunId(parseJsonl(victimBatches.stdout)),
-      withoutRunId(parseJsonl(referenceBatches.stdout))
+      withoutRunId(parseJsonl(referenceBatches.stdout)),
+      `seed ${seed}`
     )
     assertExportIsExact(referenceDocs.stdout, "ref", size, extractsOf(documents))
     const victim = (JSON.parse(status.stdout) as { runs: Array<Record<string, unknown>> }).runs.find(

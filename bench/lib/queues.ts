@@ -42,6 +42,18 @@ export const batonFull: QueueSystem = {
     "Worker.run defaults in a process that provides all of Baton.layerPg (completion stream, chord coordinator, reconciler, checkpoints)"
 }
 
+/**
+ * Baton with its claims and lease extensions committed synchronously: what the `synchronous_commit = off` of those
+ * statements is worth (see `syncClaims` in bench/peers/baton.ts).
+ */
+export const batonSyncClaims: QueueSystem = {
+  ...baton,
+  name: "baton (sync claims)",
+  setup: { ...baton.setup, syncClaims: true },
+  settings:
+    "as baton, but claims and lease extensions commit synchronously (their set_config('synchronous_commit', 'off', true) turned to 'on' in the agent's pg driver)"
+}
+
 export const graphile: QueueSystem = {
   name: "graphile-worker",
   ours: false,
@@ -70,6 +82,30 @@ export const pgBoss: QueueSystem = {
   remainingSql: "SELECT count(*) AS n FROM pgboss.job WHERE name = 'noop' AND state <> 'completed'",
   settings:
     "useListenNotify, queue notify: true; work localConcurrency 1, batchSize 10, burstWhenBatchFull, polling 0.5 s"
+}
+
+export const pgBossPerf: QueueSystem = {
+  ...pgBoss,
+  name: "pg-boss (perf)",
+  worker: { variant: "perf" },
+  settings:
+    "useListenNotify, queue notify: true; work localConcurrency 10, batchSize 100, burstWhenBatchFull, polling 0.5 s (its throughput options: parallel workers, large batches, continuous fetching while batches come back full)"
+}
+
+/**
+ * For "baton (sync claims)": fails unless every given agent rewrote some statements to commit synchronously (the
+ * switch in bench/peers/baton.ts matches the claim statement's text; a change there must not go unnoticed).
+ */
+export const assertSyncClaims = async (system: QueueSystem, agents: ReadonlyArray<Agent>): Promise<void> => {
+  if (system.setup.syncClaims !== true) return
+  for (const agent of agents) {
+    const rewrites = await agent.call<number>("syncClaimsRewrites")
+    if (rewrites === 0) {
+      throw new Error(
+        `${system.name}: no claim statement carried set_config('synchronous_commit', 'off', true); update the switch in bench/peers/baton.ts`
+      )
+    }
+  }
 }
 
 /** Spawns `count` agents for a system and runs `setup` on each. */

@@ -31,6 +31,12 @@ export interface ScenarioResult {
   readonly peers: Record<string, Record<string, unknown>>
   /** ours / peer for the headline figure. */
   readonly ratios: Record<string, number>
+  /**
+   * ours / the best configuration of each peer (by family: "pg-boss" and "pg-boss (perf)" are one peer) for the
+   * headline figure. Absent in files written before it existed.
+   */
+  readonly bestRatios?:
+    Record<string, { readonly peer: string; readonly value: number; readonly ratio: number }> | undefined
   readonly node: string
   readonly postgres: string
   readonly when: string
@@ -64,12 +70,45 @@ export const ratios = (
   return out
 }
 
+/** A peer's family: its name without a parenthesised configuration ("pg-boss (perf)" → "pg-boss"). */
+export const family = (name: string): string => name.replace(/ \(.*\)$/, "")
+
+/**
+ * The best configuration of each peer family for `key` (highest, or lowest when lower is better), with ours / it.
+ * A family with one configuration is its own best.
+ */
+export const bestRatios = (
+  key: string,
+  higherIsBetter: boolean,
+  ours: Record<string, unknown>,
+  peers: Record<string, Record<string, unknown>>
+): Record<string, { readonly peer: string; readonly value: number; readonly ratio: number }> => {
+  const best = new Map<string, { peer: string; value: number }>()
+  for (const [name, peer] of Object.entries(peers)) {
+    const value = peer[key]
+    if (typeof value !== "number" || value === 0) continue
+    const current = best.get(family(name))
+    if (current === undefined || (higherIsBetter ? value > current.value : value < current.value)) {
+      best.set(family(name), { peer: name, value })
+    }
+  }
+  const mine = ours[key]
+  const out: Record<string, { peer: string; value: number; ratio: number }> = {}
+  if (typeof mine !== "number") return out
+  for (const [name, { peer, value }] of best) out[name] = { peer, value, ratio: round(mine / value) }
+  return out
+}
+
 /** Writes the JSON file; returns its path. */
 export const writeResult = (result: ScenarioResult): string => {
   const dir = resultsDir()
   fs.mkdirSync(dir, { recursive: true })
   const file = path.join(dir, `${result.scenario}.json`)
-  fs.writeFileSync(file, JSON.stringify(result, null, 2) + "\n")
+  const complete = {
+    ...result,
+    bestRatios: result.bestRatios ?? bestRatios(result.headline, result.higherIsBetter, result.ours, result.peers)
+  }
+  fs.writeFileSync(file, JSON.stringify(complete, null, 2) + "\n")
   return file
 }
 

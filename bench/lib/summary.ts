@@ -5,7 +5,7 @@
  */
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { resultsDir, type ScenarioResult } from "./report.js"
+import { bestRatios, family, resultsDir, type ScenarioResult } from "./report.js"
 import { round } from "./stats.js"
 
 /** Scenario order of the table (others follow alphabetically). */
@@ -48,13 +48,33 @@ export const summaryMarkdown = (dir: string = resultsDir()): string => {
         lines.push(`| ${result.scenario} | ${figure} | ${cell(ours)} | – | – | – | – |`)
         continue
       }
-      for (const [name, peer] of peers) {
-        const theirs = peer[row.key] as number
-        const ratio = typeof ours === "number" && theirs !== 0 ? ours / theirs : Number.NaN
+      const line = (label: string, mine: unknown, name: string, theirs: number) => {
+        const ratio = typeof mine === "number" && theirs !== 0 ? mine / theirs : Number.NaN
         const ahead = Number.isFinite(ratio) ? ((higherIsBetter ? ratio >= 1 : ratio <= 1) ? "yes" : "no") : "–"
         lines.push(
-          `| ${result.scenario} | ${figure} | ${cell(ours)} | ${name} | ${cell(theirs)} | ${Number.isFinite(ratio) ? `${cell(ratio)}×` : "–"} | ${ahead} |`
+          `| ${result.scenario} | ${label} | ${cell(mine)} | ${name} | ${cell(theirs)} | ${Number.isFinite(ratio) ? `${cell(ratio)}×` : "–"} | ${ahead} |`
         )
+      }
+      for (const [name, peer] of peers) line(figure, ours, name, peer[row.key] as number)
+      // Against the best configuration of each peer that has several ("pg-boss" and "pg-boss (perf)").
+      const families = new Map<string, number>()
+      for (const [name] of peers) families.set(family(name), (families.get(family(name)) ?? 0) + 1)
+      const best = bestRatios(row.key, higherIsBetter, result.ours, result.peers)
+      for (const [name, { peer, value }] of Object.entries(best)) {
+        if ((families.get(name) ?? 0) > 1) line(figure, ours, `best ${name}: ${peer}`, value)
+      }
+      // Baton's other configurations (ours.variants) against the best configuration of every peer.
+      const variants = (result.ours.variants ?? {}) as Record<string, Record<string, unknown>>
+      for (const [variant, figures] of Object.entries(variants)) {
+        if (typeof figures[row.key] !== "number") continue
+        for (const [name, { peer, value }] of Object.entries(best)) {
+          line(
+            `${figure}, Baton variant: ${variant}`,
+            figures[row.key],
+            families.get(name)! > 1 ? `best ${name}: ${peer}` : peer,
+            value
+          )
+        }
       }
     }
   }

@@ -1,6 +1,13 @@
 /**
  * Baton as a benchmark agent (see bench/lib/agent.ts): a no-op task on Postgres, enqueued with the public
  * `TaskQueue.enqueueMany` / `enqueue` and run by `Worker.run` with Baton's default settings except concurrency.
+ *
+ * `syncClaims` (the "baton (sync claims)" row): Baton commits claims and lease extensions with
+ * `synchronous_commit = off`, set inside the statement itself (`set_config('synchronous_commit', 'off', true)`), so
+ * no session or database setting can override it. This agent turns that call into `'on'` in the `pg` driver's
+ * `Client.prototype.query` of its own process, before any connection exists; nothing else changes. The rewrites are
+ * counted (`syncClaimsRewrites`) so the runner fails loudly if the statement's text changes and the switch stops
+ * applying, instead of reporting the default configuration under this row's name.
  */
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -15,6 +22,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Task from "../../src/Task.js"
 import { TaskQueue } from "../../src/TaskQueue.js"
 import * as Worker from "../../src/Worker.js"
+import pg from "pg"
 import { JobCounter, produceAtRate } from "../lib/agent.js"
 
 const counter = new JobCounter()
@@ -28,13 +36,43 @@ const Noop = Task.make("noop", {
 let runtime: ManagedRuntime.ManagedRuntime<TaskQueue | SqlClient.SqlClient, unknown> | undefined
 let workerScope: Scope.CloseableScope | undefined
 
+const asyncCommit = "set_config('synchronous_commit', 'off', true)"
+let syncClaimsRewrites = 0
+
+/** Makes every statement of this process that sets `synchronous_commit = off` for its transaction set it `on`. */
+const commitClaimsSynchronously = () => {
+  const proto = pg.Client.prototype as unknown as { query: (...args: Array<unknown>) => unknown }
+  const query = proto.query
+  proto.query = function (this: unknown, config: unknown, ...rest: Array<unknown>) {
+    const on = "set_config('synchronous_commit', 'on', true)"
+    if (typeof config === "string" && config.includes(asyncCommit)) {
+      syncClaimsRewrites++
+      config = config.replaceAll(asyncCommit, on)
+    } else if (typeof config === "object" && config !== null && "text" in config) {
+      const text = (config as { text: unknown }).text
+      if (typeof text === "string" && text.includes(asyncCommit)) {
+        syncClaimsRewrites++
+        config = { ...config, text: text.replaceAll(asyncCommit, on) }
+      }
+    }
+    return query.call(this, config, ...rest)
+  }
+}
+
 const rt = () => {
   if (runtime === undefined) throw new Error("setup first")
   return runtime
 }
 
 export const commands = {
-  setup: async (args: { url: string; schema: string; layer?: "queue" | "full"; maxConnections?: number }) => {
+  setup: async (args: {
+    url: string
+    schema: string
+    layer?: "queue" | "full"
+    maxConnections?: number
+    syncClaims?: boolean
+  }) => {
+    if (args.syncClaims === true) commitClaimsSynchronously()
     const storage = { url: args.url, schema: args.schema, maxConnections: args.maxConnections ?? 10 }
     // "queue": the task queue on its storage, what an application that only needs a job queue provides.
     // "full": every Baton service (completion stream, chord coordinator, reconciler, ...) in the same process.
@@ -73,6 +111,7 @@ export const commands = {
     )
   },
   progress: () => counter.snapshot(),
+  syncClaimsRewrites: () => syncClaimsRewrites,
   stopWorker: async () => {
     const scope = workerScope
     workerScope = undefined

@@ -1,7 +1,8 @@
 /**
  * BullMQ flows as a benchmark agent (see bench/lib/agent.ts), the peer of bench/peers/baton-chord.ts in chord-fanin:
  * a `FlowProducer` adds a parent job (queue "parents") with `size` no-op children (queue "children"); one `Worker`
- * on "children" at concurrency 10 and one on "parents" at concurrency 1 (PEERS.md's settings), in this process.
+ * on "children" at concurrency 10 and one on "parents" at concurrency 1 (docs/benchmarks.md, "Peers' settings"), in
+ * this process.
  *
  * Redis: BENCH_REDIS_URL or redis://127.0.0.1:6379, database 5 (never 0), flushed by `reset` between rounds (the
  * workers are closed meanwhile). Connection options as BullMQ's documentation recommends for workers

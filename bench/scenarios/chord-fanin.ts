@@ -38,7 +38,7 @@ const systems: ReadonlyArray<System> = [
     name: "bullmq",
     peer: "bullmq",
     setup: async () => ({ url: process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379", db: redisDb }),
-    settings: `BullMQ 6.7 FlowProducer, Redis 127.0.0.1 database ${redisDb} (no persistence), maxRetriesPerRequest null; children Worker concurrency 10, parent Worker concurrency 1, other options default (PEERS.md)`
+    settings: `BullMQ 6.7 FlowProducer, Redis 127.0.0.1 database ${redisDb} (no persistence), maxRetriesPerRequest null; children Worker concurrency 10, parent Worker concurrency 1, other options default (docs/benchmarks.md)`
   }
 ]
 

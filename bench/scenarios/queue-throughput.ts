@@ -10,17 +10,20 @@
 import type { Agent } from "../lib/spawn.js"
 import { connect, databasePrefix, urlFor } from "../lib/db.js"
 import {
+  assertSyncClaims,
   baton,
   batonFull,
+  batonSyncClaims,
   collect,
   graphile,
   graphilePerf,
   pgBoss,
+  pgBossPerf,
   type QueueSystem,
   startAgents,
   waitForHandled
 } from "../lib/queues.js"
-import { printTable, ratios, type ScenarioResult } from "../lib/report.js"
+import { family, printTable, ratios, type ScenarioResult } from "../lib/report.js"
 import { medianOfRounds, round } from "../lib/stats.js"
 import { pollUntilZero } from "../lib/db.js"
 import type { ScenarioOptions } from "./types.js"
@@ -50,6 +53,7 @@ const drain = async (
   const tHandled = await handled
   const tCommitted = await pollUntilZero(poll, system.remainingSql)
   await Promise.all(workers.map((w) => w.call("stopWorker")))
+  await assertSyncClaims(system, workers)
   return {
     enqueue: (n / enq.ms) * 1000,
     handled: (n / (tHandled - t0)) * 1000,
@@ -63,8 +67,20 @@ export const run = async (
   const n = options.quick ? 500 : 20_000
   const rounds = options.rounds
   const concurrency = 10
-  const systems = [baton, ...(options.quick ? [] : [batonFull]), graphile, graphilePerf, pgBoss].filter(
-    (system) => options.systems === undefined || options.systems.includes(system.name) || system.ours
+  const systems = [
+    baton,
+    batonSyncClaims,
+    ...(options.quick ? [] : [batonFull]),
+    graphile,
+    graphilePerf,
+    pgBoss,
+    pgBossPerf
+  ].filter(
+    (system) =>
+      options.systems === undefined ||
+      options.systems.includes(system.name) ||
+      options.systems.includes(family(system.name)) ||
+      system.ours
   )
   const agents = new Map<string, ReadonlyArray<Agent>>()
   const polls = new Map<string, import("pg").Client>()

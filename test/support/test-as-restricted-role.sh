@@ -4,7 +4,7 @@
 #
 # What the TESTS need beyond the runtime grants: every test file creates (and owns) its own fresh schema, so the role
 # gets CREATE on the test database. A deployment does not: there the owner migrates once and the runtime role gets
-# only docs/pg-restricted-role.sql. (test/RestrictedRole.test.ts checks exactly that runtime set inside npm test.)
+# only docs/pg-restricted-role.sql. (test/RestrictedRole.test.ts checks exactly that runtime set, as ADMIN_URL.)
 #
 # Usage: npm run test:restricted-role -- [vitest args...]
 #   ADMIN_URL   a role that can create roles (default postgres://postgres@127.0.0.1:5432/test)
@@ -49,5 +49,7 @@ JS
 }
 trap revoke EXIT
 
-echo "running: BATON_TEST_PG_URL=$APP_URL BATON_REQUIRE_PG=1 npx vitest run $*"
-BATON_TEST_PG_URL="$APP_URL" BATON_REQUIRE_PG=1 npx vitest run "$@"
+# test/RestrictedRole.test.ts creates its runtime role as ADMIN_URL (BATON_TEST_ADMIN_PG_URL); under
+# BATON_REQUIRE_PG=1 it fails rather than skip when it cannot.
+echo "running: BATON_TEST_PG_URL=$APP_URL BATON_TEST_ADMIN_PG_URL=$ADMIN_URL BATON_REQUIRE_PG=1 npx vitest run $*"
+BATON_TEST_PG_URL="$APP_URL" BATON_TEST_ADMIN_PG_URL="$ADMIN_URL" BATON_REQUIRE_PG=1 npx vitest run "$@"
