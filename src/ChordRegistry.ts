@@ -127,11 +127,8 @@ export const outcomesPayload = <A, I, R, const Fields extends Schema.Struct.Fiel
 export const errorPayload = <const Fields extends Schema.Struct.Fields = {}>(fields?: Fields) =>
   Schema.Struct({ ...(fields ?? ({} as Fields)), failure: ChordFailure })
 
-// Encoded-side type helpers (Task exports only the decoded ones).
-type PayloadEncoded<T> =
-  T extends Task.Task<string, infer _P, infer PI, infer _A, infer _AI, infer _E, infer _EI, infer _R> ? PI : never
-type SuccessEncoded<T> =
-  T extends Task.Task<string, infer _P, infer _PI, infer _A, infer AI, infer _E, infer _EI, infer _R> ? AI : never
+type PayloadEncoded<T> = Task.PayloadEncoded<T>
+type SuccessEncoded<T> = Task.SuccessEncoded<T>
 type ResultsOf<P> = P extends { readonly results: ReadonlyArray<infer R> } ? R : never
 
 /** The payload fields a callback call supplies (the chord fills in `results`). */

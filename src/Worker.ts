@@ -38,7 +38,7 @@ import * as Lifecycle from "./internal/worker/lifecycle.js"
 import * as LocalQueue from "./internal/worker/localQueue.js"
 import * as Outcomes from "./internal/worker/outcomes.js"
 import * as Reconciler from "./Reconciler.js"
-import type * as Task from "./Task.js"
+import * as Task from "./Task.js"
 import * as Validate from "./internal/validate.js"
 import { InvalidInput, TaskQueue } from "./TaskQueue.js"
 
@@ -47,8 +47,11 @@ import { InvalidInput, TaskQueue } from "./TaskQueue.js"
  *
  * @category models
  */
-export interface WorkerOptions<Tasks extends ReadonlyArray<Task.Any>> {
-  /** The tasks this worker can run (others on its queues are recorded as `unknown_task` failures). */
+export interface WorkerOptions<Tasks extends ReadonlyArray<Task.AnyTask>> {
+  /**
+   * The task implementations this worker runs (`Task.implement(contract, handler)` or `Task.make`); a claimed task
+   * with no implementation here is failed at once as `unknown_task`.
+   */
   readonly tasks: Tasks
   /** Handlers running at once (default 10). */
   readonly concurrency?: number | undefined
@@ -123,13 +126,13 @@ const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
  *
  * @category constructors
  */
-export const run = <const Tasks extends ReadonlyArray<Task.Any>>(
+export const run = <const Tasks extends ReadonlyArray<Task.AnyTask>>(
   options: WorkerOptions<Tasks>
 ): Effect.Effect<WorkerHandle, InvalidInput, Scope.Scope | TaskQueue | Task.Requirements<Tasks[number]>> =>
   Effect.gen(function* () {
     const settings = yield* checkOptions(options)
     const queue = yield* TaskQueue
-    const registry = new Map<string, Task.Any>(options.tasks.map((task) => [task.name, task]))
+    const registry = new Map<string, Task.AnyTask>(options.tasks.map((task) => [task.name, task]))
     const workerId = options.workerId ?? `worker-${crypto.randomUUID().slice(0, 8)}`
     const concurrency = settings.concurrency
     const spans = options.spans ?? (yield* Effect.tracer) !== builtInTracer
@@ -216,7 +219,7 @@ export const maxConcurrency = 10_000
 export const maxPrefetch = 100_000
 
 /** Checks the settings (each field named in the error, with its allowed range) and fills in the defaults. */
-const checkOptions = (options: WorkerOptions<ReadonlyArray<Task.Any>>) =>
+const checkOptions = (options: WorkerOptions<ReadonlyArray<Task.AnyTask>>) =>
   Effect.gen(function* () {
     const fail = (field: string, message: string) => Effect.fail(new InvalidInput({ field, message }))
     const int = (field: string, value: number | undefined, fallback: number, min: number, max: number) => {
@@ -230,8 +233,14 @@ const checkOptions = (options: WorkerOptions<ReadonlyArray<Task.Any>>) =>
     }
     if (!Array.isArray(options.tasks)) return yield* fail("tasks", "tasks must be an array of Task.make(...) values")
     for (const [i, task] of options.tasks.entries()) {
-      const problem = Validate.name(`tasks[${i}].name`, (task as Task.Any | undefined)?.name)
+      const problem = Validate.name(`tasks[${i}].name`, (task as Task.AnyTask | undefined)?.name)
       if (problem !== undefined) return yield* fail("tasks", problem)
+      if (!Task.isTask(task)) {
+        return yield* fail(
+          "tasks",
+          `tasks[${i}] ("${task.name}") is a contract without a handler: pass Task.implement(contract, handler)`
+        )
+      }
     }
     if (options.queues !== undefined) {
       const problem =
@@ -277,6 +286,6 @@ const checkOptions = (options: WorkerOptions<ReadonlyArray<Task.Any>>) =>
  *
  * @category layers
  */
-export const layer = <const Tasks extends ReadonlyArray<Task.Any>>(
+export const layer = <const Tasks extends ReadonlyArray<Task.AnyTask>>(
   options: WorkerOptions<Tasks>
 ): Layer.Layer<never, InvalidInput, TaskQueue | Task.Requirements<Tasks[number]>> => Layer.scopedDiscard(run(options))

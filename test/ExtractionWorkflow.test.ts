@@ -41,7 +41,7 @@ const expectedBatches = Array.from({ length: totalBatches }, (_, b) =>
   mergeBatch(documents.slice(b * batchSize, (b + 1) * batchSize).map((doc) => extractDocument(doc.path, doc.content)))
 )
 
-const worker = (tasks: ReadonlyArray<Task.Any> = ExtractionWorkflow.tasks) =>
+const worker = (tasks: ReadonlyArray<Task.AnyTask> = ExtractionWorkflow.tasks) =>
   Worker.run({
     tasks,
     concurrency: 4,

@@ -243,19 +243,14 @@ export const resume = (options: {
 /** The `--tasks` module of `baton worker` cannot be loaded or exports no task. */
 export class TaskModuleError extends Data.TaggedError("TaskModuleError")<{ readonly message: string }> {}
 
-const isTask = (value: unknown): value is Task.Any =>
-  typeof value === "object" &&
-  value !== null &&
-  (value as { _tag?: unknown })._tag === "Task" &&
-  typeof (value as { name?: unknown }).name === "string" &&
-  typeof (value as { handler?: unknown }).handler === "function"
+const isTask = Task.isTask
 
 /**
  * The Task definitions a module exports (each export that is a Task, or an array of Tasks; `default` too), for
  * `baton worker --tasks <module>`. Their handlers may use Baton's services (SqlClient, TaskQueue, ChordRegistry, ...)
  * and nothing else. A name exported twice by different definitions, or one of the workflow's names, is refused.
  */
-export const loadTaskModule = (file: string): Effect.Effect<ReadonlyArray<Task.Any>, TaskModuleError> =>
+export const loadTaskModule = (file: string): Effect.Effect<ReadonlyArray<Task.AnyTask>, TaskModuleError> =>
   Effect.gen(function* () {
     const resolved = path.resolve(file)
     if (!fs.existsSync(resolved)) return yield* new TaskModuleError({ message: `--tasks: no such file: ${file}` })
@@ -264,7 +259,7 @@ export const loadTaskModule = (file: string): Effect.Effect<ReadonlyArray<Task.A
       catch: (cause) =>
         new TaskModuleError({ message: `--tasks: cannot load ${file}: ${(cause as Error)?.message ?? String(cause)}` })
     })
-    const found = new Map<string, Task.Any>()
+    const found = new Map<string, Task.AnyTask>()
     const reserved = new Set<string>(ExtractionWorkflow.tasks.map((task) => task.name))
     for (const value of Object.values(module)) {
       for (const candidate of Array.isArray(value) ? value : [value]) {
@@ -298,7 +293,7 @@ export const worker = (options: {
   Effect.gen(function* () {
     const file = options.tasks === undefined ? undefined : Option.getOrUndefined(options.tasks)
     const extra = file === undefined ? [] : yield* loadTaskModule(file)
-    const tasks: ReadonlyArray<Task.Any> = [...ExtractionWorkflow.tasks, ...extra]
+    const tasks: ReadonlyArray<Task.AnyTask> = [...ExtractionWorkflow.tasks, ...extra]
     const queues =
       Option.getOrUndefined(options.queues) ??
       [...new Set(tasks.map((task) => task.defaults.queue ?? "default"))].sort()

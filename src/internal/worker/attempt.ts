@@ -43,7 +43,7 @@ export const retryDelay = (
 export interface AttemptContext {
   readonly queue: TaskQueue["Type"]
   /** The worker's task definitions by name. */
-  readonly registry: ReadonlyMap<string, Task.Any>
+  readonly registry: ReadonlyMap<string, Task.AnyTask>
   readonly workerId: string
   /** A `Worker.execute` span per attempt. */
   readonly spans: boolean
@@ -61,7 +61,7 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
 
   // Payload decoders and result encoders compiled once per task definition, not once per attempt.
   const codecs = new Map<string, Codecs>()
-  const codecsOf = (definition: Task.Any): Codecs => {
+  const codecsOf = (definition: Task.AnyTask): Codecs => {
     let codec = codecs.get(definition.name)
     if (codec === undefined) {
       codec = {
