@@ -33,21 +33,20 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
-import * as Stream from "effect/Stream"
-import { CheckpointCoordinator, type CheckpointToken } from "../CheckpointCoordinator.js"
+import type { CheckpointCoordinator } from "../CheckpointCoordinator.js"
 import * as ChordRegistry from "../ChordRegistry.js"
-import { CompletionBackend } from "../CompletionBackend.js"
+import type { CompletionBackend } from "../CompletionBackend.js"
+import type { ReadModel } from "../ReadModel.js"
 import { BatchSummary, DocumentExtract, extractDocument, mergeBatch } from "./Extract.js"
 import * as Validate from "../internal/validate.js"
-import { type Run, type RunId, type RunNotFound, RunService, type RunStateConflict } from "../RunService.js"
+import * as BatchWorkflow from "../BatchWorkflow.js"
+import { type Run, type RunId, type RunNotFound, RunService, RunStateConflict } from "../RunService.js"
 import * as Task from "../Task.js"
-import { InvalidInput, type TaskInfo, TaskQueue, terminalStates } from "../TaskQueue.js"
+import { InvalidInput, type TaskQueue } from "../TaskQueue.js"
 
 // ---------------------------------------------------------------------------------------------------------------------
 // Tasks
@@ -318,8 +317,6 @@ interface DocumentRow {
 }
 
 const decodeMetadata = Schema.decodeUnknownOption(RunMetadata)
-const decodeMergePayload = Schema.decodeUnknown(MergeBatch.payload)
-const decodeSummary = Schema.decodeUnknown(BatchSummary)
 const decodeSummaryJson = Schema.decodeUnknownSync(Schema.parseJson(BatchSummary))
 const decodeExtract = Schema.decodeUnknownSync(DocumentExtract)
 
@@ -342,36 +339,113 @@ const toSaved = (row: DocumentRow): SavedDocument => ({
   })
 })
 
-const isSqlError = (error: unknown): error is SqlError =>
-  typeof error === "object" && error !== null && (error as { _tag?: unknown })._tag === "SqlError"
+/**
+ * The extraction as a batch workflow: documents are the items, `ExtractDocument` the body, `MergeBatch` the merge, and
+ * the save step writes the batch's documents and summary. Its input lives in `baton_extract_inputs` and its metadata
+ * keeps the reference workflow's own layout (`{ batchSize, totalDocuments, source? }`).
+ */
+const definition = (sql: SqlClient.SqlClient) =>
+  ({
+    kind,
+    item: Schema.Struct({ path: Schema.String, content: Schema.String }),
+    body: (doc: InputDocument) => Task.call(ExtractDocument, { path: doc.path, content: doc.content }),
+    merge: MergeBatch,
+    batchSize: defaultBatchSize,
+    save: (batch: BatchWorkflow.Batch<InputDocument, DocumentExtract, BatchSummary>) =>
+      saveBatch(sql, batch.run.id, batch.batchIndex, batch.firstIndex, batch.merged, batch.results),
+    checkpointResult: ({ merged }: BatchWorkflow.Batch<InputDocument, DocumentExtract, BatchSummary>) => ({
+      documents: merged.documents,
+      words: merged.words,
+      bytes: merged.bytes
+    }),
+    input: {
+      save: (runId: string, documents: ReadonlyArray<InputDocument>) =>
+        Effect.gen(function* () {
+          const rows = documents.map((doc, i) => ({
+            run_id: runId,
+            doc_index: i,
+            path: doc.path,
+            content: doc.content
+          }))
+          for (let i = 0; i < rows.length; i += 500) {
+            yield* sql`INSERT INTO baton_extract_inputs ${sql.insert(rows.slice(i, i + 500))} ON CONFLICT DO NOTHING`
+          }
+        }),
+      load: (runId: string, from: number, to: number) =>
+        sql<{ path: string; content: string }>`SELECT path, content FROM baton_extract_inputs
+          WHERE run_id = ${runId} AND doc_index >= ${from} AND doc_index < ${to} ORDER BY doc_index`
+    },
+    metadata: {
+      encode: (shape: BatchWorkflow.Shape, extra: Record<string, unknown>) => ({
+        batchSize: shape.batchSize,
+        totalDocuments: shape.totalItems,
+        ...extra
+      }),
+      decode: (metadata: unknown) =>
+        Option.map(decodeMetadata(metadata), (m) => ({ batchSize: m.batchSize, totalItems: m.totalDocuments }))
+    }
+  }) satisfies BatchWorkflow.Definition<
+    InputDocument,
+    { readonly path: string; readonly content: string },
+    typeof ExtractDocument,
+    typeof MergeBatch,
+    SqlError,
+    never
+  >
 
-// A database error (a connection killed, the server restarting) is not a reason to fail a run: every step of a batch
-// is idempotent or guarded (same checkpoint token, same chord by key, ON CONFLICT DO NOTHING saves, forward-only
-// progress), so the driver redoes the step, for up to a minute, before it gives up with the SqlError.
-const transientRetry = Schedule.exponential(Duration.millis(100), 2).pipe(
-  Schedule.union(Schedule.spaced(Duration.seconds(2))),
-  Schedule.upTo(Duration.minutes(1))
-)
-const ridingOut = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.retry(effect, { schedule: transientRetry, while: isSqlError })
-
-const messageOf = (error: unknown): string =>
-  typeof error === "object" && error !== null && "message" in error
-    ? String((error as { message: unknown }).message)
-    : String(error)
+// Idempotent: the batch row decides; its documents were written in the same transaction.
+const saveBatch = (
+  sql: SqlClient.SqlClient,
+  runId: string,
+  batchIndex: number,
+  firstDoc: number,
+  summary: BatchSummary,
+  extracts: ReadonlyArray<DocumentExtract>
+) =>
+  Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    const inserted = yield* sql<{ run_id: string }>`INSERT INTO baton_extract_batches ${sql.insert({
+      run_id: runId,
+      batch_index: batchIndex,
+      documents: summary.documents,
+      bytes: summary.bytes,
+      words: summary.words,
+      summary: JSON.stringify(Schema.encodeSync(BatchSummary)(summary)),
+      created_at: now
+    })} ON CONFLICT DO NOTHING RETURNING run_id`
+    if (inserted.length === 0) return false
+    const rows = extracts.map((extract, i) => ({
+      run_id: runId,
+      doc_index: firstDoc + i,
+      batch_index: batchIndex,
+      path: extract.path,
+      format: extract.format,
+      bytes: extract.bytes,
+      title: extract.title,
+      word_count: extract.wordCount,
+      headings: JSON.stringify(extract.headings),
+      links: JSON.stringify(extract.links),
+      emails: JSON.stringify(extract.emails),
+      dates: JSON.stringify(extract.dates),
+      code_languages: JSON.stringify(extract.codeLanguages),
+      keywords: JSON.stringify(extract.keywords),
+      created_at: now
+    }))
+    for (let i = 0; i < rows.length; i += 500) {
+      yield* sql`INSERT INTO baton_extract_documents ${sql.insert(rows.slice(i, i + 500))} ON CONFLICT DO NOTHING`
+    }
+    return true
+  })
 
 /**
- * Builds the workflow from Baton's services.
+ * Builds the workflow from Baton's services: one use of `BatchWorkflow`, plus the reads of its saved results.
  *
  * @category constructors
  */
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const runs = yield* RunService
-  const checkpoints = yield* CheckpointCoordinator
-  const chords = yield* ChordRegistry.ChordRegistry
-  const queue = yield* TaskQueue
-  const completions = yield* CompletionBackend
+  const driver = yield* BatchWorkflow.make(definition(sql))
 
   const metadataOf = (run: Run) =>
     run.kind !== kind
@@ -381,236 +455,34 @@ export const make = Effect.gen(function* () {
           onSome: Effect.succeed
         })
 
-  const start = Effect.fn("ExtractionWorkflow.start")(function* (input: RunInput) {
+  // The builder's errors in this workflow's terms (its callers and tests know these).
+  const asWorkflowError = <A, R>(effect: Effect.Effect<A, BatchWorkflow.WorkflowError, R>) =>
+    effect.pipe(
+      Effect.catchTags({
+        BatchFailed: (e) =>
+          Effect.fail(new ExtractionFailed({ runId: e.runId, batchIndex: e.batchIndex, reason: e.reason })),
+        WrongKind: (e) => Effect.fail(new NotAnExtractionRun({ runId: e.runId, kind: e.kind })),
+        RunCancelled: (e) => Effect.fail(new RunStateConflict({ runId: e.runId, from: "cancelled", to: "running" }))
+      })
+    )
+
+  // The reference workflow's own input checks (document paths and contents), then the builder's run input.
+  const runInput = (input: RunInput) => {
     const batchSize = input.batchSize ?? defaultBatchSize
     const documents = [...input.documents]
     const problem = checkInput(input, batchSize, documents)
-    if (problem !== undefined) return yield* problem
-    const metadata: RunMetadata = {
-      batchSize,
-      totalDocuments: documents.length,
-      ...(input.source !== undefined ? { source: input.source } : {})
-    }
-    // The id is chosen before the transaction, so that redoing it after a lost connection finds the run it made.
-    const runId = input.runId ?? crypto.randomUUID()
-    const transaction = sql.withTransaction(
-      Effect.gen(function* () {
-        // An existing run keeps the input it was started with (whatever `documents` says now).
-        const existing = yield* runs.getRun(runId).pipe(
-          Effect.map(Option.some),
-          Effect.catchTag("RunNotFound", () => Effect.succeed(Option.none()))
-        )
-        if (Option.isSome(existing)) return existing.value
-        const run = yield* runs.createRun({
-          kind,
-          totalBatches: Math.ceil(documents.length / batchSize),
-          id: runId,
-          metadata
+    return problem !== undefined
+      ? Effect.fail(problem)
+      : Effect.succeed({
+          items: documents,
+          batchSize,
+          runId: input.runId,
+          metadata: input.source !== undefined ? { source: input.source } : {}
         })
-        const rows = documents.map((doc, i) => ({ run_id: run.id, doc_index: i, path: doc.path, content: doc.content }))
-        for (let i = 0; i < rows.length; i += 500) {
-          yield* sql`INSERT INTO baton_extract_inputs ${sql.insert(rows.slice(i, i + 500))} ON CONFLICT DO NOTHING`
-        }
-        return run
-      })
-    )
-    return yield* ridingOut(transaction)
-  })
+  }
 
-  const loadBatch = (runId: string, batchIndex: number, metadata: RunMetadata) =>
-    sql<{ doc_index: number; path: string; content: string }>`SELECT doc_index, path, content
-      FROM baton_extract_inputs WHERE run_id = ${runId} AND doc_index >= ${batchIndex * metadata.batchSize}
-        AND doc_index < ${Math.min((batchIndex + 1) * metadata.batchSize, metadata.totalDocuments)}
-      ORDER BY doc_index`
-
-  // Subscribe, then re-read, then wait: a completion between the read and the wait is not lost. The completion event
-  // is the wake-up; a re-read of the row on a capped backoff runs alongside, because event delivery can lag (on
-  // Postgres an unrelated long transaction holds the log's horizon back; on SQLite other processes' completions are
-  // polled), and the driver's latency is the run's latency.
-  const awaitTerminal = (taskId: string, taskName: string) =>
-    Effect.scoped(
-      Effect.gen(function* () {
-        const events = yield* completions.subscribe({ filter: { taskName, kinds: ["task"] } })
-        const first = yield* queue.get(taskId)
-        if (terminalStates.includes(first.state)) return first
-        const woken = events.pipe(
-          Stream.filter((event) => event.taskId === taskId),
-          Stream.take(1),
-          Stream.runDrain,
-          Effect.zipRight(queue.get(taskId))
-        )
-        const polled = queue.get(taskId).pipe(
-          Effect.repeat(
-            Schedule.union(Schedule.exponential("10 millis", 1.5), Schedule.spaced("250 millis")).pipe(
-              Schedule.whileInput((info: TaskInfo) => !terminalStates.includes(info.state)),
-              Schedule.passthrough
-            )
-          )
-        )
-        return yield* Effect.raceFirst(woken, polled)
-      })
-    )
-
-  // Idempotent: the batch row decides; its documents were written in the same transaction.
-  const saveBatch = (
-    runId: string,
-    batchIndex: number,
-    firstDoc: number,
-    summary: BatchSummary,
-    extracts: ReadonlyArray<DocumentExtract>
-  ) =>
-    Effect.gen(function* () {
-      const now = yield* Clock.currentTimeMillis
-      const inserted = yield* sql<{ run_id: string }>`INSERT INTO baton_extract_batches ${sql.insert({
-        run_id: runId,
-        batch_index: batchIndex,
-        documents: summary.documents,
-        bytes: summary.bytes,
-        words: summary.words,
-        summary: JSON.stringify(Schema.encodeSync(BatchSummary)(summary)),
-        created_at: now
-      })} ON CONFLICT DO NOTHING RETURNING run_id`
-      if (inserted.length === 0) return false
-      const rows = extracts.map((extract, i) => ({
-        run_id: runId,
-        doc_index: firstDoc + i,
-        batch_index: batchIndex,
-        path: extract.path,
-        format: extract.format,
-        bytes: extract.bytes,
-        title: extract.title,
-        word_count: extract.wordCount,
-        headings: JSON.stringify(extract.headings),
-        links: JSON.stringify(extract.links),
-        emails: JSON.stringify(extract.emails),
-        dates: JSON.stringify(extract.dates),
-        code_languages: JSON.stringify(extract.codeLanguages),
-        keywords: JSON.stringify(extract.keywords),
-        created_at: now
-      }))
-      for (let i = 0; i < rows.length; i += 500) {
-        yield* sql`INSERT INTO baton_extract_documents ${sql.insert(rows.slice(i, i + 500))} ON CONFLICT DO NOTHING`
-      }
-      return true
-    })
-
-  const checkpointResult = (summary: BatchSummary) => ({
-    documents: summary.documents,
-    words: summary.words,
-    bytes: summary.bytes
-  })
-
-  const failRun = (run: Run, batchIndex: number, token: CheckpointToken | undefined, reason: string) =>
-    Effect.gen(function* () {
-      if (token !== undefined) {
-        // A conflicting outcome (another driver completed it meanwhile) leaves the completed one standing.
-        yield* checkpoints.failCheckpoint(token, { batchIndex, reason }).pipe(Effect.ignore)
-      }
-      yield* runs.finish(run.id, "failed", `batch ${batchIndex}: ${reason}`).pipe(Effect.ignore)
-      return yield* new ExtractionFailed({ runId: run.id, batchIndex, reason })
-    })
-
-  // The batch's chord, the merge result and the extracts; or why the batch failed.
-  const fanOut = (run: Run, batchIndex: number, metadata: RunMetadata) =>
-    Effect.gen(function* () {
-      const inputs = yield* loadBatch(run.id, batchIndex, metadata)
-      const handle = yield* chords.chord({
-        body: inputs.map((doc) => Task.call(ExtractDocument, { path: doc.path, content: doc.content })),
-        callback: ChordRegistry.callback(MergeBatch, { runId: run.id, batchIndex }),
-        idempotencyKey: `extract:${run.checkpointScope}:${batchIndex}`,
-        tags: [`run:${run.id}`]
-      })
-      const callbackId = yield* Effect.either(handle.await)
-      if (callbackId._tag === "Left") return { _tag: "Failed" as const, reason: callbackId.left.message }
-      const merged: TaskInfo = yield* awaitTerminal(callbackId.right, MergeBatch.name)
-      if (merged.state !== "succeeded" || Option.isNone(merged.result)) {
-        const error = Option.getOrUndefined(merged.error)
-        return {
-          _tag: "Failed" as const,
-          reason: `merge task ${merged.id} ended ${merged.state}${error ? `: ${error.kind}: ${error.message}` : ""}`
-        }
-      }
-      const payload = yield* decodeMergePayload(merged.payload).pipe(Effect.orDie)
-      const summary = yield* decodeSummary(merged.result.value).pipe(Effect.orDie)
-      if (payload.results.length !== inputs.length) {
-        return yield* Effect.dieMessage(
-          `batch ${batchIndex}: ${payload.results.length} extracts for ${inputs.length} documents`
-        )
-      }
-      return {
-        _tag: "Merged" as const,
-        firstDoc: Number(inputs[0]?.doc_index ?? batchIndex * metadata.batchSize),
-        summary,
-        extracts: payload.results
-      }
-    })
-
-  // Progress after a confirmed batch. A refusal because another driver of the same run already recorded it (or
-  // finished the run) is success; any other refusal fails the run.
-  const recordProgress = (run: Run, batchIndex: number) =>
-    runs.updateProgress(run.id, batchIndex + 1, run.totalBatches).pipe(
-      Effect.catchTags({
-        RunNotFound: Effect.die,
-        ProgressRefused: (refused) =>
-          Effect.flatMap(Effect.catchTag(runs.getRun(run.id), "RunNotFound", Effect.die), (current) =>
-            current.completedBatches > batchIndex && current.state !== "failed" && current.state !== "cancelled"
-              ? Effect.succeed(current)
-              : failRun(run, batchIndex, undefined, refused.message)
-          )
-      })
-    )
-
-  const processBatch = (run: Run, batchIndex: number, metadata: RunMetadata) =>
-    Effect.gen(function* () {
-      // Confirmed under an earlier scope, or earlier in this one, but not yet recorded as progress (a driver died
-      // between the two): record it, do not redo it.
-      for (const scope of run.checkpointScopes) {
-        const found = yield* checkpoints.findCheckpoint(scope, batchIndex)
-        if (Option.isNone(found)) continue
-        // It was just found, and checkpoints are never deleted: not-found (or failed, after Completed) is a defect.
-        const status = yield* checkpoints
-          .pollCheckpoint(found.value)
-          .pipe(Effect.catchTag("CheckpointNotFound", Effect.die))
-        if (status._tag === "Completed") {
-          yield* checkpoints.awaitCheckpoint(found.value).pipe(
-            Effect.catchTags({
-              CheckpointNotFound: Effect.die,
-              CheckpointFailed: Effect.die,
-              CheckpointTimeout: Effect.die
-            })
-          )
-          return yield* recordProgress(run, batchIndex)
-        }
-      }
-      const token = yield* checkpoints.createCheckpoint(run.checkpointScope, batchIndex)
-      const outcome = yield* fanOut(run, batchIndex, metadata).pipe(
-        Effect.catchAll((error) =>
-          // A database error is redone (see `ridingOut`); anything else fails the batch.
-          isSqlError(error) ? Effect.fail(error) : Effect.succeed({ _tag: "Failed" as const, reason: messageOf(error) })
-        )
-      )
-      if (outcome._tag === "Failed") return yield* failRun(run, batchIndex, token, outcome.reason)
-      const saved = yield* sql
-        .withTransaction(
-          Effect.zipRight(
-            saveBatch(run.id, batchIndex, outcome.firstDoc, outcome.summary, outcome.extracts),
-            checkpoints.completeCheckpoint(token, checkpointResult(outcome.summary))
-          )
-        )
-        .pipe(Effect.either)
-      if (saved._tag === "Left") {
-        // Committed or not, redoing the batch is safe: it finds the completed checkpoint, or saves again.
-        if (isSqlError(saved.left)) return yield* saved.left
-        return yield* failRun(run, batchIndex, token, `saving the batch: ${messageOf(saved.left)}`)
-      }
-      const confirmed = yield* Effect.either(checkpoints.awaitCheckpoint(token))
-      if (confirmed._tag === "Left") {
-        if (isSqlError(confirmed.left)) return yield* confirmed.left
-        return yield* failRun(run, batchIndex, undefined, confirmed.left.message)
-      }
-      // Only now, with the checkpoint confirmed, does progress move.
-      return yield* recordProgress(run, batchIndex)
-    }).pipe(Effect.withSpan("ExtractionWorkflow.batch", { attributes: { runId: run.id, batchIndex } }))
+  const start = (input: RunInput) =>
+    Effect.flatMap(runInput(input), driver.start).pipe(Effect.withSpan("ExtractionWorkflow.start"))
 
   const summary = (runId: string) =>
     Effect.map(documents(runId), (docs) => mergeBatch(docs)).pipe(Effect.withSpan("ExtractionWorkflow.summary"))
@@ -640,33 +512,15 @@ export const make = Effect.gen(function* () {
       summary: total
     }))
 
-  const continueRun = (initial: Run) =>
-    Effect.gen(function* () {
-      const metadata = yield* metadataOf(initial)
-      let run = initial
-      while (run.completedBatches < run.totalBatches) {
-        run = yield* ridingOut(processBatch(run, run.completedBatches, metadata))
-      }
-      const finished = yield* ridingOut(runs.finish(run.id, "succeeded"))
-      return yield* ridingOut(result(finished))
-    }).pipe(Effect.annotateLogs({ runId: initial.id }))
-
-  // A succeeded run returns its result; a failed one is reopened (new checkpoint scope); a running one (fresh, or
-  // its driver died) is continued, counting a new attempt when it is an explicit resume.
-  const proceed = (run: Run, countAttempt: boolean) =>
-    run.state === "succeeded"
-      ? result(run)
-      : run.state === "running" && !countAttempt
-        ? continueRun(run)
-        : Effect.flatMap(ridingOut(runs.reopen(run.id)), continueRun)
-
   const run = (input: RunInput) =>
-    Effect.flatMap(start(input), (started) => proceed(started, false)).pipe(Effect.withSpan("ExtractionWorkflow.run"))
+    Effect.flatMap(runInput(input), (checked) => asWorkflowError(driver.run(checked))).pipe(
+      Effect.flatMap(result),
+      Effect.withSpan("ExtractionWorkflow.run")
+    )
 
   const resume = (runId: string) =>
-    ridingOut(runs.getRun(runId)).pipe(
-      Effect.tap(metadataOf),
-      Effect.flatMap((found) => proceed(found, true)),
+    asWorkflowError(driver.resume(runId)).pipe(
+      Effect.flatMap(result),
       Effect.withSpan("ExtractionWorkflow.resume", { attributes: { runId } })
     )
 
@@ -690,5 +544,11 @@ export const make = Effect.gen(function* () {
 export const layer: Layer.Layer<
   ExtractionWorkflow,
   never,
-  SqlClient.SqlClient | RunService | CheckpointCoordinator | ChordRegistry.ChordRegistry | TaskQueue | CompletionBackend
+  | SqlClient.SqlClient
+  | RunService
+  | CheckpointCoordinator
+  | ChordRegistry.ChordRegistry
+  | TaskQueue
+  | CompletionBackend
+  | ReadModel
 > = Layer.effect(ExtractionWorkflow, make)
