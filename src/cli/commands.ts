@@ -13,7 +13,6 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { pathToFileURL } from "node:url"
 import { CheckpointCoordinator } from "../CheckpointCoordinator.js"
-import { ChordRegistry } from "../ChordRegistry.js"
 import { ReadModel } from "../ReadModel.js"
 import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
 import { type Run, RunService, RunStateConflict } from "../RunService.js"
@@ -24,6 +23,7 @@ import type { Corpus } from "./corpus.js"
 import * as Display from "./display.js"
 import { exportBatches, exportDocuments, type Format, type Subject } from "./export.js"
 import type { Services } from "./layers.js"
+import * as BatchWorkflow from "../BatchWorkflow.js"
 import * as Task from "../Task.js"
 
 /** Writes to stdout. */
@@ -347,7 +347,13 @@ export const statusReport = (limit: number) =>
               onSome: (p) => ({ documentsDone: p.documentsDone, totalDocuments: p.metadata.totalDocuments })
             })
           )
-        : Effect.succeed({})
+        : // Any other kind built on BatchWorkflow: items in confirmed batches.
+          Effect.succeed(
+            Option.match(BatchWorkflow.itemsOf(run), {
+              onNone: () => ({}),
+              onSome: (items) => ({ itemsDone: items.done, totalItems: items.total })
+            })
+          )
     const runsJson = yield* Effect.forEach(list, (run) =>
       Effect.map(documents(run), (docs) => ({
         id: run.id,
@@ -459,19 +465,7 @@ export class ExportError extends Data.TaggedError("ExportError")<{ readonly mess
 /** `baton cancel <runId>`: the run becomes cancelled and its running chords are cancelled. */
 export const cancel = (runId: string) =>
   Effect.gen(function* () {
-    const runs = yield* RunService
-    const chords = yield* ChordRegistry
-    const readModel = yield* ReadModel
-    const run = yield* runs.finish(runId, "cancelled")
-    const prefix = `extract:${runId}`
-    const running = yield* readModel.chordsByKeyPrefix(prefix, "running")
-    let cancelled = 0
-    for (const chord of running) {
-      // The key is extract:<scope>:<batch>; the scope is the run id or <runId>#<n>.
-      const rest = chord.idempotencyKey.slice(prefix.length)
-      if (!/^(#\d+)?:\d+$/.test(rest)) continue
-      if (yield* chords.cancel(chord.chordId)) cancelled++
-    }
+    const { chordsCancelled: cancelled, run } = yield* BatchWorkflow.cancelRun(runId)
     yield* print(
       `run ${run.id} cancelled at ${run.completedBatches}/${run.totalBatches} batches` +
         (cancelled > 0 ? `; ${cancelled} chord${cancelled === 1 ? "" : "s"} in flight cancelled` : "")

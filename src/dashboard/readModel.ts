@@ -14,6 +14,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
+import * as BatchWorkflow from "../BatchWorkflow.js"
 import { type ChordInfo, ChordRegistry, ChordState } from "../ChordRegistry.js"
 import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
 import { ReadModel } from "../ReadModel.js"
@@ -100,7 +101,8 @@ export const make = Effect.gen(function* () {
               onNone: () => null,
               onSome: (p) => ({ done: p.documentsDone, total: p.metadata.totalDocuments })
             })
-          : null
+          : // Any other kind built on BatchWorkflow: items in confirmed batches.
+            Option.getOrNull(BatchWorkflow.itemsOf(run))
       return {
         id: run.id as string,
         kind: run.kind,
