@@ -1,6 +1,7 @@
 /**
- * `CheckpointCoordinator` on `@effect/sql` (Postgres, a SQLite file, or SQLite `:memory:`): each checkpoint is a
- * row of `baton_checkpoints`, so another process can await it and a restarted run sees where it stopped.
+ * The statements of `CheckpointCoordinator` on `@effect/sql` (Postgres, a SQLite file, or SQLite `:memory:`); the
+ * public module `SqlCheckpointCoordinator.ts` builds its layers from `make`. Each checkpoint is a row of
+ * `baton_checkpoints`, so another process can await it and a restarted run sees where it stopped.
  *
  * Guarantees:
  * - `createCheckpoint` is one statement (`INSERT … ON CONFLICT (run_id, batch_index) DO NOTHING RETURNING id`); only
@@ -14,13 +15,11 @@
  *   are resolved after the commit; inside the caller's transaction they are only nudged to re-read the row, which
  *   shows the completion once (and only if) the caller's transaction commits.
  * - `awaitCheckpoint` registers its local waiter (and its completion-stream subscription, with
- *   `layerWithCompletions`) before it reads the row, then waits: a completion landing between the read and the wait
+ *   a `CompletionBackend` in the layer's context) before it reads the row, then waits: a completion landing between the read and the wait
  *   is never lost. Completions by other processes are seen through the completion stream when provided, and always
  *   through a re-read of the row on an adaptive schedule (fast at first, then backing off).
  * - In-process memory is bounded: a waiter entry lives only while someone awaits; outcomes completed here are kept
  *   (for an immediate await) in a bounded cache, dropped once awaited.
- *
- * @since 0.1.0
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -29,7 +28,6 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberId from "effect/FiberId"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
@@ -45,11 +43,13 @@ import {
   CheckpointToken,
   timeoutMillis,
   validateBatchIndex
-} from "./CheckpointCoordinator.js"
-import { CompletionBackend } from "./CompletionBackend.js"
-import { canonicalJson } from "./internal/checkpointJson.js"
-import { appendLog, completionsChannel, type LogEntry } from "./internal/completionLog.js"
-import { Storage } from "./Storage.js"
+} from "../../CheckpointCoordinator.js"
+import { CompletionBackend } from "../../CompletionBackend.js"
+import { canonicalJson } from "../checkpointJson.js"
+import { type LogEntry, makeAppendLog } from "./completionLog.js"
+import { byDialect } from "./dialect.js"
+import { completionsChannel } from "./wakes.js"
+import { Storage } from "../../Storage.js"
 
 /** Options of the SQL coordinator. */
 export interface Options {
@@ -69,7 +69,7 @@ export interface Options {
    * later synchronous commit flushed (a completion flushes them, WAL being written in order). Default false.
    */
   readonly asyncCreate?: boolean | undefined
-  /** Wake waiters from the completion stream (what `layerWithCompletions` passes). */
+  /** Wake waiters from the completion stream (the layers pass the `CompletionBackend` of their context, if any). */
   readonly completions?: CompletionBackend["Type"] | undefined
 }
 
@@ -126,9 +126,9 @@ const maxCachedText = 16 * 1024
 export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const sql = yield* SqlClient.SqlClient
   const storage = yield* Storage
-  const dialect = storage.dialect
+  const append = makeAppendLog(sql, storage.dialect, storage.channelPrefix)
   const completions = options.completions
-  const asyncCreate = options.asyncCreate === true && dialect === "pg"
+  const asyncCreate = byDialect(storage.dialect, { pg: () => options.asyncCreate === true, sqlite: () => false })
   const cacheSize = Math.max(0, options.localCacheSize ?? 1_000)
   const pollMin = Duration.decode(options.pollMin ?? Duration.millis(2))
   const pollMax = Duration.decode(options.pollMax ?? (completions !== undefined ? Duration.seconds(1) : "100 millis"))
@@ -234,14 +234,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           WHERE id = ${token.id} AND status = 'pending' RETURNING run_id`
         const row = updated[0]
         if (row === undefined) return yield* judge(token, status, text, yield* readState(token.id))
-        yield* appendLog(sql, dialect, storage.channelPrefix, [logEntry(status, row.run_id, now)])
+        yield* append([logEntry(status, row.run_id, now)])
         return true
       })
     )
 
   // Postgres: ONE statement, hence one round trip and atomic on its own (its own transaction outside the caller's,
   // part of the caller's inside it): the guarded UPDATE, the log row and its NOTIFY (the same row and payload as
-  // `appendLog` writes), and the row's state before the statement for the idempotency check.
+  // `makeAppendLog` writes), and the row's state before the statement for the idempotency check.
   const settlePg = (token: CheckpointToken, status: "completed" | "failed", text: string, now: number) =>
     Effect.gen(function* () {
       const entry = logEntry(status, token.runId, now)
@@ -273,14 +273,14 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       return yield* judge(token, status, text, before?.status === "pending" ? yield* readState(token.id) : before)
     })
 
+  const settleRow = byDialect(storage.dialect, { pg: () => settlePg, sqlite: () => settleSqlite })
+
   const settle = (token: CheckpointToken, status: "completed" | "failed", value: unknown) =>
     Effect.gen(function* () {
       const text = yield* Effect.try({ try: () => canonicalJson(value), catch: (error) => error }).pipe(Effect.orDie)
       const now = yield* Clock.currentTimeMillis
       const joined = yield* inTransaction
-      const applied = yield* dialect === "pg"
-        ? settlePg(token, status, text, now)
-        : settleSqlite(token, status, text, now)
+      const applied = yield* settleRow(token, status, text, now)
       const outcome: Outcome = { status, text }
       yield* Effect.sync(() => {
         const waiter = waiters.get(token.id)
@@ -446,22 +446,3 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     pollCheckpoint
   })
 })
-
-/** The layer with default options; requires a storage layer (`Storage.layerPg`, `layerSqlite`, `layerMemory`). */
-export const layer: Layer.Layer<CheckpointCoordinator, never, SqlClient.SqlClient | Storage> = Layer.effect(
-  CheckpointCoordinator,
-  make()
-)
-
-/** The layer with options (build it once: each build is a separate coordinator). */
-export const layerWith = (options: Options): Layer.Layer<CheckpointCoordinator, never, SqlClient.SqlClient | Storage> =>
-  Layer.effect(CheckpointCoordinator, make(options))
-
-/** The layer whose waiters also wake on the completion stream (checkpoint events of their run). */
-export const layerWithCompletions = (
-  options: Omit<Options, "completions"> = {}
-): Layer.Layer<CheckpointCoordinator, never, SqlClient.SqlClient | Storage | CompletionBackend> =>
-  Layer.effect(
-    CheckpointCoordinator,
-    Effect.flatMap(CompletionBackend, (completions) => make({ ...options, completions }))
-  )

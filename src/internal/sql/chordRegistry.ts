@@ -29,7 +29,6 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
@@ -49,9 +48,9 @@ import {
   type ChordState,
   type FailurePolicy,
   type ListOptions
-} from "./ChordRegistry.js"
-import { CompletionBackend, type CompletionEvent, type StreamError } from "./CompletionBackend.js"
-import * as Continuations from "./Continuations.js"
+} from "../../ChordRegistry.js"
+import { CompletionBackend, type CompletionEvent, type StreamError } from "../../CompletionBackend.js"
+import * as Continuations from "../../Continuations.js"
 import {
   cancelChord,
   type ChordRow,
@@ -60,14 +59,14 @@ import {
   type SealedCall,
   settleChord,
   sweepBody
-} from "./internal/chordLedger.js"
-import { ledgerContext } from "./internal/completionLog.js"
-import { encodeCall } from "./SqlTaskQueue.js"
-import { Reconciler } from "./Reconciler.js"
-import { Storage } from "./Storage.js"
-import type * as Task from "./Task.js"
-import { InvalidInput, InvalidPayload, type RawEnqueue, TaskId, TaskQueue } from "./TaskQueue.js"
-import * as Validate from "./internal/validate.js"
+} from "./chordLedger.js"
+import { makeLedgerContext } from "./chordLedger.js"
+import { encodeCall } from "../request.js"
+import { Reconciler } from "../../Reconciler.js"
+import { Storage } from "../../Storage.js"
+import type * as Task from "../../Task.js"
+import { InvalidInput, InvalidPayload, type RawEnqueue, TaskId, TaskQueue } from "../../TaskQueue.js"
+import * as Validate from "../validate.js"
 
 /** Settings of the registry's coordinator. */
 export interface Options {
@@ -183,7 +182,7 @@ export const make = (
     const storage = yield* Storage
     const queue = yield* TaskQueue
     const backend = yield* Effect.serviceOption(CompletionBackend)
-    const ctx: LedgerContext = ledgerContext(sql, storage.dialect, storage.channelPrefix)
+    const ctx: LedgerContext = makeLedgerContext(sql, storage.dialect, storage.channelPrefix)
     const reconcileEvery = Duration.decode(options.reconcileInterval ?? Duration.seconds(5))
     const staleMs = millis(options.staleAfter) ?? 60_000
     const batch = Math.max(1, options.reconcileBatch ?? 100)
@@ -620,15 +619,3 @@ export const make = (
       reconcile
     })
   })
-
-/** The registry with default settings; requires a storage layer and the `TaskQueue` (a `CompletionBackend` is used if present). */
-export const layer: Layer.Layer<ChordRegistry, never, SqlClient.SqlClient | Storage | TaskQueue> = Layer.scoped(
-  ChordRegistry,
-  make()
-)
-
-/** The registry with explicit coordinator settings. */
-export const layerWith = (
-  options: Options
-): Layer.Layer<ChordRegistry, never, SqlClient.SqlClient | Storage | TaskQueue> =>
-  Layer.scoped(ChordRegistry, make(options))

@@ -27,7 +27,6 @@ import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Queue from "effect/Queue"
@@ -44,12 +43,12 @@ import {
   FilterUnsupported,
   InvalidCursor,
   type SubscribeOptions
-} from "./CompletionBackend.js"
-import { completionsChannel, onAppend } from "./internal/completionLog.js"
-import * as PgListener from "./internal/pgListener.js"
-import * as Validate from "./internal/validate.js"
-import { Storage } from "./Storage.js"
-import { InvalidInput, type TaskId } from "./TaskQueue.js"
+} from "../../CompletionBackend.js"
+import { completionsChannel, onAppend } from "./wakes.js"
+import * as PgListener from "./pgListener.js"
+import * as Validate from "../validate.js"
+import { Storage } from "../../Storage.js"
+import { InvalidInput, type TaskId } from "../../TaskQueue.js"
 
 /** Settings of the SQL completion backend. */
 export interface Options {
@@ -623,13 +622,3 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   return CompletionBackend.of({ subscribe, stream, prune })
 })
-
-/** The layer with default settings (7-day retention); requires a storage layer. */
-export const layer: Layer.Layer<CompletionBackend, never, SqlClient.SqlClient | Storage> = Layer.effect(
-  CompletionBackend,
-  make()
-)
-
-/** The layer with explicit settings (retention, polling); requires a storage layer. */
-export const layerWith = (options: Options): Layer.Layer<CompletionBackend, never, SqlClient.SqlClient | Storage> =>
-  Layer.effect(CompletionBackend, make(options))

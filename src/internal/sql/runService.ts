@@ -12,8 +12,7 @@
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
-import * as Validate from "./internal/validate.js"
+import * as Validate from "../validate.js"
 import {
   checkpointScope,
   ProgressRefused,
@@ -23,7 +22,7 @@ import {
   RunService,
   type RunState,
   RunStateConflict
-} from "./RunService.js"
+} from "../../RunService.js"
 
 interface RunRow {
   readonly id: string
@@ -221,6 +220,3 @@ export const make = Effect.gen(function* () {
 
   return RunService.of({ createRun, getRun, listRuns, updateProgress, finish, reopen })
 })
-
-/** The layer; requires a storage layer (`Storage.layerPg`, `layerSqlite`, `layerMemory`). */
-export const layer: Layer.Layer<RunService, never, SqlClient.SqlClient> = Layer.effect(RunService, make)

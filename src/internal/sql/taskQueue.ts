@@ -1,406 +1,78 @@
 /**
- * `TaskQueue` on `@effect/sql`: Postgres, a SQLite file, or SQLite `:memory:` (same code, two dialects).
+ * The statements of `TaskQueue` on `@effect/sql` (Postgres, a SQLite file, or SQLite `:memory:`; same code, two
+ * dialects). The public module `SqlTaskQueue.ts` builds its layer from `make`.
  *
  * - Claims are one statement: `UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) RETURNING` on
  *   Postgres, `UPDATE … WHERE id IN (SELECT … LIMIT n) RETURNING` on SQLite (one writer at a time), so two workers
  *   never hold a valid lease on the same task.
- * - Completions are batched: one transaction completes many tasks, each guarded by `id AND lease_id AND
- *   state = 'running'`, and appends their completion events (and NOTIFY) in that same transaction.
- * - Bulk enqueue sends one JSON parameter (`json_populate_recordset` / `json_each`) instead of thousands of
- *   placeholders.
- *
- * @since 0.1.0
+ * - Completions are batched and go through the one finish path (`finishPath.ts`): one transaction completes many
+ *   tasks, each guarded by `id AND lease_id AND state = 'running'`, and appends their completion events (and NOTIFY)
+ *   in that same transaction.
+ * - Enqueue goes through the one task insert (`taskRows.makeInsertTasks`): one JSON parameter
+ *   (`json_to_recordset` / `json_each`) instead of thousands of placeholders.
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type * as Statement from "@effect/sql/Statement"
 import * as Clock from "effect/Clock"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
-import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as ParseResult from "effect/ParseResult"
 import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as PgListener from "./internal/pgListener.js"
-import * as Validate from "./internal/validate.js"
-import { insertColumns, type InsertRow } from "./internal/taskRow.js"
-import * as TaskRow from "./internal/taskRow.js"
+import { Storage } from "../../Storage.js"
+import type * as Task from "../../Task.js"
 import {
-  completionsChannel,
-  onEnqueued,
-  recordChordBodies,
-  recordFinished,
-  tasksChannel,
-  type FinishedTask
-} from "./internal/completionLog.js"
-import { Storage } from "./Storage.js"
-import type * as Task from "./Task.js"
-import {
-  type ClaimedTask,
-  InvalidInput,
-  InvalidPayload,
   type QueueStats,
   type RawEnqueue,
   type TaskError,
   TaskId,
-  type TaskInfo,
   type TaskListFilter,
   TaskNotFound,
   type TaskPage,
   TaskQueue,
   type TaskState
-} from "./TaskQueue.js"
-
-const defaultBackoff = { baseMs: 1000, factor: 2, maxMs: 5 * 60_000 }
-
-interface TaskRow {
-  readonly id: string
-  readonly name: string
-  readonly queue: string
-  readonly namespace: string
-  readonly tags: string
-  readonly payload: string
-  readonly state: TaskState
-  readonly priority: number
-  readonly attempts: number
-  readonly max_attempts: number
-  readonly timeout_ms: number | null
-  readonly backoff: string | null
-  readonly run_at: number
-  readonly lease_id: string | null
-  readonly lease_expires_at: number | null
-  readonly worker_id: string | null
-  readonly idempotency_key: string | null
-  readonly result: string | null
-  readonly error: string | null
-  readonly chord_id: string | null
-  readonly chord_index: number | null
-  readonly run_id: string | null
-  readonly created_at: number
-  readonly updated_at: number
-  readonly started_at: number | null
-  readonly finished_at: number | null
-}
-
-// What a worker needs of a claimed task (fewer columns to send and parse than `*`, per task, on the hot path).
-const claimedColumns = [
-  ...["id", "name", "queue", "namespace", "payload", "priority", "attempts", "max_attempts", "timeout_ms"],
-  ...["backoff", "run_at", "lease_id", "chord_id", "run_id"]
-].join(", ")
-
-const finishedColumns = "id, name, queue, namespace, tags, chord_id, chord_index, run_id"
-
-const toDate = (ms: number | null): Date | undefined => (ms === null ? undefined : new Date(Number(ms)))
-
-const parseJson = (text: string | null): Option.Option<unknown> => {
-  if (text === null) return Option.none()
-  try {
-    return Option.some(JSON.parse(text))
-  } catch {
-    return Option.some(text)
-  }
-}
-
-const decodeTaskError = Schema.decodeUnknownOption(
-  Schema.parseJson(
-    Schema.Struct({
-      kind: Schema.String,
-      message: Schema.String,
-      attempt: Schema.Number,
-      error: Schema.optional(Schema.Unknown)
-    })
-  )
-)
-
-// A LIKE pattern matching `text` anywhere, its wildcards escaped (with `ESCAPE '\'`): matched literally. The text
-// is a bound parameter, never SQL.
-const likeSubstring = (text: string) => `%${text.replace(/[\\%_]/g, (c) => `\\${c}`)}%`
-
-const toInfo = (row: TaskRow): TaskInfo => ({
-  id: TaskId.make(row.id),
-  name: row.name,
-  queue: row.queue,
-  namespace: row.namespace,
-  tags: JSON.parse(row.tags) as ReadonlyArray<string>,
-  state: row.state,
-  priority: Number(row.priority),
-  attempts: Number(row.attempts),
-  maxAttempts: Number(row.max_attempts),
-  payload: Option.getOrUndefined(parseJson(row.payload)),
-  result: parseJson(row.result),
-  error: row.error === null ? Option.none() : (decodeTaskError(row.error) as Option.Option<TaskError>),
-  idempotencyKey: row.idempotency_key ?? undefined,
-  chordId: row.chord_id ?? undefined,
-  runId: row.run_id ?? undefined,
-  runAt: new Date(Number(row.run_at)),
-  createdAt: new Date(Number(row.created_at)),
-  updatedAt: new Date(Number(row.updated_at)),
-  startedAt: toDate(row.started_at),
-  finishedAt: toDate(row.finished_at)
-})
-
-const toClaimed = (row: TaskRow): ClaimedTask => {
-  let backoff = defaultBackoff
-  if (row.backoff !== null) {
-    try {
-      backoff = { ...defaultBackoff, ...(JSON.parse(row.backoff) as object) }
-    } catch {
-      // keep the default
-    }
-  }
-  return {
-    id: TaskId.make(row.id),
-    name: row.name,
-    queue: row.queue,
-    namespace: row.namespace,
-    payload: row.payload,
-    attempt: Number(row.attempts),
-    maxAttempts: Number(row.max_attempts),
-    timeoutMs: row.timeout_ms === null ? undefined : Number(row.timeout_ms),
-    backoff,
-    leaseId: row.lease_id ?? "",
-    chordId: row.chord_id ?? undefined,
-    runId: row.run_id ?? undefined
-  }
-}
-
-/** Checks one duration option; its milliseconds, or an `InvalidInput` naming the field. */
-const durationMs = (
-  field: string,
-  input: Duration.DurationInput | undefined,
-  minMs: number
-): Effect.Effect<number | undefined, InvalidInput> => {
-  if (input === undefined) return Effect.succeed(undefined)
-  const checked = Validate.duration(field, input, minMs, Validate.maxDurationMs)
-  // Whole milliseconds (the columns are integers): "1.5 millis" becomes 2 ms, never 0 for a positive duration.
-  return checked.problem === undefined
-    ? Effect.succeed(Math.ceil(checked.ms))
-    : Effect.fail(new InvalidInput({ field, message: checked.problem }))
-}
-
-// Payload encoders compiled once per schema (not once per call): synchronous, falling back to the effectful
-// encoder only for schemas with asynchronous transformations. A bulk enqueue encodes thousands of payloads.
-type SyncEncoder = (input: unknown) => Either.Either<unknown, ParseResult.ParseError>
-const encoders = new WeakMap<Schema.Schema.Any, SyncEncoder>()
-const encoderOf = (schema: Schema.Schema<unknown, unknown>): SyncEncoder => {
-  let encoder = encoders.get(schema)
-  if (encoder === undefined) encoders.set(schema, (encoder = Schema.encodeUnknownEither(schema)))
-  return encoder
-}
-
-const invalidPayload = (task: Task.Any, error: ParseResult.ParseError) =>
-  new InvalidPayload({ task: task.name, message: ParseResult.TreeFormatter.formatErrorSync(error) })
-
-/** Turns a typed enqueue into a raw one (encoding the payload with the task's Schema, checking the options). */
-export const encodeCall = (
-  task: Task.Any,
-  payload: unknown,
-  options: Task.EnqueueOptions,
-  now: number
-): Effect.Effect<RawEnqueue, InvalidPayload | InvalidInput> =>
-  Effect.gen(function* () {
-    const schema = task.payload as Schema.Schema<unknown, unknown>
-    const sync = encoderOf(schema)(payload)
-    const encoded = Either.isRight(sync)
-      ? sync.right
-      : sync.left.issue._tag !== "Forbidden"
-        ? yield* Effect.fail(invalidPayload(task, sync.left))
-        : yield* Schema.encodeUnknown(schema)(payload).pipe(Effect.mapError((error) => invalidPayload(task, error)))
-    const merged = { ...task.defaults, ...options }
-    const delay = yield* durationMs("delay", merged.delay, 0)
-    let runAt: number | undefined
-    if (merged.runAt !== undefined) {
-      runAt =
-        typeof merged.runAt === "number" ? merged.runAt : merged.runAt instanceof Date ? merged.runAt.getTime() : NaN
-      const problem = Validate.integer("runAt", runAt, 0, Validate.maxEpochMs)
-      if (problem !== undefined) {
-        return yield* new InvalidInput({
-          field: "runAt",
-          message: `${problem.replace(/, got .*$/, "")} (epoch milliseconds or a valid Date), got ${String(merged.runAt)}`
-        })
-      }
-    } else if (delay !== undefined) {
-      runAt = now + delay
-    }
-    let backoff: RawEnqueue["backoff"]
-    if (merged.backoff !== undefined) {
-      const baseMs = (yield* durationMs("backoff.base", merged.backoff.base, 0)) ?? defaultBackoff.baseMs
-      const maxMs = (yield* durationMs("backoff.max", merged.backoff.max, 0)) ?? Math.max(defaultBackoff.maxMs, baseMs)
-      const factor = merged.backoff.factor ?? defaultBackoff.factor
-      const problem = Validate.number("backoff.factor", factor, 1, 1000)
-      if (problem !== undefined) return yield* new InvalidInput({ field: "backoff.factor", message: problem })
-      backoff = { baseMs, factor, maxMs }
-    }
-    return {
-      name: task.name,
-      payload: encoded,
-      queue: merged.queue,
-      namespace: merged.namespace,
-      tags: merged.tags,
-      priority: merged.priority,
-      maxAttempts: merged.maxAttempts,
-      timeoutMs: yield* durationMs("timeout", merged.timeout, 1),
-      backoff,
-      runAt,
-      idempotencyKey: merged.idempotencyKey
-    }
-  })
-
-/**
- * Checks an already-encoded request against `limits` (every field a user or an attacker controls); the payload's
- * JSON text if it is fine.
- */
-export const checkRequest = (request: RawEnqueue): Either.Either<string, InvalidPayload | InvalidInput> => {
-  const invalid = (field: string, message: string | undefined) =>
-    message === undefined ? undefined : new InvalidInput({ field, message })
-  const problem =
-    invalid("name", Validate.name("name", request.name)) ??
-    (request.queue === undefined ? undefined : invalid("queue", Validate.name("queue", request.queue))) ??
-    (request.namespace === undefined
-      ? undefined
-      : invalid("namespace", Validate.name("namespace", request.namespace))) ??
-    (request.tags === undefined ? undefined : invalid("tags", Validate.tags("tags", request.tags))) ??
-    (request.idempotencyKey === undefined
-      ? undefined
-      : invalid("idempotencyKey", Validate.name("idempotencyKey", request.idempotencyKey))) ??
-    (request.runId === undefined ? undefined : invalid("runId", Validate.name("runId", request.runId))) ??
-    (request.chordId === undefined ? undefined : invalid("chordId", Validate.name("chordId", request.chordId))) ??
-    (request.chordIndex === undefined
-      ? undefined
-      : invalid("chordIndex", Validate.integer("chordIndex", request.chordIndex, 0, Validate.maxChordSize - 1))) ??
-    (request.priority === undefined
-      ? undefined
-      : invalid(
-          "priority",
-          Validate.integer("priority", request.priority, -Validate.maxPriority, Validate.maxPriority)
-        )) ??
-    (request.maxAttempts === undefined
-      ? undefined
-      : invalid("maxAttempts", Validate.integer("maxAttempts", request.maxAttempts, 1, Validate.maxAttemptsLimit))) ??
-    (request.timeoutMs === undefined
-      ? undefined
-      : invalid("timeout", Validate.integer("timeout (ms)", request.timeoutMs, 1, Validate.maxDurationMs))) ??
-    (request.runAt === undefined
-      ? undefined
-      : invalid("runAt", Validate.integer("runAt (epoch ms)", request.runAt, 0, Validate.maxEpochMs))) ??
-    (request.backoff === undefined
-      ? undefined
-      : (invalid(
-          "backoff.base",
-          Validate.number("backoff.baseMs", request.backoff.baseMs, 0, Validate.maxDurationMs)
-        ) ??
-        invalid("backoff.max", Validate.number("backoff.maxMs", request.backoff.maxMs, 0, Validate.maxDurationMs)) ??
-        invalid("backoff.factor", Validate.number("backoff.factor", request.backoff.factor, 1, 1000))))
-  if (problem !== undefined) return Either.left(problem)
-  const payload = Validate.payloadJson(request.payload)
-  if (payload.problem !== undefined)
-    return Either.left(new InvalidPayload({ task: String(request.name), message: payload.problem }))
-  return Either.right(payload.json)
-}
-
-/** A new row as sent to Postgres: short keys (see `insertRows`), nulls and per-statement constants left out. */
-const packRow = (row: InsertRow): Record<string, unknown> => {
-  const packed: Record<string, unknown> = {
-    i: row.id,
-    n: row.name,
-    q: row.queue,
-    s: row.namespace,
-    g: row.tags,
-    p: row.payload,
-    r: row.priority,
-    m: row.max_attempts,
-    a: row.run_at
-  }
-  if (row.timeout_ms !== null) packed.t = row.timeout_ms
-  if (row.backoff !== null) packed.b = row.backoff
-  if (row.idempotency_key !== null) packed.k = row.idempotency_key
-  if (row.chord_id !== null) packed.c = row.chord_id
-  if (row.chord_index !== null) packed.x = row.chord_index
-  if (row.run_id !== null) packed.u = row.run_id
-  return packed
-}
+} from "../../TaskQueue.js"
+import { checkRequest, encodeCall } from "../request.js"
+import { makeLedgerContext } from "./chordLedger.js"
+import { byDialect } from "./dialect.js"
+import { makeFinishPath } from "./finishPath.js"
+import * as PgListener from "./pgListener.js"
+import {
+  claimedColumns,
+  decodeTaskError,
+  type InsertRow,
+  likeSubstring,
+  makeInsertTasks,
+  findByIdempotencyKey,
+  type TaskRow,
+  toClaimed,
+  toDate,
+  toInfo,
+  toInsertRow
+} from "./taskRows.js"
+import { onEnqueued, tasksChannel } from "./wakes.js"
 
 /** Builds the service. Requires the `SqlClient` and `Storage` of a storage layer. */
 export const make = Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   const storage = yield* Storage
-  const dialect = storage.dialect
   const wakeHub = yield* PubSub.sliding<string>(64)
-  if (dialect === "sqlite") {
-    // Tasks enqueued inside this process's transactions by others (a chord callback dispatched by a completion).
-    const unregister = onEnqueued(sql, (queues) => {
-      for (const queue of new Set(queues)) wakeHub.unsafeOffer(queue)
-    })
-    yield* Effect.addFinalizer(() => Effect.sync(unregister))
-  }
-  // Claims and lease extensions commit without waiting for the WAL flush (Postgres `synchronous_commit = off`
-  // for that one statement's transaction). Losing one in a server crash is harmless: the task is simply still
-  // pending (or its lease shorter), and execution is at-least-once anyway. It never weakens a completion: a
-  // completion's synchronous commit flushes the WAL up to itself, including the claim before it. This takes a
-  // commit's fsync off the claim path, which is what bounds a worker's claim rate.
-  const asyncCommit = dialect === "pg" ? sql`set_config('synchronous_commit', 'off', true) IS NOT NULL` : sql`1 = 1`
-
-  const columns = sql.literal(insertColumns.join(", "))
-  const sqliteSelect = sql.literal(insertColumns.map((column) => `json_extract(value, '$.${column}')`).join(", "))
-
-  // In the order of `insertRows`' SELECT list.
-  const pgColumns = sql`(id, name, queue, namespace, tags, payload, state, priority, attempts, max_attempts, timeout_ms,
-    backoff, run_at, idempotency_key, chord_id, chord_index, run_id, created_at, updated_at)`
-
-  /** Inserts one chunk of rows; returns the ids inserted (all of them, unless an idempotency key conflicted). */
-  const insertRows = (rows: ReadonlyArray<InsertRow>): Effect.Effect<ReadonlyArray<string>, SqlError> => {
-    // Without an idempotency key nothing can conflict (ids are random UUIDs): a plain INSERT, without the
-    // speculative insertion of ON CONFLICT and without sending the ids back, is measurably cheaper per row.
-    const keyed = rows.some((row) => row.idempotency_key !== null)
-    if (dialect === "pg") {
-      // The rows travel as one JSON parameter with one-letter keys, nulls left out and the columns every new row
-      // shares (state, attempts, timestamps) written in SQL: parsing that JSON is most of the statement's server
-      // time, so its size matters (measured: half the bytes, about a third less time per chunk than whole rows).
-      const json = JSON.stringify(rows.map(packRow))
-      const now = rows[0]!.created_at
-      const select = sql`SELECT i, n, q, s, g, p, 'pending', r, 0, m, t, b, a, k, c, x, u, ${now}::bigint, ${now}::bigint
-        FROM json_to_recordset(${json}::json) AS v(i text, n text, q text, s text, g text, p text, r integer,
-          m integer, t integer, b text, a bigint, k text, c text, x integer, u text)`
-      // The insert and its NOTIFY (one per queue, delivered at commit) in one statement: one round trip, and
-      // atomic on its own, so a single enqueue needs no explicit transaction.
-      const channel = tasksChannel(storage.channelPrefix)
-      if (!keyed) {
-        const queues = JSON.stringify([...new Set(rows.map((row) => row.queue))])
-        return sql`WITH ins AS (INSERT INTO baton_tasks ${pgColumns} ${select})
-          SELECT pg_notify(${channel}, q) FROM json_array_elements_text(${queues}::json) AS q`.pipe(
-          Effect.as(rows.map((row) => row.id))
-        )
-      }
-      return sql<{ id: string }>`WITH ins AS (
-          INSERT INTO baton_tasks ${pgColumns} ${select} ON CONFLICT DO NOTHING RETURNING id, queue
-        ), notified AS (
-          SELECT count(pg_notify(${channel}, queue)) AS n
-          FROM (SELECT DISTINCT queue FROM ins) q
-        )
-        SELECT ins.id FROM ins CROSS JOIN notified`.pipe(Effect.map((result) => result.map((row) => row.id)))
-    }
-    const json = JSON.stringify(rows)
-    if (!keyed) {
-      return sql`INSERT INTO baton_tasks (${columns}) SELECT ${sqliteSelect} FROM json_each(${json})`.pipe(
-        Effect.as(rows.map((row) => row.id))
-      )
-    }
-    return sql<{ id: string }>`INSERT INTO baton_tasks (${columns})
-      SELECT ${sqliteSelect} FROM json_each(${json}) WHERE true
-      ON CONFLICT DO NOTHING RETURNING id`.pipe(Effect.map((result) => result.map((row) => row.id)))
-  }
-
-  const notifyQueues = (queues: Iterable<string>) =>
-    dialect === "pg"
-      ? Effect.forEach(
-          new Set(queues),
-          (queue) => sql`SELECT pg_notify(${tasksChannel(storage.channelPrefix)}, ${queue})`,
-          { discard: true }
-        )
-      : Effect.void
+  const statements = byDialect(storage.dialect, {
+    pg: () => pgStatements(sql, storage.channelPrefix),
+    sqlite: () => sqliteStatements(sql)
+  })
+  yield* statements.listenInProcess(wakeHub)
+  const insertTasks = makeInsertTasks(sql, storage.dialect, storage.channelPrefix)
+  const finishPath = makeFinishPath(
+    sql,
+    storage.dialect,
+    storage.channelPrefix,
+    makeLedgerContext(sql, storage.dialect, storage.channelPrefix)
+  )
+  const notifyQueues = statements.notifyQueues
 
   const chunk = 5000
   const enqueueRaw = (requests: ReadonlyArray<RawEnqueue>) =>
@@ -412,13 +84,13 @@ export const make = Effect.gen(function* () {
       for (const request of requests) {
         const checked = checkRequest(request)
         if (Either.isLeft(checked)) return yield* checked.left
-        rows.push({ ...TaskRow.toInsertRow({ ...request, payload: null }, now), payload: checked.right })
+        rows.push({ ...toInsertRow({ ...request, payload: null }, now), payload: checked.right })
       }
       const insertAll = Effect.gen(function* () {
         const inserted = new Set<string>()
         // Chunked so a huge enqueue does not build one giant statement.
         for (let i = 0; i < rows.length; i += chunk) {
-          for (const id of yield* insertRows(rows.slice(i, i + chunk))) inserted.add(id)
+          for (const id of yield* insertTasks(rows.slice(i, i + chunk))) inserted.add(id)
         }
         const result: Array<string> = []
         for (const row of rows) {
@@ -427,20 +99,18 @@ export const make = Effect.gen(function* () {
             continue
           }
           // Lost to an existing task with the same idempotency key: return that task.
-          const existing = yield* sql<{ id: string }>`SELECT id FROM baton_tasks
-              WHERE namespace = ${row.namespace} AND idempotency_key = ${row.idempotency_key}`
-          const found = existing[0]
+          const found = yield* findByIdempotencyKey(sql, row)
           if (found === undefined) {
             return yield* Effect.dieMessage(`enqueue: task ${row.id} was neither inserted nor found`)
           }
-          result.push(found.id)
+          result.push(found)
         }
         return result
       })
       // Postgres: up to one chunk is one statement (insert + NOTIFY), atomic without a transaction of its own (it
       // still joins the caller's). A task that lost to an existing idempotency key is looked up afterwards: that
       // task is committed (the conflicting insert waited for it). SQLite batches are short and local anyway.
-      const ids = yield* dialect === "pg" && rows.length <= chunk ? insertAll : sql.withTransaction(insertAll)
+      const ids = yield* statements.insertIsAtomic && rows.length <= chunk ? insertAll : sql.withTransaction(insertAll)
       yield* Effect.forEach(new Set(rows.map((row) => row.queue as string)), (queue) => PubSub.publish(wakeHub, queue))
       return ids.map((id) => TaskId.make(id))
     }).pipe(Effect.withSpan("TaskQueue.enqueueRaw", { attributes: { count: requests.length } }))
@@ -479,21 +149,19 @@ export const make = Effect.gen(function* () {
       return Option.some(decoded as Task.Success<T>)
     })
 
-  const guardedFinish = (set: Statement.Statement<unknown>, where: Statement.Statement<unknown>) =>
-    sql<FinishedTask>`UPDATE baton_tasks SET ${set} WHERE ${where} RETURNING ${sql.literal(finishedColumns)}`
-
   const cancel = (taskId: string) =>
     Effect.gen(function* () {
       const now = yield* Clock.currentTimeMillis
       const error = JSON.stringify({ kind: "cancelled", message: "cancelled", attempt: 0 })
       return yield* sql.withTransaction(
         Effect.gen(function* () {
-          const rows = yield* guardedFinish(
+          const rows = yield* finishPath.finish(
             sql`state = 'cancelled', lease_id = NULL, lease_expires_at = NULL, error = ${error},
                 finished_at = ${now}, updated_at = ${now}`,
-            sql`id = ${taskId} AND state IN ('pending', 'running')`
+            sql`id = ${taskId} AND state IN ('pending', 'running')`,
+            "cancelled",
+            now
           )
-          yield* recordFinished(sql, dialect, storage.channelPrefix, rows, "cancelled", now)
           return rows.length > 0
         })
       )
@@ -636,18 +304,7 @@ export const make = Effect.gen(function* () {
       const set = sql`state = 'running', attempts = attempts + 1, lease_id = ${leaseId},
         lease_expires_at = ${expires}, worker_id = ${options.workerId}, started_at = COALESCE(started_at, ${now}),
         updated_at = ${now}`
-      const rows =
-        dialect === "pg"
-          ? yield* sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
-              SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(options.queues)}
-                AND run_at <= ${now}
-              ORDER BY priority DESC, run_at LIMIT ${options.limit} FOR UPDATE SKIP LOCKED
-            ) AND ${asyncCommit} RETURNING ${sql.literal(claimedColumns)}`
-          : yield* sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
-              SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(options.queues)}
-                AND run_at <= ${now}
-              ORDER BY priority DESC, run_at LIMIT ${options.limit}
-            ) RETURNING ${sql.literal(claimedColumns)}`
+      const rows = yield* statements.claim(set, options.queues, now, options.limit)
       // RETURNING does not preserve the subquery's order.
       return [...rows]
         .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.run_at) - Number(b.run_at))
@@ -659,18 +316,7 @@ export const make = Effect.gen(function* () {
       if (leases.length === 0) return new Set<string>()
       const now = yield* Clock.currentTimeMillis
       const leaseIds = [...new Set(leases.map((lease) => lease.leaseId))]
-      // Postgres: SKIP LOCKED, so a heartbeat never waits on (or deadlocks with) a completion batch holding some of
-      // the same rows; a row being completed needs no extension.
-      const rows =
-        dialect === "pg"
-          ? yield* sql<{ id: string }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
-              updated_at = ${now} WHERE id IN (
-                SELECT id FROM baton_tasks WHERE state = 'running' AND lease_id IN ${sql.in(leaseIds)}
-                ORDER BY id FOR UPDATE SKIP LOCKED
-              ) AND ${asyncCommit} RETURNING id`
-          : yield* sql<{ id: string }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
-              updated_at = ${now} WHERE state = 'running' AND lease_id IN ${sql.in(leaseIds)} AND ${asyncCommit}
-              RETURNING id`
+      const rows = yield* statements.heartbeat(leaseIds, now, leaseMs)
       return new Set(rows.map((row) => row.id))
     })
 
@@ -681,69 +327,24 @@ export const make = Effect.gen(function* () {
     readonly chordId?: string | undefined
   }
 
-  // Postgres: the guarded UPDATE, its completions-log rows and their NOTIFY as ONE statement. (The NOTIFY is a column
-  // of the result on purpose: a join the result does not read from is removed by the planner, and its NOTIFY with it.) `plainOnly` leaves
-  // chord body tasks alone (their counters must move in the same transaction: see `complete`).
-  const completePg = (json: string, now: number, plainOnly: boolean) =>
-    sql<FinishedTask>`WITH done AS (
-        UPDATE baton_tasks t SET state = 'succeeded', result = v.result,
-          lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
-        FROM json_to_recordset(${json}::json) AS v(id text, lease_id text, result text)
-        WHERE t.id = v.id AND t.lease_id = v.lease_id AND t.state = 'running'
-          ${plainOnly ? sql`AND t.chord_id IS NULL` : sql``}
-        RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id
-      ), log AS (
-        INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at)
-        SELECT 'task', id, name, queue, namespace, tags, 'succeeded', chord_id, run_id, ${now}::bigint FROM done
-        RETURNING seq
-      ), notified AS (
-        SELECT pg_notify(${completionsChannel(storage.channelPrefix)}, max(seq)::text) AS n FROM log HAVING count(*) > 0
-      )
-      SELECT done.*, (SELECT count(*) FROM notified) AS notified FROM done`
-
-  const completeSqlite = (json: string, now: number) =>
-    sql<FinishedTask>`UPDATE baton_tasks SET state = 'succeeded', result = v.result,
-        lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
-      FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.lease_id') AS lease_id,
-              json_extract(value, '$.result') AS result FROM json_each(${json})) AS v
-      WHERE baton_tasks.id = v.id AND baton_tasks.lease_id = v.lease_id AND baton_tasks.state = 'running'
-      RETURNING baton_tasks.id, baton_tasks.name, baton_tasks.queue, baton_tasks.namespace,
-        baton_tasks.tags, baton_tasks.chord_id, baton_tasks.chord_index, baton_tasks.run_id`
-
-  const completionsJson = (completions: ReadonlyArray<Completion>) =>
-    JSON.stringify(
-      completions.map((c) => ({ id: c.id, lease_id: c.leaseId, result: JSON.stringify(c.result ?? null) }))
-    )
-
-  // In one transaction: the guarded UPDATE, the log rows (and NOTIFY), and the chord counters of body tasks.
-  const completeInTransaction = (completions: ReadonlyArray<Completion>, now: number) =>
-    sql.withTransaction(
-      Effect.gen(function* () {
-        const json = completionsJson(completions)
-        if (dialect === "pg") {
-          const rows = yield* completePg(json, now, false)
-          yield* recordChordBodies(sql, dialect, storage.channelPrefix, rows, "succeeded", now)
-          return rows
-        }
-        const rows = yield* completeSqlite(json, now)
-        yield* recordFinished(sql, dialect, storage.channelPrefix, rows, "succeeded", now)
-        return rows
-      })
-    )
+  // In one transaction: the finish path (guarded UPDATE, log rows and NOTIFY, chord counters, dispatch).
+  const succeedInTransaction = (completions: ReadonlyArray<Completion>, now: number) =>
+    sql.withTransaction(finishPath.succeed(completions, now))
 
   const complete = (completions: ReadonlyArray<Completion>) =>
     Effect.gen(function* () {
       if (completions.length === 0) return []
       const now = yield* Clock.currentTimeMillis
       const done = new Set<string>()
-      if (dialect === "pg" && completions.every((c) => c.chordId === undefined)) {
-        // No chord body task announced: one autocommitted statement (a round trip, not four), which skips any chord
-        // body task after all; those (and tasks whose lease was lost) go through the transactional path below.
-        for (const row of yield* completePg(completionsJson(completions), now, true)) done.add(row.id)
+      const succeedPlain = finishPath.succeedPlain
+      if (succeedPlain !== undefined && completions.every((c) => c.chordId === undefined)) {
+        // No chord body task announced (Postgres): one autocommitted statement (a round trip, not four), which skips
+        // any chord body task after all; those (and tasks whose lease was lost) go through the transaction below.
+        for (const row of yield* succeedPlain(completions, now)) done.add(row.id)
         const rest = completions.filter((c) => !done.has(c.id))
-        if (rest.length > 0) for (const row of yield* completeInTransaction(rest, now)) done.add(row.id)
+        if (rest.length > 0) for (const row of yield* succeedInTransaction(rest, now)) done.add(row.id)
       } else {
-        for (const row of yield* completeInTransaction(completions, now)) done.add(row.id)
+        for (const row of yield* succeedInTransaction(completions, now)) done.add(row.id)
       }
       return completions.map((c) => done.has(c.id))
     })
@@ -761,12 +362,13 @@ export const make = Effect.gen(function* () {
       const state = disposition._tag === "Dead" ? "dead" : "failed"
       return yield* sql.withTransaction(
         Effect.gen(function* () {
-          const rows = yield* guardedFinish(
+          const rows = yield* finishPath.finish(
             sql`state = ${state}, lease_id = NULL, lease_expires_at = NULL, error = ${errorText},
                 finished_at = ${now}, updated_at = ${now}`,
-            sql`id = ${id} AND lease_id = ${leaseId} AND state = 'running'`
+            sql`id = ${id} AND lease_id = ${leaseId} AND state = 'running'`,
+            state,
+            now
           )
-          yield* recordFinished(sql, dialect, storage.channelPrefix, rows, state, now)
           return rows.length > 0
         })
       )
@@ -798,12 +400,13 @@ export const make = Effect.gen(function* () {
           message: "lease expired; no attempts left",
           attempt: 0
         })
-        const dead = yield* guardedFinish(
+        const dead = yield* finishPath.finish(
           sql`state = 'dead', lease_id = NULL, lease_expires_at = NULL, error = ${deadError},
               finished_at = ${now}, updated_at = ${now}`,
-          sql`state = 'running' AND lease_expires_at < ${now} AND attempts >= max_attempts`
+          sql`state = 'running' AND lease_expires_at < ${now} AND attempts >= max_attempts`,
+          "dead",
+          now
         )
-        yield* recordFinished(sql, dialect, storage.channelPrefix, dead, "dead", now)
         return dead.length + back.length
       })
     )
@@ -837,5 +440,82 @@ export const make = Effect.gen(function* () {
 
 type ClaimedDisposition = Parameters<TaskQueue["Type"]["fail"]>[3]
 
-/** The layer; requires a storage layer (`Storage.layerPg`, `layerSqlite`, `layerMemory`). */
-export const layer: Layer.Layer<TaskQueue, never, SqlClient.SqlClient | Storage> = Layer.scoped(TaskQueue, make)
+/** The task-queue statements that differ by dialect. */
+interface QueueStatements {
+  /** Wires in-process wake-ups of tasks enqueued by this process's other transactions (SQLite). */
+  readonly listenInProcess: (hub: PubSub.PubSub<string>) => Effect.Effect<void, never, Scope.Scope>
+  /** Signals "work on these queues" to other processes (Postgres NOTIFY, delivered at commit). */
+  readonly notifyQueues: (queues: Iterable<string>) => Effect.Effect<void, SqlError>
+  /** A chunk's insert is one statement, atomic without a transaction of its own (Postgres). */
+  readonly insertIsAtomic: boolean
+  /** Leases up to `limit` due tasks of `queues`: `UPDATE … SET set WHERE id IN (…) RETURNING claimedColumns`. */
+  readonly claim: (
+    set: Statement.Fragment,
+    queues: ReadonlyArray<string>,
+    now: number,
+    limit: number
+  ) => Effect.Effect<ReadonlyArray<TaskRow>, SqlError>
+  /** Extends the leases still held; the ids extended. */
+  readonly heartbeat: (
+    leaseIds: ReadonlyArray<string>,
+    now: number,
+    leaseMs: number
+  ) => Effect.Effect<ReadonlyArray<{ readonly id: string }>, SqlError>
+}
+
+const pgStatements = (sql: SqlClient.SqlClient, channelPrefix: string): QueueStatements => {
+  const channel = tasksChannel(channelPrefix)
+  // Claims and lease extensions commit without waiting for the WAL flush (Postgres `synchronous_commit = off`
+  // for that one statement's transaction). Losing one in a server crash is harmless: the task is simply still
+  // pending (or its lease shorter), and execution is at-least-once anyway. It never weakens a completion: a
+  // completion's synchronous commit flushes the WAL up to itself, including the claim before it. This takes a
+  // commit's fsync off the claim path, which is what bounds a worker's claim rate.
+  const asyncCommit = sql`set_config('synchronous_commit', 'off', true) IS NOT NULL`
+  return {
+    listenInProcess: () => Effect.void,
+    notifyQueues: (queues) =>
+      Effect.forEach(new Set(queues), (queue) => sql`SELECT pg_notify(${channel}, ${queue})`, { discard: true }),
+    insertIsAtomic: true,
+    claim: (set, queues, now, limit) => sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
+        SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(queues)}
+          AND run_at <= ${now}
+        ORDER BY priority DESC, run_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
+      ) AND ${asyncCommit} RETURNING ${sql.literal(claimedColumns)}`,
+    // SKIP LOCKED, so a heartbeat never waits on (or deadlocks with) a completion batch holding some of the same
+    // rows; a row being completed needs no extension.
+    heartbeat: (leaseIds, now, leaseMs) => sql<{
+      id: string
+    }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
+        updated_at = ${now} WHERE id IN (
+          SELECT id FROM baton_tasks WHERE state = 'running' AND lease_id IN ${sql.in(leaseIds)}
+          ORDER BY id FOR UPDATE SKIP LOCKED
+        ) AND ${asyncCommit} RETURNING id`
+  }
+}
+
+const sqliteStatements = (sql: SqlClient.SqlClient): QueueStatements => ({
+  listenInProcess: (hub) =>
+    // Tasks enqueued inside this process's transactions by others (a chord callback dispatched by a completion).
+    Effect.asVoid(
+      Effect.acquireRelease(
+        Effect.sync(() =>
+          onEnqueued(sql, (queues) => {
+            for (const queue of new Set(queues)) hub.unsafeOffer(queue)
+          })
+        ),
+        (unregister) => Effect.sync(unregister)
+      )
+    ),
+  // Other processes on the same file poll.
+  notifyQueues: () => Effect.void,
+  insertIsAtomic: false,
+  // One writer at a time: no row locks to skip.
+  claim: (set, queues, now, limit) => sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
+      SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(queues)}
+        AND run_at <= ${now}
+      ORDER BY priority DESC, run_at LIMIT ${limit}
+    ) RETURNING ${sql.literal(claimedColumns)}`,
+  heartbeat: (leaseIds, now, leaseMs) => sql<{ id: string }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
+      updated_at = ${now} WHERE state = 'running' AND lease_id IN ${sql.in(leaseIds)} AND 1 = 1
+      RETURNING id`
+})
