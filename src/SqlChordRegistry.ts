@@ -9,7 +9,7 @@
  * - The coordinator (a background part per registry, i.e. per process that provides this layer) latches the chords
  *   awaited here, re-checks the chords of body-task completion events, and runs the reconciler pass every
  *   `reconcileInterval` (as a step of the `Reconciler` service when one is provided). Every dispatch it makes goes
- *   through the same guard as the normal path and counts in `baton_chords_healed_total`.
+ *   through the same guard as the normal path and counts in the healed-chords metric (`ChordRegistry.chordsHealed`).
  *
  * The statements live in the SQL layer (`internal/sql/chordRegistry.ts`, `internal/sql/chordCoordinator.ts`,
  * `internal/sql/chordLedger.ts`); this module builds the service from it.
