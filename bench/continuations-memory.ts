@@ -1,7 +1,9 @@
 /**
  * Memory bench for Continuations: does a finished handle drop its callbacks, and does churn leave the heap flat?
  *
- *   npx tsx --expose-gc bench/continuations-memory.ts [churn=1000000] [live=100000] [rounds=5]
+ *   npx tsx --expose-gc bench/continuations-memory.ts [churn=1000000] [live=100000] [rounds=5] [pool]
+ *
+ * With `pool` (a number), every handle is made with `{ concurrency: pool }` (callbacks through a bounded pool).
  *
  * 1. Churn: `churn` handles, one after another, each with one callback, completed, settled and its scope closed.
  *    The heap after (post-GC) should match the heap before; read in `rounds` segments (heap after each).
@@ -17,6 +19,7 @@ import { churnInRounds, heapAfterGc, mb, reportChurn, requireGc } from "./lib/he
 const churn = Number(process.argv[2] ?? 1_000_000)
 const live = Number(process.argv[3] ?? 100_000)
 const rounds = Number(process.argv[4] ?? 5)
+const options = process.argv[5] === undefined ? undefined : { concurrency: Number(process.argv[5]) }
 
 const heap = heapAfterGc(requireGc("bench/continuations-memory.ts"))
 
@@ -28,7 +31,7 @@ const program = Effect.gen(function* () {
   const once = (i: number) =>
     Effect.scoped(
       Effect.gen(function* () {
-        const c = yield* Continuations.make<number, never>()
+        const c = yield* Continuations.make<number, never>(options)
         yield* c.addOrRunNow("cb", callback)
         yield* c.complete(Exit.succeed(i))
         yield* c.settled
@@ -56,7 +59,7 @@ const program = Effect.gen(function* () {
     yield* Effect.scoped(
       Effect.gen(function* () {
         for (let i = 0; i < live; i++) {
-          const c = yield* Continuations.make<number, never>()
+          const c = yield* Continuations.make<number, never>(options)
           yield* c.addOrRunNow("cb", callback)
           kept.push(c)
         }

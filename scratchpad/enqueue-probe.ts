@@ -14,7 +14,7 @@ import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
 import * as Storage from "../src/Storage.js"
 import * as Task from "../src/Task.js"
 import { TaskQueue } from "../src/TaskQueue.js"
-import { insertColumns, toInsertRow } from "../src/internal/taskRow.js"
+import { insertColumns, toInsertRow } from "../src/internal/sql/taskRows.js"
 
 const url = process.env.PROBE_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 const schema = "perf_enqueue_probe"

@@ -4,7 +4,7 @@
  * Usage: npx tsx scratchpad/enqueue-sql-probe.ts [n=20000] [rounds=5]
  */
 import pg from "pg"
-import { insertColumns, toInsertRow } from "../src/internal/taskRow.js"
+import { insertColumns, toInsertRow } from "../src/internal/sql/taskRows.js"
 
 const url = process.env.PROBE_PG_URL ?? "postgres://postgres@127.0.0.1:5432/test"
 const schema = "perf_enqueue_sql"

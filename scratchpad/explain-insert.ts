@@ -1,5 +1,5 @@
 import pg from "pg"
-import { insertColumns, toInsertRow } from "../src/internal/taskRow.js"
+import { insertColumns, toInsertRow } from "../src/internal/sql/taskRows.js"
 const client = new pg.Client({
   connectionString: "postgres://postgres@127.0.0.1:5432/test",
   options: "-c search_path=perf_enqueue_probe"

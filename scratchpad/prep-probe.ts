@@ -3,7 +3,7 @@ import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
 import * as Task from "../src/Task.js"
-import { toInsertRow } from "../src/internal/taskRow.js"
+import { toInsertRow } from "../src/internal/sql/taskRows.js"
 
 const n = Number(process.argv[2] ?? 20000)
 const rounds = Number(process.argv[3] ?? 10)

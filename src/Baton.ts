@@ -53,7 +53,7 @@ export const layerWith = <E, R>(
   // as a step) runs for the life of the layer in every process.
   const withReconciler = Reconciler.layer.pipe(Layer.provideMerge(completions))
   return Layer.mergeAll(
-    SqlCheckpointCoordinator.layerWithCompletions(),
+    SqlCheckpointCoordinator.layer,
     SqlChordRegistry.layer,
     SqlRunService.layer,
     SqlReadModel.layer,

@@ -28,8 +28,8 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import * as Pg from "pg"
-import { pgMigrations } from "./internal/migrations/pg.js"
-import { sqliteMigrations } from "./internal/migrations/sqlite.js"
+import { pgMigrations } from "./internal/sql/migrations/pg.js"
+import { sqliteMigrations } from "./internal/sql/migrations/sqlite.js"
 
 /** The dialect a storage layer speaks. */
 export type Dialect = "pg" | "sqlite"

@@ -9,8 +9,11 @@ import * as FiberId from "effect/FiberId"
 import * as FiberStatus from "effect/FiberStatus"
 import * as HashMap from "effect/HashMap"
 import * as Logger from "effect/Logger"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
 import * as Random from "effect/Random"
+import * as Schedule from "effect/Schedule"
 import * as TestClock from "effect/TestClock"
 import * as Continuations from "../src/Continuations.js"
 
@@ -41,6 +44,14 @@ const suspended = <A, E>(fiber: Fiber.RuntimeFiber<A, E>): Effect.Effect<void> =
   Effect.flatMap(Effect.zipRight(Effect.yieldNow(), Fiber.status(fiber)), (status) =>
     FiberStatus.isSuspended(status) ? Effect.void : suspended(fiber)
   )
+
+// Waits until some fiber sleeps on the TestClock, so that a following `TestClock.adjust` wakes it.
+const sleeping: Effect.Effect<void> = Effect.flatMap(Effect.zipRight(Effect.yieldNow(), TestClock.sleeps()), (s) =>
+  s.length > 0 ? Effect.void : sleeping
+)
+
+const counterValue = (counter: typeof Continuations.callbacksFired) =>
+  Effect.map(Metric.value(counter), (state) => state.count)
 
 const failureOf = <A, E>(exit: Exit.Exit<A, E>): Option.Option<E> =>
   Exit.isFailure(exit) ? Cause.failureOption(exit.cause) : Option.none()
@@ -115,7 +126,7 @@ describe("Continuations", () => {
       assert.strictEqual(result._tag, "Fired")
       if (result._tag !== "Fired") return
       assert.deepStrictEqual(result.exit, Exit.fail("boom"))
-      yield* Fiber.join(result.fiber)
+      yield* Fiber.join(result.fiber!)
       yield* c.settled
 
       assert.deepStrictEqual(seen, [Exit.fail("boom")])
@@ -442,84 +453,279 @@ describe("Continuations", () => {
       let lateRan = false
       const late = yield* c.addOrRunNow("late", () => Effect.sync(() => (lateRan = true)))
       assert.strictEqual(late._tag, "Fired")
-      if (late._tag === "Fired") assert.isTrue(Exit.isInterrupted(yield* Fiber.await(late.fiber)))
+      if (late._tag === "Fired") assert.isTrue(Exit.isInterrupted(yield* Fiber.await(late.fiber!)))
       assert.isFalse(lateRan)
     })
   )
 
-  it.effect(
-    "the race: callbacks added concurrently with complete each run exactly once (or are refused and never run)",
-    () =>
-      Effect.gen(function* () {
-        const iterations = 2_000
-        const adders = 16
-        const tally = { Registered: 0, Fired: 0, Refused: 0 }
-        const problems: Array<string> = []
+  // The pooled variant runs fewer rounds: its atomic steps are the same, only the firing path differs.
+  for (const { iterations, label, options } of [
+    { iterations: 2_000, label: "", options: undefined },
+    { iterations: 400, label: " (pool of 3)", options: { concurrency: 3 } }
+  ]) {
+    it.effect(
+      `the race${label}: callbacks added concurrently with complete each run exactly once (or are refused and never run)`,
+      () =>
+        Effect.gen(function* () {
+          const adders = 16
+          const tally = { Registered: 0, Fired: 0, Refused: 0 }
+          const problems: Array<string> = []
 
-        for (let i = 0; i < iterations; i++) {
-          yield* Effect.scoped(
-            Effect.gen(function* () {
-              const c = yield* Continuations.make<number, never>()
-              const expected = Exit.succeed(i)
-              const runs = new Array<number>(adders).fill(0)
-              const outcomes = new Array<keyof typeof tally>(adders)
-              const start = yield* Deferred.make<void>()
-              const randomYields = Effect.flatMap(Random.nextIntBetween(0, 8), (n) =>
-                Effect.forEach(Array.from({ length: n }), () => Effect.yieldNow(), { discard: true })
-              )
-              const callback = (k: number) => (exit: Exit.Exit<number, never>) =>
-                Effect.sync(() => {
-                  runs[k]! += 1
-                  if (!Exit.isSuccess(exit) || exit.value !== i) problems.push(`iteration ${i}: ${k} saw a wrong exit`)
-                })
+          for (let i = 0; i < iterations; i++) {
+            yield* Effect.scoped(
+              Effect.gen(function* () {
+                const c = yield* Continuations.make<number, never>(options)
+                const expected = Exit.succeed(i)
+                const runs = new Array<number>(adders).fill(0)
+                const outcomes = new Array<keyof typeof tally>(adders)
+                const start = yield* Deferred.make<void>()
+                const randomYields = Effect.flatMap(Random.nextIntBetween(0, 8), (n) =>
+                  Effect.forEach(Array.from({ length: n }), () => Effect.yieldNow(), { discard: true })
+                )
+                const callback = (k: number) => (exit: Exit.Exit<number, never>) =>
+                  Effect.sync(() => {
+                    runs[k]! += 1
+                    if (!Exit.isSuccess(exit) || exit.value !== i)
+                      problems.push(`iteration ${i}: ${k} saw a wrong exit`)
+                  })
 
-              const fibers = yield* Effect.forEach(
-                Array.from({ length: adders }, (_, k) => k),
-                (k) =>
-                  Effect.fork(
-                    Effect.gen(function* () {
-                      yield* Deferred.await(start)
-                      yield* randomYields
-                      if (k % 2 === 0) {
-                        const result = yield* c.addOrRunNow(`cb-${k}`, callback(k))
-                        if (result._tag === "Skipped") problems.push(`iteration ${i}: ${k} skipped`)
-                        else outcomes[k] = result._tag
-                      } else {
-                        const result = yield* Effect.either(c.addOrFailIfDone(`cb-${k}`, callback(k)))
-                        if (Either.isLeft(result) && result.left.exit !== expected) {
-                          problems.push(`iteration ${i}: ${k} refused with a wrong exit`)
+                const fibers = yield* Effect.forEach(
+                  Array.from({ length: adders }, (_, k) => k),
+                  (k) =>
+                    Effect.fork(
+                      Effect.gen(function* () {
+                        yield* Deferred.await(start)
+                        yield* randomYields
+                        if (k % 2 === 0) {
+                          const result = yield* c.addOrRunNow(`cb-${k}`, callback(k))
+                          if (result._tag === "Skipped") problems.push(`iteration ${i}: ${k} skipped`)
+                          else outcomes[k] = result._tag
+                        } else {
+                          const result = yield* Effect.either(c.addOrFailIfDone(`cb-${k}`, callback(k)))
+                          if (Either.isLeft(result) && result.left.exit !== expected) {
+                            problems.push(`iteration ${i}: ${k} refused with a wrong exit`)
+                          }
+                          outcomes[k] = Either.isLeft(result) ? "Refused" : "Registered"
                         }
-                        outcomes[k] = Either.isLeft(result) ? "Refused" : "Registered"
-                      }
-                    })
-                  )
-              )
-              const completer = yield* Effect.fork(
-                Effect.zipRight(Effect.zipRight(Deferred.await(start), randomYields), c.complete(expected))
-              )
-              yield* Deferred.succeed(start, undefined)
-              yield* Fiber.joinAll(fibers)
-              yield* Fiber.join(completer)
-              yield* c.settled
+                      })
+                    )
+                )
+                const completer = yield* Effect.fork(
+                  Effect.zipRight(Effect.zipRight(Deferred.await(start), randomYields), c.complete(expected))
+                )
+                yield* Deferred.succeed(start, undefined)
+                yield* Fiber.joinAll(fibers)
+                yield* Fiber.join(completer)
+                yield* c.settled
 
-              for (let k = 0; k < adders; k++) {
-                const outcome = outcomes[k]!
-                const want = outcome === "Refused" ? 0 : 1
-                tally[outcome]++
-                if (runs[k] !== want) problems.push(`iteration ${i}: ${k} (${outcome}) ran ${runs[k]} times`)
-              }
-              if ((yield* c.size) !== 0) problems.push(`iteration ${i}: map kept after completion`)
-            })
+                for (let k = 0; k < adders; k++) {
+                  const outcome = outcomes[k]!
+                  const want = outcome === "Refused" ? 0 : 1
+                  tally[outcome]++
+                  if (runs[k] !== want) problems.push(`iteration ${i}: ${k} (${outcome}) ran ${runs[k]} times`)
+                }
+                if ((yield* c.size) !== 0) problems.push(`iteration ${i}: map kept after completion`)
+              })
+            )
+          }
+
+          assert.deepStrictEqual(problems.slice(0, 10), [])
+          // The interleavings must really straddle `complete`, or this test proves nothing.
+          const total = iterations * adders
+          assert.isAbove(tally.Registered, total / 10, JSON.stringify(tally))
+          assert.isAbove(tally.Fired, total / 20, JSON.stringify(tally))
+          assert.isAbove(tally.Refused, total / 20, JSON.stringify(tally))
+        }).pipe(Effect.withRandom(Random.make("baton-continuations-race"))),
+      60_000
+    )
+  }
+
+  describe("retries", () => {
+    it.scoped("a callback's retry schedule re-runs it on failure, on the schedule's clock", () =>
+      withCapturedLogs((logs) =>
+        Effect.gen(function* () {
+          const c = yield* Continuations.make<number, never>()
+          const attempts = yield* Queue.unbounded<number>()
+          let n = 0
+          yield* c.addOrRunNow(
+            "flaky",
+            () => Effect.flatMap(Queue.offer(attempts, ++n), () => (n < 3 ? Effect.fail("not yet") : Effect.void)),
+            { retry: Schedule.spaced("1 second") }
           )
-        }
+          yield* c.complete(Exit.succeed(1))
+          assert.strictEqual(yield* Queue.take(attempts), 1)
+          yield* sleeping
+          assert.strictEqual(yield* Queue.size(attempts), 0, "no second attempt before the schedule's delay")
+          yield* TestClock.adjust("1 second")
+          assert.strictEqual(yield* Queue.take(attempts), 2)
+          yield* sleeping
+          yield* TestClock.adjust("1 second")
+          assert.strictEqual(yield* Queue.take(attempts), 3)
+          yield* c.settled
+          assert.strictEqual(n, 3)
+          assert.deepStrictEqual(
+            logs.filter((l) => l.level === "WARN"),
+            [],
+            "a callback that succeeds on a retry is not logged as failed"
+          )
+        })
+      )
+    )
 
-        assert.deepStrictEqual(problems.slice(0, 10), [])
-        // The interleavings must really straddle `complete`, or this test proves nothing.
-        const total = iterations * adders
-        assert.isAbove(tally.Registered, total / 10, JSON.stringify(tally))
-        assert.isAbove(tally.Fired, total / 20, JSON.stringify(tally))
-        assert.isAbove(tally.Refused, total / 20, JSON.stringify(tally))
-      }).pipe(Effect.withRandom(Random.make("baton-continuations-race"))),
-    60_000
+    it.scoped("the handle's default retry applies to callbacks without their own; the last failure is logged", () =>
+      withCapturedLogs((logs) =>
+        Effect.gen(function* () {
+          const c = yield* Continuations.make<number, never>({ retry: Schedule.recurs(2) })
+          const failedBefore = yield* counterValue(Continuations.callbacksFailed)
+          let always = 0
+          let own = 0
+          yield* c.addOrRunNow("always-fails", () => Effect.suspend(() => Effect.fail(`attempt ${++always}`)))
+          yield* c.addOrRunNow("own-schedule", () => Effect.suspend(() => Effect.fail(`attempt ${++own}`)), {
+            retry: Schedule.recurs(0)
+          })
+          yield* c.addOrRunNow("dies", () => Effect.dieMessage("defects are not retried"))
+          yield* c.complete(Exit.succeed(1))
+          yield* c.settled
+          assert.strictEqual(always, 3, "one run plus recurs(2)")
+          assert.strictEqual(own, 1, "the callback's own schedule wins over the handle's")
+          const warnings = logs.filter((l) => l.level === "WARN")
+          assert.deepStrictEqual(warnings.map((l) => l.continuation).sort(), ["always-fails", "dies", "own-schedule"])
+          assert.include(warnings.find((l) => l.continuation === "always-fails")!.cause, "attempt 3")
+          assert.strictEqual((yield* counterValue(Continuations.callbacksFailed)) - failedBefore, 3)
+        })
+      )
+    )
+  })
+
+  describe("bounded execution", () => {
+    it.scoped(
+      "a pool of n runs at most n callbacks at once, in firing order, failures confined to their callback",
+      () =>
+        Effect.gen(function* () {
+          const c = yield* Continuations.make<number, never>({ concurrency: 2 })
+          const started = yield* Queue.unbounded<string>()
+          const gates = new Map<string, Deferred.Deferred<void>>()
+          let running = 0
+          let maxRunning = 0
+          const names = ["a", "b", "c", "d", "e", "f"]
+          for (const name of names) {
+            const gate = yield* Deferred.make<void>()
+            gates.set(name, gate)
+            yield* c.addOrRunNow(name, () =>
+              Effect.gen(function* () {
+                running++
+                maxRunning = Math.max(maxRunning, running)
+                yield* Queue.offer(started, name)
+                yield* Deferred.await(gate).pipe(Effect.ensuring(Effect.sync(() => running--)))
+                if (name === "c") return yield* Effect.fail("c fails")
+                if (name === "d") return yield* Effect.die("d dies")
+              })
+            )
+          }
+          yield* c.complete(Exit.succeed(0))
+          assert.deepStrictEqual([yield* Queue.take(started), yield* Queue.take(started)], ["a", "b"])
+
+          // "a" never ends here: every other callback must still get through the second slot.
+          for (const name of ["b", "c", "d", "e", "f"]) {
+            yield* Deferred.succeed(gates.get(name)!, undefined)
+            if (name !== "f") assert.strictEqual(yield* Queue.take(started), names[names.indexOf(name) + 1])
+          }
+          const late = yield* c.addOrRunNow("late", () => Queue.offer(started, "late"))
+          assert.strictEqual(late._tag, "Fired")
+          if (late._tag === "Fired") assert.isUndefined(late.fiber, "a pooled handle forks no fiber per callback")
+          assert.strictEqual(yield* Queue.take(started), "late", "a late callback goes through the pool too")
+          assert.strictEqual(maxRunning, 2)
+
+          yield* Deferred.succeed(gates.get("a")!, undefined)
+          yield* c.settled
+          assert.strictEqual(running, 0)
+          assert.strictEqual(maxRunning, 2)
+        })
+    )
+
+    it.scoped("pool workers end with the queue and start again for callbacks fired later", () =>
+      Effect.gen(function* () {
+        const c = yield* Continuations.make<number, never>({ concurrency: 1 })
+        const seen: Array<string> = []
+        yield* c.addOrRunNow("first", () => Effect.sync(() => seen.push("first")))
+        yield* c.complete(Exit.succeed(0))
+        yield* c.settled
+        yield* c.addOrRunNow("second", () => Effect.sync(() => seen.push("second")))
+        yield* c.settled
+        assert.deepStrictEqual(seen, ["first", "second"])
+      })
+    )
+
+    it.effect("closing the scope interrupts the pool and drops what is still queued", () =>
+      Effect.gen(function* () {
+        const interrupted = yield* Deferred.make<void>()
+        const started = yield* Deferred.make<void>()
+        let queuedRan = false
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            const c = yield* Continuations.make<void, never>({ concurrency: 1 })
+            yield* c.addOrRunNow("blocks", () =>
+              Deferred.succeed(started, undefined).pipe(
+                Effect.zipRight(Effect.never),
+                Effect.onInterrupt(() => Deferred.succeed(interrupted, undefined))
+              )
+            )
+            yield* c.addOrRunNow("queued", () => Effect.sync(() => (queuedRan = true)))
+            yield* c.complete(Exit.void)
+            yield* Deferred.await(started)
+          })
+        )
+        assert.isTrue(yield* Deferred.isDone(interrupted))
+        assert.isFalse(queuedRan)
+      })
+    )
+
+    it.effect("concurrency below 1 is refused", () =>
+      Effect.gen(function* () {
+        const exit = yield* Effect.exit(Effect.scoped(Continuations.make({ concurrency: 0 })))
+        assert.isTrue(Exit.isFailure(exit) && Cause.isDie(exit.cause))
+      })
+    )
+  })
+
+  it.scoped("metrics count registered, removed, fired and failed callbacks and record their durations", () =>
+    Effect.gen(function* () {
+      const before = {
+        registered: yield* counterValue(Continuations.callbacksRegistered),
+        removed: yield* counterValue(Continuations.callbacksRemoved),
+        fired: yield* counterValue(Continuations.callbacksFired),
+        failed: yield* counterValue(Continuations.callbacksFailed),
+        duration: yield* Metric.value(Continuations.callbackDuration)
+      }
+      const c = yield* Continuations.make<number, never>()
+      yield* c.addOrRunNow("slow", () => Effect.sleep("3 seconds"))
+      yield* c.addOrRunNow("removed", () => Effect.void)
+      yield* c.addOrFailIfDone("fails", () => Effect.fail("no"))
+      yield* c.addOrRunNow("fails", () => Effect.fail("no")) // replaces its namesake: registered again
+      yield* c.addOrRunNow("only-on-failure", () => Effect.void, { on: "failure" })
+      assert.isTrue(yield* c.remove("removed"))
+      assert.isFalse(yield* c.remove("removed"))
+      yield* c.complete(Exit.succeed(1))
+      yield* sleeping
+      yield* TestClock.adjust("3 seconds")
+      yield* c.settled
+      yield* c.addOrRunNow("late", () => Effect.void)
+      yield* Effect.either(c.addOrFailIfDone("refused", () => Effect.void))
+      yield* c.settled
+
+      const after = yield* Metric.value(Continuations.callbackDuration)
+      assert.deepStrictEqual(
+        {
+          registered: (yield* counterValue(Continuations.callbacksRegistered)) - before.registered,
+          removed: (yield* counterValue(Continuations.callbacksRemoved)) - before.removed,
+          fired: (yield* counterValue(Continuations.callbacksFired)) - before.fired,
+          failed: (yield* counterValue(Continuations.callbacksFailed)) - before.failed,
+          durations: after.count - before.duration.count,
+          durationSumMs: after.sum - before.duration.sum
+        },
+        // registered: slow, removed, fails ×2, only-on-failure; fired: slow, fails, late (only-on-failure excluded)
+        { registered: 5, removed: 1, fired: 3, failed: 1, durations: 3, durationSumMs: 3000 }
+      )
+    })
   )
 })

@@ -1,6 +1,7 @@
 /**
  * Chord bookkeeping and dispatch in SQL. Every function here runs inside a transaction that the caller owns:
- * - `recordBodies` inside the transaction that moves body tasks to a terminal state (called by `recordFinished`),
+ * - `recordBodies` inside the transaction that moves body tasks to a terminal state (called by the finish path,
+ *   `finishPath.ts`),
  * - `settleChord` / `cancelChord` / `sweepBody` inside the registry's own short transactions.
  *
  * The scheme (docs/chords.md has the full argument):
@@ -20,31 +21,68 @@
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
+import type * as Statement from "@effect/sql/Statement"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
-import { chordsCompleted, chordsFailed, chordsHealed, dispatchLatency, type ChordFailure } from "../ChordRegistry.js"
-import type { Dialect } from "../Storage.js"
-import type { RawEnqueue } from "../TaskQueue.js"
-import type { FinishedTask, LogEntry } from "./completionLog.js"
-import { insertColumns, toInsertRow } from "./taskRow.js"
+import { chordsCompleted, chordsFailed, chordsHealed, dispatchLatency, type ChordFailure } from "../../ChordRegistry.js"
+import type { Dialect } from "../../Storage.js"
+import type { RawEnqueue } from "../../TaskQueue.js"
+import { type AppendLog, type LogEntry, makeAppendLog, taskEntries } from "./completionLog.js"
+import { byDialect } from "./dialect.js"
+import {
+  findByIdempotencyKey,
+  type FinishedTask,
+  finishedColumns,
+  type InsertRow,
+  type InsertTasks,
+  insertRecordPg,
+  makeInsertTasks,
+  toInsertRow
+} from "./taskRows.js"
+import { makeWakeQueues, tasksChannel } from "./wakes.js"
 
-/** What the ledger needs from its caller: the transaction's client and the log writers. */
+/**
+ * What the ledger works with, built once per layer (`makeLedgerContext`): the client, the log writer, the task insert,
+ * and the dialect's statements.
+ */
 export interface LedgerContext {
   readonly sql: SqlClient.SqlClient
-  readonly dialect: Dialect
   /** Appends completions-log rows (NOTIFY on Postgres) inside the current transaction. */
-  readonly append: (entries: ReadonlyArray<LogEntry>) => Effect.Effect<void, SqlError>
-  /** Appends the `task` rows of tasks that reached a terminal state (without chord bookkeeping). */
-  readonly appendFinished: (
-    rows: ReadonlyArray<FinishedTask>,
-    outcome: string,
-    now: number
-  ) => Effect.Effect<void, SqlError>
-  /** Signals that tasks were enqueued on these queues (NOTIFY on Postgres, delivered at commit). */
-  readonly wake: (queues: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
-  /** The NOTIFY channel of new tasks (Postgres). */
-  readonly tasksChannel: string
+  readonly append: AppendLog
+  /** The ONE task insert (callbacks and onError tasks). */
+  readonly insertTasks: InsertTasks
+  /** The dialect's statements. */
+  readonly statements: LedgerStatements
+}
+
+/** The ledger statements that differ by dialect. */
+interface LedgerStatements {
+  /** Locks a running chord's row for the rest of the transaction; the row if it is running. */
+  readonly lockRunning: (chordId: string) => Effect.Effect<ReadonlyArray<ChordRow>, SqlError>
+  /** What the counter bump returns. */
+  readonly bumpReturning: Statement.Fragment
+  /** A task id quoted as JSON text. */
+  readonly quotedId: Statement.Fragment
+  /** After inserting a callback task: wakes the workers of its queue (SQLite; Postgres' insert notified itself). */
+  readonly wakeInserted: (queues: ReadonlyArray<string>) => Effect.Effect<void, SqlError>
+  /**
+   * Marks the chord completed under the dispatch guard and inserts its callback task; undefined if the guard lost,
+   * else the callback's id and queue.
+   */
+  readonly dispatch: (
+    ctx: LedgerContext,
+    chord: ChordRow,
+    sealed: SealedCall,
+    payload: string,
+    at: number,
+    healed: boolean
+  ) => Effect.Effect<{ readonly id: string; readonly queue: string } | undefined, SqlError>
+  /** Moves the body tasks still pending or running to cancelled; the rows moved. */
+  readonly cancelBodyRows: (
+    chordId: string,
+    set: Statement.Fragment
+  ) => Effect.Effect<ReadonlyArray<FinishedTask>, SqlError>
 }
 
 /** A callback (or onError) sealed into the chord row: the enqueue request without payload, and the encoded args. */
@@ -89,8 +127,6 @@ interface BodyRow {
   readonly error: string | null
 }
 
-const finishedColumns = "id, name, queue, namespace, tags, chord_id, chord_index, run_id"
-
 const done = (row: Pick<ChordRow, "succeeded" | "failed" | "cancelled">): number =>
   Number(row.succeeded) + Number(row.failed) + Number(row.cancelled)
 
@@ -99,14 +135,7 @@ const isFailure = (state: string): boolean => state === "failed" || state === "d
 
 /** Locks a running chord's row for the rest of the transaction and returns it (None if it is not running). */
 export const lockRunning = (ctx: LedgerContext, chordId: string) =>
-  // A write first on SQLite too: a deferred transaction that reads before it writes can fail to upgrade its lock.
-  Effect.map(
-    ctx.dialect === "pg"
-      ? ctx.sql<ChordRow>`SELECT * FROM baton_chords WHERE id = ${chordId} AND state = 'running' FOR UPDATE`
-      : ctx.sql<ChordRow>`UPDATE baton_chords SET state = state WHERE id = ${chordId} AND state = 'running'
-          RETURNING *`,
-    (rows) => rows[0]
-  )
+  Effect.map(ctx.statements.lockRunning(chordId), (rows) => rows[0])
 
 type Counters = Pick<
   ChordRow,
@@ -116,14 +145,7 @@ type Counters = Pick<
 // The hot statement of a big chord: it returns only the counters (the full row is read once, when settling).
 const bump = (ctx: LedgerContext, chordId: string, outcome: string, n: number, now: number) => {
   const { sql } = ctx
-  // Postgres: when this count decides the chord, the full row comes back too (as JSON), saving the re-read.
-  const returning = sql.literal(
-    ctx.dialect === "pg"
-      ? `id, state, failure_policy, expected, succeeded, failed, cancelled, body_open,
-        CASE WHEN state = 'running' AND (succeeded + failed + cancelled >= expected
-          OR (failure_policy = 'fail' AND failed + cancelled > 0)) THEN row_to_json(baton_chords.*)::text END AS full_row`
-      : "id, state, failure_policy, expected, succeeded, failed, cancelled, body_open"
-  )
+  const returning = ctx.statements.bumpReturning
   const statement =
     outcome === "succeeded"
       ? sql<Counters>`UPDATE baton_chords SET succeeded = succeeded + ${n}, last_body_at = ${now}
@@ -189,7 +211,7 @@ const noError = JSON.stringify({ kind: "failure", message: "no error recorded", 
  */
 const readBody = (ctx: LedgerContext, chordId: string, results: "fail" | "continue" | undefined) => {
   const { sql } = ctx
-  const quotedId = ctx.dialect === "pg" ? sql`to_json(id)::text` : sql`json_quote(id)`
+  const quotedId = ctx.statements.quotedId
   const element =
     results === "continue"
       ? sql`CASE WHEN state = 'succeeded'
@@ -285,7 +307,7 @@ const payloadText = (args: Readonly<Record<string, unknown>>, field: string, val
 }
 
 /** The task row of a sealed call (callback or onError) with its payload. */
-const sealedRow = (sealed: SealedCall, payload: string, now: number) => {
+const sealedRow = (sealed: SealedCall, payload: string, now: number): InsertRow => {
   const request = sealed.request
   return {
     ...toInsertRow(
@@ -303,25 +325,20 @@ const sealedRow = (sealed: SealedCall, payload: string, now: number) => {
 }
 
 /** The task that won an idempotency-key conflict against `row`. */
-const existingTask = (ctx: LedgerContext, row: ReturnType<typeof sealedRow>) =>
-  Effect.flatMap(
-    ctx.sql<{ id: string }>`SELECT id FROM baton_tasks
-      WHERE namespace = ${row.namespace} AND idempotency_key = ${row.idempotency_key}`,
-    (existing) =>
-      existing[0] === undefined
-        ? Effect.dieMessage(`chord: task ${row.id} neither inserted nor found`)
-        : Effect.succeed({ id: existing[0].id, queue: row.queue })
+const existingTask = (ctx: LedgerContext, row: InsertRow) =>
+  Effect.flatMap(findByIdempotencyKey(ctx.sql, row), (id) =>
+    id === undefined
+      ? Effect.dieMessage(`chord: task ${row.id} neither inserted nor found`)
+      : Effect.succeed({ id, queue: row.queue })
   )
 
 /** Inserts a task for a sealed call (callback or onError); returns its id (an existing task's on a key conflict). */
 const insertSealed = (ctx: LedgerContext, sealed: SealedCall, payload: string, now: number) =>
   Effect.gen(function* () {
-    const { sql } = ctx
     const row = sealedRow(sealed, payload, now)
-    const inserted = yield* sql<{ id: string }>`INSERT INTO baton_tasks ${sql.insert(row)} ON CONFLICT DO NOTHING
-      RETURNING id`
-    yield* ctx.wake([row.queue])
-    if (inserted[0] !== undefined) return { id: inserted[0].id, queue: row.queue }
+    const inserted = yield* ctx.insertTasks([row])
+    yield* ctx.statements.wakeInserted([row.queue])
+    if (inserted[0] !== undefined) return { id: inserted[0], queue: row.queue }
     return yield* existingTask(ctx, row)
   })
 
@@ -360,44 +377,12 @@ const completeChord = (
   healed: boolean
 ): Effect.Effect<boolean, SqlError> =>
   Effect.gen(function* () {
-    const { sql } = ctx
     const sealed = JSON.parse(chord.callback) as SealedCall
     const at = Math.max(now, yield* Clock.currentTimeMillis)
     const payload = payloadText(sealed.args, "results", results)
-    let task: { readonly id: string; readonly queue: string }
-    if (ctx.dialect === "pg") {
-      // The guard, the callback's insert (only if the guard won), its wake-up and the chord's pointer to it in ONE
-      // statement: this transaction holds the chord row, so its round trips are on the fan-in's critical path.
-      const row = sealedRow(sealed, payload, at)
-      const [outcome] = yield* sql<{ won: number; inserted: string | null }>`WITH won AS (
-          UPDATE baton_chords SET state = 'completed', dispatched_at = ${at}, healed = ${healed ? 1 : 0},
-            callback_task_id = ${row.id}
-          WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id
-        ), ins AS (
-          INSERT INTO baton_tasks (${sql.literal(insertColumns.join(", "))})
-          SELECT ${sql.literal(insertColumns.join(", "))}
-          FROM json_populate_record(NULL::baton_tasks, ${JSON.stringify(row)}::json)
-          WHERE EXISTS (SELECT 1 FROM won)
-          ON CONFLICT DO NOTHING RETURNING id, queue
-        )
-        SELECT (SELECT count(*) FROM won) AS won, (SELECT id FROM ins) AS inserted,
-          (SELECT count(pg_notify(${ctx.tasksChannel}, queue)) FROM ins) AS notified`
-      // The guard: of all transactions that get here, only one sees the chord running and undispatched.
-      if (outcome === undefined || Number(outcome.won) === 0) return false
-      if (outcome.inserted !== null) task = { id: outcome.inserted, queue: row.queue }
-      else {
-        // The callback's idempotency key named an existing task: point the chord at that one.
-        task = yield* existingTask(ctx, row)
-        yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
-      }
-    } else {
-      // The guard: of all transactions that get here, only one sees the chord running and undispatched.
-      const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'completed', dispatched_at = ${at},
-        healed = ${healed ? 1 : 0} WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id`
-      if (won.length === 0) return false
-      task = yield* insertSealed(ctx, sealed, payload, at)
-      yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
-    }
+    const task = yield* ctx.statements.dispatch(ctx, chord, sealed, payload, at, healed)
+    // The guard: of all transactions that get here, only one sees the chord running and undispatched.
+    if (task === undefined) return false
     yield* ctx.append([
       chordEntry(chord, "chord.completed", "succeeded", at),
       chordEntry(chord, "chord.callback.enqueued", "succeeded", at, {
@@ -422,14 +407,8 @@ const cancelBody = (ctx: LedgerContext, chordId: string, message: string, now: n
     const error = cancelledError(message)
     const set = sql`state = 'cancelled', lease_id = NULL, lease_expires_at = NULL, error = ${error},
       finished_at = ${now}, updated_at = ${now}`
-    const rows =
-      ctx.dialect === "pg"
-        ? yield* sql<FinishedTask>`UPDATE baton_tasks SET ${set} WHERE id IN (
-            SELECT id FROM baton_tasks WHERE chord_id = ${chordId} AND state IN ('pending', 'running')
-            FOR UPDATE SKIP LOCKED) RETURNING ${sql.literal(finishedColumns)}`
-        : yield* sql<FinishedTask>`UPDATE baton_tasks SET ${set}
-            WHERE chord_id = ${chordId} AND state IN ('pending', 'running') RETURNING ${sql.literal(finishedColumns)}`
-    yield* ctx.appendFinished(rows, "cancelled", now)
+    const rows = yield* ctx.statements.cancelBodyRows(chordId, set)
+    yield* ctx.append(taskEntries(rows, "cancelled", now))
     yield* sql`UPDATE baton_chords SET cancelled = cancelled + ${rows.length},
       body_open = CASE WHEN EXISTS (SELECT 1 FROM baton_tasks WHERE chord_id = ${chordId}
         AND state IN ('pending', 'running')) THEN 1 ELSE 0 END
@@ -513,3 +492,78 @@ export const sweepBody = (ctx: LedgerContext, chordId: string, now: number): Eff
     const left = yield* ctx.sql<{ body_open: number }>`SELECT body_open FROM baton_chords WHERE id = ${chordId}`
     return Number(left[0]?.body_open ?? 0) === 0
   })
+
+// ---- the dialects' statements, chosen once (makeLedgerContext) ----------------------------------------------------
+
+const pgStatements = (sql: SqlClient.SqlClient, channel: string): LedgerStatements => ({
+  lockRunning: (chordId) => sql<ChordRow>`SELECT * FROM baton_chords WHERE id = ${chordId} AND state = 'running'
+    FOR UPDATE`,
+  // When this count decides the chord, the full row comes back too (as JSON), saving the re-read.
+  bumpReturning: sql.literal(`id, state, failure_policy, expected, succeeded, failed, cancelled, body_open,
+        CASE WHEN state = 'running' AND (succeeded + failed + cancelled >= expected
+          OR (failure_policy = 'fail' AND failed + cancelled > 0)) THEN row_to_json(baton_chords.*)::text END AS full_row`),
+  quotedId: sql`to_json(id)::text`,
+  // The task insert sent its NOTIFY itself.
+  wakeInserted: () => Effect.void,
+  dispatch: (ctx, chord, sealed, payload, at, healed) =>
+    Effect.gen(function* () {
+      // The guard, the callback's insert (only if the guard won), its wake-up and the chord's pointer to it in ONE
+      // statement: this transaction holds the chord row, so its round trips are on the fan-in's critical path.
+      const row = sealedRow(sealed, payload, at)
+      const [outcome] = yield* sql<{ won: number; inserted: string | null }>`WITH won AS (
+          UPDATE baton_chords SET state = 'completed', dispatched_at = ${at}, healed = ${healed ? 1 : 0},
+            callback_task_id = ${row.id}
+          WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id
+        ), ins AS (
+          ${insertRecordPg(sql, row)}
+          WHERE EXISTS (SELECT 1 FROM won)
+          ON CONFLICT DO NOTHING RETURNING id, queue
+        )
+        SELECT (SELECT count(*) FROM won) AS won, (SELECT id FROM ins) AS inserted,
+          (SELECT count(pg_notify(${channel}, queue)) FROM ins) AS notified`
+      if (outcome === undefined || Number(outcome.won) === 0) return undefined
+      if (outcome.inserted !== null) return { id: outcome.inserted, queue: row.queue }
+      // The callback's idempotency key named an existing task: point the chord at that one.
+      const task = yield* existingTask(ctx, row)
+      yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
+      return task
+    }),
+  cancelBodyRows: (chordId, set) => sql<FinishedTask>`UPDATE baton_tasks SET ${set} WHERE id IN (
+      SELECT id FROM baton_tasks WHERE chord_id = ${chordId} AND state IN ('pending', 'running')
+      FOR UPDATE SKIP LOCKED) RETURNING ${sql.literal(finishedColumns)}`
+})
+
+const sqliteStatements = (sql: SqlClient.SqlClient, wake: ReturnType<typeof makeWakeQueues>): LedgerStatements => ({
+  // A write first: a deferred transaction that reads before it writes can fail to upgrade its lock.
+  lockRunning: (chordId) => sql<ChordRow>`UPDATE baton_chords SET state = state WHERE id = ${chordId}
+    AND state = 'running' RETURNING *`,
+  bumpReturning: sql.literal("id, state, failure_policy, expected, succeeded, failed, cancelled, body_open"),
+  quotedId: sql`json_quote(id)`,
+  wakeInserted: wake,
+  dispatch: (ctx, chord, sealed, payload, at, healed) =>
+    Effect.gen(function* () {
+      const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'completed', dispatched_at = ${at},
+        healed = ${healed ? 1 : 0} WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id`
+      if (won.length === 0) return undefined
+      const task = yield* insertSealed(ctx, sealed, payload, at)
+      yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
+      return task
+    }),
+  cancelBodyRows: (chordId, set) => sql<FinishedTask>`UPDATE baton_tasks SET ${set}
+    WHERE chord_id = ${chordId} AND state IN ('pending', 'running') RETURNING ${sql.literal(finishedColumns)}`
+})
+
+/** Builds the ledger's context for one storage: its log writer, task insert and dialect statements, chosen once. */
+export const makeLedgerContext = (
+  sql: SqlClient.SqlClient,
+  dialect: Dialect,
+  channelPrefix: string
+): LedgerContext => ({
+  sql,
+  append: makeAppendLog(sql, dialect, channelPrefix),
+  insertTasks: makeInsertTasks(sql, dialect, channelPrefix),
+  statements: byDialect(dialect, {
+    pg: () => pgStatements(sql, tasksChannel(channelPrefix)),
+    sqlite: () => sqliteStatements(sql, makeWakeQueues(sql, dialect, channelPrefix))
+  })
+})

@@ -37,7 +37,7 @@ import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Pg from "pg"
-import type { PgConnectionInfo } from "../Storage.js"
+import type { PgConnectionInfo } from "../../Storage.js"
 
 /** What a subscriber of the shared listener sees. */
 export type ListenEvent =

@@ -1,0 +1,127 @@
+/**
+ * The ONE way a task finishes. Every terminal transition (succeeded, failed, dead, cancelled) goes through these
+ * steps, in one transaction, in this order:
+ *
+ * 1. the guarded UPDATE of the task rows (`… WHERE id AND lease_id AND state = 'running' RETURNING …`): only the rows
+ *    it returns count, so a task that runs twice (lease lost) finishes once;
+ * 2. one completions-log row per returned task (`completionLog.ts`; NOTIFY on Postgres, delivered at commit);
+ * 3. for chord body tasks among them, the chord counters (`chordLedger.recordBodies`), last, so the counter row lock is
+ *    held only for the rest of the transaction;
+ * 4. when a count decides its chord, the dispatch under the guard (callback insert, or failure and onError) in that
+ *    same transaction (`chordLedger.settleChord`).
+ *
+ * The dialects differ only in how many statements that takes: on Postgres a success is steps 1 and 2 in ONE statement
+ * (and, for a batch without chord body tasks, one autocommitted statement); on SQLite each step is its own statement.
+ * The strategy is chosen once, when the task queue is built. Callers own the transaction.
+ */
+import type * as SqlClient from "@effect/sql/SqlClient"
+import type { SqlError } from "@effect/sql/SqlError"
+import type * as Statement from "@effect/sql/Statement"
+import * as Effect from "effect/Effect"
+import type { Dialect } from "../../Storage.js"
+import { type LedgerContext, recordBodies } from "./chordLedger.js"
+import { taskEntries } from "./completionLog.js"
+import { byDialect } from "./dialect.js"
+import { type FinishedTask, guardedFinish } from "./taskRows.js"
+import { completionsChannel } from "./wakes.js"
+
+/** A claimed task to mark succeeded: its id, the lease it was claimed under, and its encoded result. */
+export interface Success {
+  readonly id: string
+  readonly leaseId: string
+  readonly result: unknown
+}
+
+/** The finish path of one storage. */
+export interface FinishPath {
+  /** Marks tasks succeeded (steps 1–4). Run inside a transaction. The rows that moved. */
+  readonly succeed: (
+    successes: ReadonlyArray<Success>,
+    now: number
+  ) => Effect.Effect<ReadonlyArray<FinishedTask>, SqlError>
+  /**
+   * Postgres only (undefined on SQLite): marks tasks succeeded that are not chord body tasks, steps 1 and 2 in one
+   * autocommitted statement; chord body tasks are left alone (their counters must move in the same transaction).
+   */
+  readonly succeedPlain:
+    | ((successes: ReadonlyArray<Success>, now: number) => Effect.Effect<ReadonlyArray<FinishedTask>, SqlError>)
+    | undefined
+  /** Any terminal transition: `UPDATE … SET set WHERE where` as step 1, then steps 2–4. Run inside a transaction. */
+  readonly finish: (
+    set: Statement.Statement<unknown>,
+    where: Statement.Statement<unknown>,
+    outcome: string,
+    now: number
+  ) => Effect.Effect<ReadonlyArray<FinishedTask>, SqlError>
+}
+
+const successesJson = (successes: ReadonlyArray<Success>) =>
+  JSON.stringify(successes.map((s) => ({ id: s.id, lease_id: s.leaseId, result: JSON.stringify(s.result ?? null) })))
+
+/** Builds the finish path (the dialect's statements chosen once). */
+export const makeFinishPath = (
+  sql: SqlClient.SqlClient,
+  dialect: Dialect,
+  channelPrefix: string,
+  ledger: LedgerContext
+): FinishPath => {
+  // Steps 3 and 4: the chord body tasks among the rows.
+  const countChordBodies = (rows: ReadonlyArray<FinishedTask>, outcome: string, now: number) => {
+    const chordRows = rows.filter((row) => row.chord_id !== null)
+    return chordRows.length === 0 ? Effect.void : recordBodies(ledger, chordRows, outcome, now)
+  }
+  // Steps 2 to 4, for rows whose guarded update did not log them itself.
+  const afterUpdate = (rows: ReadonlyArray<FinishedTask>, outcome: string, now: number) =>
+    rows.length === 0
+      ? Effect.void
+      : Effect.zipRight(ledger.append(taskEntries(rows, outcome, now)), countChordBodies(rows, outcome, now))
+
+  const finish: FinishPath["finish"] = (set, where, outcome, now) =>
+    Effect.tap(guardedFinish(sql, set, where), (rows) => afterUpdate(rows, outcome, now))
+
+  return byDialect<FinishPath>(dialect, {
+    pg: () => {
+      const channel = completionsChannel(channelPrefix)
+      // Steps 1 and 2 as ONE statement: the guarded UPDATE, its completions-log rows and their NOTIFY. (The NOTIFY is
+      // a column of the result on purpose: a join the result does not read from is removed by the planner, and its
+      // NOTIFY with it.) `plainOnly` leaves chord body tasks alone.
+      const updateAndLog = (successes: ReadonlyArray<Success>, now: number, plainOnly: boolean) =>
+        sql<FinishedTask>`WITH done AS (
+            UPDATE baton_tasks t SET state = 'succeeded', result = v.result,
+              lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
+            FROM json_to_recordset(${successesJson(successes)}::json) AS v(id text, lease_id text, result text)
+            WHERE t.id = v.id AND t.lease_id = v.lease_id AND t.state = 'running'
+              ${plainOnly ? sql`AND t.chord_id IS NULL` : sql``}
+            RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id
+          ), log AS (
+            INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at)
+            SELECT 'task', id, name, queue, namespace, tags, 'succeeded', chord_id, run_id, ${now}::bigint FROM done
+            RETURNING seq
+          ), notified AS (
+            SELECT pg_notify(${channel}, max(seq)::text) AS n FROM log HAVING count(*) > 0
+          )
+          SELECT done.*, (SELECT count(*) FROM notified) AS notified FROM done`
+      return {
+        succeed: (successes, now) =>
+          Effect.tap(updateAndLog(successes, now, false), (rows) => countChordBodies(rows, "succeeded", now)),
+        succeedPlain: (successes, now) => updateAndLog(successes, now, true),
+        finish
+      }
+    },
+    sqlite: () => {
+      const update = (successes: ReadonlyArray<Success>, now: number) =>
+        sql<FinishedTask>`UPDATE baton_tasks SET state = 'succeeded', result = v.result,
+            lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
+          FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.lease_id') AS lease_id,
+                  json_extract(value, '$.result') AS result FROM json_each(${successesJson(successes)})) AS v
+          WHERE baton_tasks.id = v.id AND baton_tasks.lease_id = v.lease_id AND baton_tasks.state = 'running'
+          RETURNING baton_tasks.id, baton_tasks.name, baton_tasks.queue, baton_tasks.namespace,
+            baton_tasks.tags, baton_tasks.chord_id, baton_tasks.chord_index, baton_tasks.run_id`
+      return {
+        succeed: (successes, now) => Effect.tap(update(successes, now), (rows) => afterUpdate(rows, "succeeded", now)),
+        succeedPlain: undefined,
+        finish
+      }
+    }
+  })
+}
