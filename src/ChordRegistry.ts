@@ -35,7 +35,9 @@
  */
 import type { SqlError } from "@effect/sql/SqlError"
 import * as Context from "effect/Context"
-import type * as Effect from "effect/Effect"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
 import * as MetricBoundaries from "effect/MetricBoundaries"
 import type * as Option from "effect/Option"
@@ -59,8 +61,11 @@ export const FailurePolicy = Schema.Literal("fail", "continue")
 /** How a chord reacts to a body task that fails for good. */
 export type FailurePolicy = typeof FailurePolicy.Type
 
-/** Why a chord failed: one of its body tasks failed for good, or the chord was cancelled. */
-export const FailureReason = Schema.Literal("body_failed", "cancelled")
+/**
+ * Why a chord failed: one of its body tasks failed for good, the chord was cancelled, or its body was not done by its
+ * `deadline`.
+ */
+export const FailureReason = Schema.Literal("body_failed", "cancelled", "deadline")
 /** Why a chord failed. */
 export type FailureReason = typeof FailureReason.Type
 
@@ -86,6 +91,7 @@ export type ChordFailure = typeof ChordFailure.Type
 export class ChordFailed extends Schema.TaggedError<ChordFailed>()("ChordFailed", ChordFailure.fields) {
   override get message(): string {
     if (this.reason === "cancelled") return `chord ${this.chordId} was cancelled`
+    if (this.reason === "deadline") return `chord ${this.chordId} failed: its body was not done by its deadline`
     const where = `body task ${this.index ?? "?"} (${this.taskName ?? "?"} ${this.taskId ?? "?"})`
     const why = this.error === undefined ? "" : `: ${this.error.kind}: ${this.error.message}`
     return `chord ${this.chordId} failed: ${where} ended ${this.taskState ?? "failed"}${why}`
@@ -187,6 +193,12 @@ export interface ChordSpec<
   readonly tags?: ReadonlyArray<string> | undefined
   /** Same key (within a namespace) → the existing chord; nothing new is written. */
   readonly idempotencyKey?: string | undefined
+  /**
+   * Fan-in deadline: a duration from the chord's creation, or a point in time. If the body is not all done by then, the
+   * chord fails with reason `deadline` (pending body tasks cancelled, no callback, `onError` enqueued once) — enforced
+   * by the coordinator of whichever process holds a `ChordRegistry`, under the same guard as dispatch.
+   */
+  readonly deadline?: Duration.DurationInput | Date | undefined
 }
 
 /** The task type(s) of a body. */
@@ -248,6 +260,8 @@ export interface ChordInfo {
   readonly lastBodyAt: Date | undefined
   /** When the chord was dispatched (callback or onError enqueued, or cancelled). */
   readonly dispatchedAt: Date | undefined
+  /** The fan-in deadline, if it has one. */
+  readonly deadlineAt: Date | undefined
 }
 
 /** Options of `list`. */
@@ -314,6 +328,36 @@ export const dispatchLatency = Metric.histogram(
   MetricBoundaries.exponential({ start: 1, factor: 2, count: 18 }),
   "Time from the last body completion of a chord to its callback being enqueued (ms)"
 )
+
+/**
+ * Time from a chord's creation to its callback (or onError) being enqueued, in ms: the fan-in as a whole, beside
+ * `dispatchLatency` (last body completion → dispatch).
+ */
+export const timeToCallback = Metric.histogram(
+  "baton_chord_time_to_callback_ms",
+  MetricBoundaries.exponential({ start: 1, factor: 2, count: 24 }),
+  "Time from a chord's creation to its callback (or onError) being enqueued (ms)"
+)
+
+/** Chords failed at their deadline. */
+export const chordsExpired = Metric.counter("baton_chords_deadline_total", {
+  description: "Chords failed because their body was not done by their deadline"
+})
+
+/**
+ * Waits for every chord: the callbacks' task ids in the handles' order, or the first `ChordFailed` (the other waits are
+ * interrupted; the chords themselves go on). With `{ mode: "exit" }`, every chord's outcome as an `Exit`, in order.
+ */
+export const awaitAll: {
+  (handles: Iterable<ChordHandle>): Effect.Effect<ReadonlyArray<TaskId>, ChordFailed>
+  (
+    handles: Iterable<ChordHandle>,
+    options: { readonly mode: "exit" }
+  ): Effect.Effect<ReadonlyArray<Exit.Exit<TaskId, ChordFailed>>>
+} = ((handles: Iterable<ChordHandle>, options?: { readonly mode: "exit" }) =>
+  options?.mode === "exit"
+    ? Effect.forEach(handles, (handle) => Effect.exit(handle.await), { concurrency: "unbounded" })
+    : Effect.forEach(handles, (handle) => handle.await, { concurrency: "unbounded" })) as never
 
 /** Chords that failed (a body task failed for good under the `fail` policy). */
 export const chordsFailed = Metric.counter("baton_chords_failed_total", {

@@ -7,6 +7,9 @@
  *   `Continuations` — woken by `chord.*` completion events when a `CompletionBackend` is provided, else by polling.
  * - Events: when a `CompletionBackend` is provided, checks the chord of every body-task event it sees (batched): a
  *   running chord whose body is complete at that point was skipped by the normal path, and is dispatched.
+ * - Deadlines: a timer sleeps until the earliest deadline of a running chord (at most `reconcileInterval`, so that it
+ *   finds chords other processes created) and fails the chords past theirs (`chordLedger.expireChord`, under the
+ *   dispatch guard: one process wins). The reconciler pass expires them too.
  * - The reconciler pass, every `reconcileInterval` (as a step of the `Reconciler` service when one is provided — its
  *   runner, `Reconciler.run`, then drives it — else on its own schedule): chords whose counters say "complete" (or
  *   "failed") but that are not dispatched, chords with no body progress for `staleAfter` and no live body task
@@ -33,7 +36,7 @@ import { CompletionBackend, type CompletionEvent, type StreamError } from "../..
 import * as Continuations from "../../Continuations.js"
 import { Reconciler } from "../../Reconciler.js"
 import { TaskId } from "../../TaskQueue.js"
-import { type ChordRow, type LedgerContext, lockRunning, settleChord, sweepBody } from "./chordLedger.js"
+import { type ChordRow, expireChord, type LedgerContext, lockRunning, settleChord, sweepBody } from "./chordLedger.js"
 
 /** Settings of the registry's coordinator. */
 export interface Options {
@@ -103,6 +106,8 @@ export interface ChordCoordinator {
   readonly nudge: Effect.Effect<void>
   /** One reconciler pass; the number of chords it dispatched or failed. */
   readonly reconcile: Effect.Effect<number, SqlError>
+  /** A chord with this deadline (epoch ms) was created here: the deadline timer looks again. */
+  readonly deadlineAdded: (at: number) => Effect.Effect<void>
 }
 
 /** Starts the coordinator in the current scope. */
@@ -220,7 +225,56 @@ export const makeCoordinator = (
         )
       )
 
+    // ---- deadlines -----------------------------------------------------------------------------------------------------
+
+    /** Fails (or settles) the running chords past their deadline; how many this process ended. */
+    const expireDue = Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const due = yield* sql<{ id: string }>`SELECT id FROM baton_chords WHERE state = 'running'
+        AND deadline_at IS NOT NULL AND deadline_at <= ${now} ORDER BY deadline_at LIMIT ${batch}`
+      let ended = 0
+      for (const row of due) {
+        const settled = yield* sql.withTransaction(
+          Effect.gen(function* () {
+            const chord = yield* lockRunning(ctx, row.id)
+            if (chord === undefined) return "not-running" as const
+            return yield* expireChord(ctx, chord, yield* Clock.currentTimeMillis)
+          })
+        )
+        if (settled === "completed" || settled === "failed") ended++
+      }
+      if (ended > 0) yield* Queue.offer(wakeWatcher, undefined)
+      return { ended, full: due.length === batch }
+    })
+
+    const wakeDeadlines = yield* Queue.sliding<void>(1)
+
+    // Sleeps until the earliest deadline of a running chord (or the reconcile interval, to find chords other processes
+    // created), then expires what is due. Every process runs this; the dispatch guard makes one of them win.
+    const deadlineTimer = Effect.gen(function* () {
+      while (true) {
+        const pass = yield* expireDue.pipe(
+          Effect.catchAll((error) =>
+            Effect.as(Effect.logWarning("chord deadlines: pass failed", error), { ended: 0, full: false })
+          )
+        )
+        if (pass.full) continue
+        const now = yield* Clock.currentTimeMillis
+        const next = yield* sql<{ next: number | null }>`SELECT min(deadline_at) AS next FROM baton_chords
+          WHERE state = 'running' AND deadline_at IS NOT NULL`.pipe(
+          Effect.map((rows) =>
+            rows[0]?.next === null || rows[0]?.next === undefined ? undefined : Number(rows[0].next)
+          ),
+          Effect.catchAll(() => Effect.succeed(undefined))
+        )
+        const everyMs = Duration.toMillis(reconcileEvery)
+        const waitMs = next === undefined ? everyMs : Math.min(Math.max(0, next - now), everyMs)
+        yield* Effect.raceFirst(Queue.take(wakeDeadlines), Effect.sleep(Duration.millis(waitMs)))
+      }
+    })
+
     const reconcile = Effect.gen(function* () {
+      const expired = yield* expireDue
       const now = yield* Clock.currentTimeMillis
       // 1. Counters say "complete" or "failed" but nobody dispatched (the normal path never leaves this state behind).
       const due = yield* sql<{ id: string }>`SELECT id FROM baton_chords WHERE state = 'running'
@@ -238,7 +292,7 @@ export const makeCoordinator = (
         ORDER BY created_at LIMIT ${batch}`
       yield* Effect.forEach(open, (row) => sql.withTransaction(sweepBody(ctx, row.id, now)), { discard: true })
       if (healed > 0) yield* Queue.offer(wakeWatcher, undefined)
-      return healed
+      return healed + expired.ended
     }).pipe(Effect.withSpan("ChordRegistry.reconcile"))
 
     // ---- events (when a CompletionBackend is provided) -----------------------------------------------------------------
@@ -318,6 +372,7 @@ export const makeCoordinator = (
     }
 
     yield* Effect.forkScoped(watcher)
+    if (Duration.toMillis(reconcileEvery) > 0) yield* Effect.forkScoped(deadlineTimer)
     const reconciler = yield* Effect.serviceOption(Reconciler)
     if (Duration.toMillis(reconcileEvery) > 0 && Option.isSome(reconciler)) {
       // A Reconciler service is present: the pass is one of its steps (its runner drives it, measured per step).
@@ -345,6 +400,7 @@ export const makeCoordinator = (
       latch,
       forget: latchNotFound,
       nudge: Effect.asVoid(Queue.offer(wakeWatcher, undefined)),
-      reconcile
+      reconcile,
+      deadlineAdded: () => Effect.asVoid(Queue.offer(wakeDeadlines, undefined))
     }
   })

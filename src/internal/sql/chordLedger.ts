@@ -25,7 +25,15 @@ import type * as Statement from "@effect/sql/Statement"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
-import { chordsCompleted, chordsFailed, chordsHealed, dispatchLatency, type ChordFailure } from "../../ChordRegistry.js"
+import {
+  type ChordFailure,
+  chordsCompleted,
+  chordsExpired,
+  chordsFailed,
+  chordsHealed,
+  dispatchLatency,
+  timeToCallback
+} from "../../ChordRegistry.js"
 import type { Dialect } from "../../Storage.js"
 import type { RawEnqueue } from "../../TaskQueue.js"
 import { type AppendLog, type LogEntry, makeAppendLog, taskEntries } from "./completionLog.js"
@@ -117,6 +125,8 @@ export interface ChordRow {
   readonly created_at: number
   readonly last_body_at: number | null
   readonly dispatched_at: number | null
+  /** Epoch ms; null: no deadline (undefined only in rows read before the column existed in a test's hand-made row). */
+  readonly deadline_at?: number | null
 }
 
 interface BodyRow {
@@ -363,9 +373,12 @@ const chordEntry = (
 
 const recordDispatch = (chord: ChordRow, at: number, healed: boolean) =>
   Effect.zipRight(
-    chord.last_body_at === null
-      ? Effect.void
-      : Metric.update(dispatchLatency, Math.max(0, at - Number(chord.last_body_at))),
+    Effect.zipRight(
+      chord.last_body_at === null
+        ? Effect.void
+        : Metric.update(dispatchLatency, Math.max(0, at - Number(chord.last_body_at))),
+      Metric.update(timeToCallback, Math.max(0, at - Number(chord.created_at)))
+    ),
     healed ? Metric.increment(chordsHealed) : Effect.void
   )
 
@@ -419,23 +432,27 @@ const cancelBody = (ctx: LedgerContext, chordId: string, message: string, now: n
 const failChord = (
   ctx: LedgerContext,
   chord: ChordRow,
-  failing: BodyRow,
+  failing: BodyRow | undefined,
   now: number,
   healed: boolean
 ): Effect.Effect<boolean, SqlError> =>
   Effect.gen(function* () {
     const { sql } = ctx
     const at = Math.max(now, yield* Clock.currentTimeMillis)
-    const error = parseTaskError(failing.error)
-    const failure: ChordFailure = {
-      chordId: chord.id,
-      reason: "body_failed",
-      taskId: failing.id,
-      taskName: failing.name,
-      index: Number(failing.chord_index),
-      taskState: failing.state,
-      ...(error === undefined ? {} : { error })
-    }
+    const error = failing === undefined ? undefined : parseTaskError(failing.error)
+    // No failing body task: the chord failed at its deadline.
+    const failure: ChordFailure =
+      failing === undefined
+        ? { chordId: chord.id, reason: "deadline" }
+        : {
+            chordId: chord.id,
+            reason: "body_failed",
+            taskId: failing.id,
+            taskName: failing.name,
+            index: Number(failing.chord_index),
+            taskState: failing.state,
+            ...(error === undefined ? {} : { error })
+          }
     const failureJson = JSON.stringify(failure)
     const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'failed', dispatched_at = ${at},
       failure = ${failureJson}, healed = ${healed ? 1 : 0}
@@ -443,7 +460,9 @@ const failChord = (
     if (won.length === 0) return false
     yield* cancelBody(ctx, chord.id, `chord ${chord.id} failed`, at)
     const entries: Array<LogEntry> = [
-      chordEntry(chord, "chord.failed", "failed", at, { id: failing.id, name: failing.name, queue: null })
+      failing === undefined
+        ? chordEntry(chord, "chord.failed", "failed", at)
+        : chordEntry(chord, "chord.failed", "failed", at, { id: failing.id, name: failing.name, queue: null })
     ]
     if (chord.on_error !== null) {
       const sealed = JSON.parse(chord.on_error) as SealedCall
@@ -458,14 +477,35 @@ const failChord = (
       )
     }
     yield* ctx.append(entries)
-    yield* Metric.increment(chordsFailed)
+    yield* Metric.increment(failing === undefined ? chordsExpired : chordsFailed)
     yield* recordDispatch(chord, at, healed)
     return true
   }).pipe(
     Effect.withSpan("ChordRegistry.fail", {
-      attributes: { chordId: chord.id, callback: chord.callback_name, failedTask: failing.name, healed }
+      attributes: {
+        chordId: chord.id,
+        callback: chord.callback_name,
+        failedTask: failing?.name ?? "(deadline)",
+        healed
+      }
     })
   )
+
+/**
+ * A running chord past its deadline, whose row the transaction holds locked: settled normally if its body is in fact
+ * decided (complete, or failed under the `fail` policy), else failed with reason `deadline` under the dispatch guard
+ * (pending body tasks cancelled, onError enqueued once). Whichever process gets here first wins; the others find the
+ * chord no longer running.
+ */
+export const expireChord = (ctx: LedgerContext, chord: ChordRow, now: number): Effect.Effect<Settled, SqlError> =>
+  Effect.gen(function* () {
+    if (chord.deadline_at === null || chord.deadline_at === undefined || Number(chord.deadline_at) > now) {
+      return "waiting"
+    }
+    const settled = yield* settleChord(ctx, chord, now, false)
+    if (settled !== "waiting") return settled
+    return (yield* failChord(ctx, chord, undefined, now, false)) ? "failed" : "not-running"
+  })
 
 /** Cancels a running chord under the dispatch guard; true if this call cancelled it. */
 export const cancelChord = (ctx: LedgerContext, chordId: string, now: number): Effect.Effect<boolean, SqlError> =>

@@ -98,8 +98,27 @@ const toInfo = (row: ChordRow): ChordInfo => ({
   healed: Number(row.healed) === 1,
   createdAt: new Date(Number(row.created_at)),
   lastBodyAt: row.last_body_at === null ? undefined : new Date(Number(row.last_body_at)),
-  dispatchedAt: row.dispatched_at === null ? undefined : new Date(Number(row.dispatched_at))
+  dispatchedAt: row.dispatched_at === null ? undefined : new Date(Number(row.dispatched_at)),
+  deadlineAt: row.deadline_at === null || row.deadline_at === undefined ? undefined : new Date(Number(row.deadline_at))
 })
+
+/** The chord's deadline as epoch ms (undefined: none), or why it is invalid. */
+const deadlineOf = (
+  deadline: ChordSpec<ReadonlyArray<Task.TaskCall>, Task.Any, Task.Any, FailurePolicy>["deadline"],
+  now: number
+): { readonly at: number | undefined; readonly problem?: undefined } | { readonly problem: InvalidInput } => {
+  if (deadline === undefined) return { at: undefined }
+  if (deadline instanceof Date) {
+    const at = deadline.getTime()
+    return Number.isFinite(at) && at >= 0 && at <= Validate.maxEpochMs
+      ? { at }
+      : { problem: new InvalidInput({ field: "deadline", message: "deadline must be a valid Date" }) }
+  }
+  const checked = Validate.duration("deadline", deadline, 1, Validate.maxDurationMs)
+  return checked.problem === undefined
+    ? { at: now + checked.ms }
+    : { problem: new InvalidInput({ field: "deadline", message: checked.problem }) }
+}
 
 /** Builds the registry and starts its coordinator in the current scope. */
 export const make = (
@@ -201,6 +220,8 @@ export const make = (
         const policy: FailurePolicy = spec.failurePolicy ?? "fail"
         const problem = checkSpec(spec)
         if (problem !== undefined) return yield* problem
+        const deadline = deadlineOf(spec.deadline, now)
+        if (deadline.problem !== undefined) return yield* deadline.problem
         const chordId = crypto.randomUUID()
         yield* Effect.annotateCurrentSpan({
           chordId,
@@ -261,7 +282,8 @@ export const make = (
           on_error: onError === undefined ? null : JSON.stringify(onError),
           healed: 0,
           body_open: 0,
-          created_at: now
+          created_at: now,
+          deadline_at: deadline.at ?? null
         }
         const result = yield* sql.withTransaction(
           Effect.gen(function* () {
@@ -283,6 +305,8 @@ export const make = (
             return { id: chordId, created: true }
           })
         )
+        // The coordinator of this process times the deadline (others find it on their own schedule).
+        if (deadline.at !== undefined && result.created) yield* coordinator.deadlineAdded(deadline.at)
         const continuations = yield* coordinator.watch(result.id)
         return toHandle(result.id, result.created, continuations)
       }).pipe(Effect.withSpan("ChordRegistry.chord"))

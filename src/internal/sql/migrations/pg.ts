@@ -5,6 +5,7 @@ import m0003 from "./pg/0003_checkpoints.js"
 import m0004 from "./pg/0004_chords.js"
 import m0005 from "./pg/0005_runs_extracts.js"
 import m0006 from "./pg/0006_lean_task_indexes.js"
+import m0007 from "./pg/0007_chord_deadline.js"
 
 export const pgMigrations = {
   "0001_tasks": m0001,
@@ -12,5 +13,6 @@ export const pgMigrations = {
   "0003_checkpoints": m0003,
   "0004_chords": m0004,
   "0005_runs_extracts": m0005,
-  "0006_lean_task_indexes": m0006
+  "0006_lean_task_indexes": m0006,
+  "0007_chord_deadline": m0007
 }
