@@ -1,4 +1,5 @@
 export * as Baton from "./Baton.js"
+export * as BatchWorkflow from "./BatchWorkflow.js"
 export * as CheckpointCoordinator from "./CheckpointCoordinator.js"
 export * as ChordRegistry from "./ChordRegistry.js"
 export * as CompletionBackend from "./CompletionBackend.js"

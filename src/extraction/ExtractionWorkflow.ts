@@ -3,6 +3,9 @@
  * sequential batches, fanning each batch out to workers, and records progress only after the batch's checkpoint is
  * confirmed.
  *
+ * It is one use of `BatchWorkflow` (which runs the sequence below for any kind of item): documents are the items,
+ * `ExtractDocument` the body, `MergeBatch` the merge, and the save step writes the batch's documents and summary.
+ *
  * For each batch `i`, in order:
  * 1. `createCheckpoint(scope, i)` (the scope is the run id, or `<runId>#g` after `g` failed attempts; see RunService);
  * 2. fan the batch out as a chord: one `ExtractDocument` task per document, and the `MergeBatch` callback, which
