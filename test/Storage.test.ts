@@ -159,13 +159,17 @@ describe("Storage", () => {
     Effect.gen(function* () {
       const schema = `bt_upgrade_${process.pid}_${Date.now().toString(36)}`
       const storage = () => Storage.layerPg({ url: pgUrl(), schema, maxConnections: 2 })
-      // Put the schema back to its 0005 shape (the old constraint and index), with rows, and forget 0006.
+      // Put the schema back to its 0005 shape (the old constraint and index), with rows, and forget 0006 and later.
       yield* Effect.gen(function* () {
         const sql = yield* SqlClient.SqlClient
         yield* sql`DROP INDEX baton_tasks_idempotency`
         yield* sql`ALTER TABLE baton_tasks ADD CONSTRAINT baton_tasks_idempotency UNIQUE (namespace, idempotency_key)`
         yield* sql`CREATE INDEX baton_tasks_state ON baton_tasks (state)`
         yield* sql`DELETE FROM baton_migrations WHERE name = 'lean_task_indexes'`
+        // And every later migration (the Migrator runs only those after the last one recorded).
+        yield* sql`DROP INDEX baton_chords_deadline`
+        yield* sql`ALTER TABLE baton_chords DROP COLUMN deadline_at`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'chord_deadline'`
         yield* oldRows(sql)
       }).pipe(Effect.provide(storage()))
       yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>
