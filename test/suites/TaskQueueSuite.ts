@@ -7,6 +7,7 @@ import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import * as Option from "effect/Option"
 import * as Ref from "effect/Ref"
 import * as Schema from "effect/Schema"
@@ -197,6 +198,45 @@ export const taskQueueSuite = (backend: Backend) => {
         const info = yield* waitForState(id, ["succeeded"])
         assert.strictEqual(info.attempts, 3)
         assert.deepStrictEqual(yield* queue.result(Flaky, id), Option.some(3))
+      }).pipe(Effect.scoped, Effect.provide(layer()))
+    )
+
+    it.live("a handler's logs carry its task's annotations, each attempt its own", () =>
+      Effect.gen(function* () {
+        const queue = yield* TaskQueue
+        const seen: Array<Record<string, unknown>> = []
+        const capture = Logger.make(({ annotations, message }) => {
+          if (Array.isArray(message) && message[0] === "handler ran") seen.push(Object.fromEntries(annotations))
+        })
+        const Logs = Task.make("logs", {
+          payload: Schema.Struct({}),
+          success: Schema.Void,
+          failure: Boom,
+          maxAttempts: 2,
+          backoff: { base: "1 millis" },
+          handler: () =>
+            Effect.zipRight(
+              Effect.log("handler ran"),
+              Effect.flatMap(Task.TaskContext, (ctx) =>
+                ctx.attempt < 2 ? Effect.fail(new Boom({ reason: "again" })) : Effect.void
+              )
+            )
+        })
+        const a = yield* queue.enqueue(Logs, {})
+        const b = yield* queue.enqueue(Logs, {})
+        yield* Worker.run({ tasks: [Logs], concurrency: 1, pollInterval: { min: "1 millis", max: "5 millis" } }).pipe(
+          Effect.provide(Logger.replace(Logger.defaultLogger, capture))
+        )
+        yield* waitForState(a, ["succeeded"])
+        yield* waitForState(b, ["succeeded"])
+        const pick = ({ attempt, task, taskId }: Record<string, unknown>) => ({ taskId, task, attempt })
+        assert.sameDeepMembers(seen.map(pick), [
+          { taskId: a, task: "logs", attempt: "1" },
+          { taskId: a, task: "logs", attempt: "2" },
+          { taskId: b, task: "logs", attempt: "1" },
+          { taskId: b, task: "logs", attempt: "2" }
+        ])
+        for (const annotations of seen) assert.isString(annotations.workerId)
       }).pipe(Effect.scoped, Effect.provide(layer()))
     )
 

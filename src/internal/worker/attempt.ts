@@ -14,10 +14,13 @@
  */
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
+import * as HashMap from "effect/HashMap"
 import * as ParseResult from "effect/ParseResult"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
@@ -124,20 +127,9 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
           true
         )
       }
-      const taskContext = Task.TaskContext.of({
-        taskId: task.id,
-        name: task.name,
-        queue: task.queue,
-        namespace: task.namespace,
-        attempt: task.attempt,
-        maxAttempts: task.maxAttempts,
-        chordId: task.chordId,
-        runId: task.runId
-      })
-      // The handler's other requirements are in the runtime of the slot fiber running this (see `make`).
-      let handler = (definition.handler(decoded.right) as Effect.Effect<unknown, unknown, never>).pipe(
-        Effect.provideService(Task.TaskContext, taskContext)
-      )
+      // `Task.TaskContext` is in the fiber's context for the whole attempt (set by `enter` below); the handler's
+      // other requirements are in the runtime of the slot fiber running this (see `make`).
+      let handler = definition.handler(decoded.right) as Effect.Effect<unknown, unknown, never>
       let timedOut = false
       if (task.timeoutMs !== undefined) {
         handler = handler.pipe(
@@ -216,10 +208,46 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
         cause: Cause.pretty(exit.cause)
       })
     }
-    let effect = body.pipe(
-      Effect.onExit(settle),
-      Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt) })
-    )
+    // The attempt's log annotations and `Task.TaskContext` are set on the slot fiber for the attempt and put back
+    // after `settle` (which logs with them): two plain FiberRef writes each way. `Effect.annotateLogs` and
+    // `Effect.provideService` each wrap the attempt in an `acquireUseRelease` and rebuilt the annotations map three
+    // times; they were a third of the worker's CPU per task in a no-op drain (scratchpad/attempt-micro.ts).
+    let effect = Effect.withFiberRuntime<void>((fiber) => {
+      const annotations = fiber.getFiberRef(FiberRef.currentLogAnnotations)
+      const context = fiber.getFiberRef(FiberRef.currentContext)
+      const restore = Effect.zipRight(
+        FiberRef.set(FiberRef.currentLogAnnotations, annotations),
+        FiberRef.set(FiberRef.currentContext, context)
+      )
+      const enter = Effect.zipRight(
+        FiberRef.set(
+          FiberRef.currentLogAnnotations,
+          HashMap.mutate(annotations, (map) => {
+            HashMap.set(map, "taskId", task.id)
+            HashMap.set(map, "task", task.name)
+            HashMap.set(map, "attempt", String(task.attempt))
+          })
+        ),
+        FiberRef.set(
+          FiberRef.currentContext,
+          Context.add(
+            context,
+            Task.TaskContext,
+            Task.TaskContext.of({
+              taskId: task.id,
+              name: task.name,
+              queue: task.queue,
+              namespace: task.namespace,
+              attempt: task.attempt,
+              maxAttempts: task.maxAttempts,
+              chordId: task.chordId,
+              runId: task.runId
+            })
+          )
+        )
+      )
+      return Effect.zipRight(enter, body).pipe(Effect.onExit((exit) => Effect.zipRight(settle(exit), restore)))
+    })
     if (spans) {
       effect = Effect.withSpan(effect, "Worker.execute", {
         attributes: { taskId: task.id, task: task.name, attempt: task.attempt },
