@@ -27,7 +27,7 @@
  *   and the insert of the callback (or `onError`) task commit in the same transaction — never "marked but not
  *   enqueued". Dispatch does not depend on the producer: the transaction that records the last body completion
  *   dispatches, and every registry runs a coordinator whose reconciler dispatches anything left behind (counted by the
- *   `baton_chords_healed_total` metric: a non-zero value means something skipped the normal path).
+ *   `baton_chord_healed_total` metric: a non-zero value means something skipped the normal path).
  *
  * The implementation on `@effect/sql` is in `SqlChordRegistry`.
  *
@@ -340,7 +340,7 @@ export const timeToCallback = Metric.histogram(
 )
 
 /** Chords failed at their deadline. */
-export const chordsExpired = Metric.counter("baton_chords_deadline_total", {
+export const chordsExpired = Metric.counter("baton_chord_deadline_total", {
   description: "Chords failed because their body was not done by their deadline"
 })
 
@@ -360,16 +360,16 @@ export const awaitAll: {
     : Effect.forEach(handles, (handle) => handle.await, { concurrency: "unbounded" })) as never
 
 /** Chords that failed (a body task failed for good under the `fail` policy). */
-export const chordsFailed = Metric.counter("baton_chords_failed_total", {
+export const chordsFailed = Metric.counter("baton_chord_failed_total", {
   description: "Chords failed by a body task that failed for good"
 })
 
 /** Chords that completed (callback enqueued). */
-export const chordsCompleted = Metric.counter("baton_chords_completed_total", {
+export const chordsCompleted = Metric.counter("baton_chord_completed_total", {
   description: "Chords whose callback was enqueued"
 })
 
 /** Chords dispatched by the reconciler instead of the last body completion: non-zero means something was missed. */
-export const chordsHealed = Metric.counter("baton_chords_healed_total", {
+export const chordsHealed = Metric.counter("baton_chord_healed_total", {
   description: "Chords dispatched (or failed) by the reconciler rather than by their last body completion"
 })

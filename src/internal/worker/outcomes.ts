@@ -9,7 +9,7 @@ import * as Metric from "effect/Metric"
 import * as Ref from "effect/Ref"
 
 /** Counter of task outcomes recorded by workers, tagged with `outcome` (re-exported as `Worker.tasksProcessed`). */
-export const tasksProcessed = Metric.counter("baton_tasks_processed_total", {
+export const tasksProcessed = Metric.counter("baton_worker_tasks_processed_total", {
   description: "Task attempts whose outcome a worker recorded"
 })
 
