@@ -167,8 +167,8 @@ interface Watermark {
 interface Batch {
   readonly events: ReadonlyArray<CompletionEvent>
   readonly next: Progress
-  /** The read stopped at `limit` rows: read again at once. */
-  readonly full: boolean
+  /** There may be more to read now (the read stopped at `limit` rows, or finished an older snapshot): read again. */
+  readonly more: boolean
   readonly watermark: Watermark
 }
 
@@ -380,7 +380,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             const next: Progress = full
               ? { cursor, seen, draining: { snapshot: draining.snapshot, after: positionOf(last!) } }
               : { cursor, seen: draining.snapshot }
-            return { events, next, full, watermark }
+            return { events, next, more: true, watermark }
           }
           const snapshot = first?.snap ?? ""
           const top: Position = { xid: BigInt(first?.horizon ?? "0"), seq: 0 }
@@ -394,7 +394,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
           const next: Progress = full
             ? progressAt(positionOf(found[found.length - 1]!))
             : { cursor: raised, seen: snapshot }
-          return { events, next, full, watermark }
+          return { events, next, more: full, watermark }
         })
       )
     }
@@ -520,7 +520,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             return {
               events: found.map((row) => toEvent(row, encode(num(row.seq)))),
               next: { cursor: { xid: 0n, seq } },
-              full,
+              more: full,
               watermark: toWatermark(first, sqliteWatermark)
             }
           })
@@ -738,10 +738,11 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             progress = batch.next
             moved = true
             if (batch.events.length > 0) {
-              caughtUp = !batch.full
+              caughtUp = !batch.more
               idle = pollMin
               return Chunk.unsafeFromArray(batch.events)
             }
+            if (batch.more) continue
             caughtUp = true
             yield* waitForMore
           }
