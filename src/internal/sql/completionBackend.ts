@@ -3,14 +3,14 @@
  *
  * Every subscriber reads the durable completions log after its own cursor; live channels only tell it when to read
  * again, so a lost wake-up costs latency, never an event:
- * - Postgres: the log is read in `(xid, seq)` order, and only rows whose writer's transaction id is below the
- *   horizon: the oldest transaction of this database still in progress in the reading statement's snapshot (the
- *   snapshot's xmin, minus transactions positively seen in other databases), i.e. rows no still-running transaction
- *   can precede. A `seq` taken before a commit that lands late can therefore never be overtaken
- *   (docs/completion-backend.md).
+ * - Postgres: each read (one statement, one snapshot) delivers the rows committed since the previous read, whatever
+ *   older transaction is still open: rows after the subscription's position that are visible now and were not in the
+ *   previous read's snapshot, in `(xid, seq)` order. The position then moves up to the horizon (the oldest
+ *   transaction of this database still in progress: nothing can still appear below it), and the snapshot replaces the
+ *   previous one. A late committer's rows (a lower `seq`) are delivered when it commits, once; a cursor encodes the
+ *   position and the snapshot(s), so a resume is exact (docs/completion-backend.md).
  *   Wake-ups come from the process's one shared LISTEN connection (`internal/pgListener`); while it is down, the
- *   subscriber polls; when it is back, the subscriber re-reads (back-fill). Committed rows held back by an older
- *   open transaction are polled for quickly until the horizon passes them.
+ *   subscriber polls; when it is back, the subscriber re-reads (back-fill).
  * - SQLite: one writer at a time, so `seq` order is commit order and the cursor is `seq`. Subscribers poll with an
  *   adaptive interval (fast after events, backing off when idle) and are woken at once by appends of this process.
  * - Filters compile to the query's WHERE clause; anything else fails with `FilterUnsupported`.
@@ -69,14 +69,17 @@ export interface Options {
       }
     | undefined
   /**
-   * Polling when no live wake-up is available (SQLite across processes, Postgres while LISTEN is down or while an
-   * open transaction holds committed rows back): starts at `min` after activity, doubles up to `max` when idle
+   * Polling when no live wake-up is available (SQLite across processes, Postgres while LISTEN is down): starts at `min` after activity, doubles up to `max` when idle
    * (default 5 ms .. 500 ms).
    */
   readonly pollInterval?: { readonly min?: Duration.DurationInput; readonly max?: Duration.DurationInput } | undefined
   /** Postgres with LISTEN up: re-read at least this often anyway (default 10 s). */
   readonly safetyInterval?: Duration.DurationInput | undefined
-  /** Postgres: the longest wait between reads while committed rows wait for an older open transaction (100 ms). */
+  /**
+   * Ignored: committed rows no longer wait for older open transactions, so there is nothing to re-read for.
+   *
+   * @deprecated accepted so existing configurations still build; it has no effect.
+   */
   readonly heldBackInterval?: Duration.DurationInput | undefined
 }
 
