@@ -164,6 +164,8 @@ interface Watermark {
   readonly position: Option.Option<Position>
   /** Highest pruned `seq`. */
   readonly maxSeq: number
+  /** Postgres: the snapshot of the statement that read the watermark (which transactions were still running). */
+  readonly snapshot?: string | undefined
 }
 
 /** One read of the log: the events in delivery order, each with its exact cursor, and where the subscription is then. */
@@ -251,20 +253,57 @@ const pgCursorPattern = new RegExp(
   `^p\\.(\\d{1,20})\\.(\\d{1,16})(?:\\.((?:${snapshotPattern})?)(?:\\.(${snapshotPattern})\\.(\\d{1,20})\\.(\\d{1,16}))?)?$`
 )
 
-/** The snapshot's xmax, or undefined when the text is not a valid snapshot (xmin <= xip ascending < xmax). */
-const snapshotXmax = (text: string): bigint | undefined => {
-  const [xmin, xmax, xip] = text.split(":")
-  if (xmin === undefined || xmax === undefined || xip === undefined) return undefined
+interface Snapshot {
+  readonly xmax: bigint
+  /** In progress when it was taken. */
+  readonly xip: ReadonlyArray<bigint>
+}
+
+/** A snapshot's text form parsed, or undefined when it is not a valid one (xmin <= xip ascending < xmax). */
+const parseSnapshot = (text: string): Snapshot | undefined => {
+  const [xmin, xmax, list] = text.split(":")
+  if (xmin === undefined || xmax === undefined || list === undefined) return undefined
   const lo = BigInt(xmin)
   const hi = BigInt(xmax)
   if (lo > hi) return undefined
+  const xip: Array<bigint> = []
   let previous = lo
-  for (const part of xip === "" ? [] : xip.split(",")) {
+  for (const part of list === "" ? [] : list.split(",")) {
     const id = BigInt(part)
     if (id < previous || id >= hi) return undefined
+    xip.push(id)
     previous = id
   }
-  return hi
+  return { xmax: hi, xip }
+}
+
+const snapshotXmax = (text: string): bigint | undefined => parseSnapshot(text)?.xmax
+
+/**
+ * Postgres: whether the pruned rows up to `watermark` (all at or before it, all committed when pruned) can include
+ * none this subscription has yet to deliver. Those would lie after its cursor and belong to a transaction its `seen`
+ * (or draining) snapshot did not show as finished: one at or above its xmax (may have committed and been pruned
+ * since), or one in progress then — which cannot have been pruned if it is still in progress in `now` (the snapshot
+ * the watermark was read in).
+ */
+const seenCovers = (progress: Progress, watermark: Position, now: string | undefined): boolean => {
+  const running = now === undefined ? undefined : parseSnapshot(now)
+  if (running === undefined) return false
+  const still = new Set(running.xip)
+  const covers = (text: string): boolean => {
+    const snapshot = parseSnapshot(text)
+    return (
+      snapshot !== undefined &&
+      watermark.xid < snapshot.xmax &&
+      snapshot.xip.every((id) => id < progress.cursor.xid || id > watermark.xid || still.has(id))
+    )
+  }
+  // Mid-snapshot: its rows up to `after` are delivered too (it is newer than `seen`, so it shows more as finished).
+  const { draining } = progress
+  if (draining !== undefined && comparePositions(watermark, draining.after) <= 0 && covers(draining.snapshot)) {
+    return true
+  }
+  return progress.seen !== undefined && covers(progress.seen)
 }
 
 const encodePg = (progress: Progress): Cursor => {
@@ -314,7 +353,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const toWatermark = (row: ReadRow | undefined, position: (row: ReadRow) => Option.Option<Position>): Watermark =>
     row === undefined
       ? { position: Option.none(), maxSeq: 0 }
-      : { position: position(row), maxSeq: num(row.pruned_max_seq) }
+      : { position: position(row), maxSeq: num(row.pruned_max_seq), snapshot: row.snap ?? undefined }
 
   const pgWatermark = (row: ReadRow) =>
     row.pruned_xid == null
@@ -408,8 +447,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       encodeCursor: encodePg,
       tagClauses: (tags) => [sql`c.tags::jsonb @> ${JSON.stringify(tags)}::jsonb`],
       read,
-      readWatermark: sql<ReadRow>`SELECT xid AS pruned_xid, seq AS pruned_seq, max_seq AS pruned_max_seq
-        FROM baton_completions_pruned WHERE id = 1`.pipe(Effect.map((rows) => toWatermark(rows[0], pgWatermark))),
+      readWatermark: sql<ReadRow>`SELECT xid AS pruned_xid, seq AS pruned_seq, max_seq AS pruned_max_seq,
+        pg_current_snapshot()::text AS snap FROM baton_completions_pruned WHERE id = 1`.pipe(
+        Effect.map((rows) => toWatermark(rows[0], pgWatermark))
+      ),
       fromSequence: (n) =>
         // (xid, seq) order is not seq order: start at the lowest xid that holds a seq >= n, or that may still commit
         // one (the oldest running transaction), and keep only seq >= n.
@@ -636,11 +677,13 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       return Effect.succeed(clauses)
     })
 
-  // Rows after `cursor` may have been pruned: the watermark is past it (and past the first seq asked for).
-  const isExpired = (watermark: Watermark, cursor: Position, minSeq: number): boolean =>
+  // Rows this subscription has not delivered may have been pruned: the watermark is past its cursor (and past the
+  // first seq asked for), and, on Postgres, not every row in between is known to be delivered or still unprunable.
+  const isExpired = (watermark: Watermark, progress: Progress, minSeq: number): boolean =>
     Option.isSome(watermark.position) &&
-    comparePositions(watermark.position.value, cursor) > 0 &&
-    watermark.maxSeq >= minSeq
+    comparePositions(watermark.position.value, progress.cursor) > 0 &&
+    watermark.maxSeq >= minSeq &&
+    !seenCovers(progress, watermark.position.value, watermark.snapshot)
 
   const expired = (requested: string) =>
     new CursorExpired({
@@ -666,7 +709,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             message: `not a cursor of this ${dialect.name} completion log (use an event's cursor)`
           })
         }
-        if (isExpired(watermark, progress.value.cursor, 0)) return yield* expired(requested)
+        if (isExpired(watermark, progress.value, 0)) return yield* expired(requested)
         return { progress: progress.value, minSeq: 0, requested }
       }
       if (fromSequence === "oldest") {
@@ -735,7 +778,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
               Effect.tapError((error) => Effect.logWarning("reading the completions log failed; retrying", { error })),
               Effect.retry(readRetry)
             )
-            if (isExpired(batch.watermark, progress.cursor, start.minSeq)) {
+            if (isExpired(batch.watermark, progress, start.minSeq)) {
               return yield* expired(moved ? `cursor ${dialect.encodeCursor(progress)}` : start.requested)
             }
             progress = batch.next
