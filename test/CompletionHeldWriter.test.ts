@@ -4,6 +4,7 @@
  * completes while an unrelated writer sits idle in transaction.
  */
 import { assert, describe, it } from "@effect/vitest"
+import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -26,7 +27,8 @@ import { eventuallyEffect, finish, layerFor, prng, tasks } from "./suites/Comple
 
 let counter = 0
 const freshSchema = () => `bt_hw_${process.pid}_${Date.now().toString(36)}_${counter++}`
-const storageFor = (schema: string) => Storage.layerPg({ url: Backends.pgUrl(), schema, maxConnections: 4 })
+const storageFor = (schema: string, maxConnections = 4) =>
+  Storage.layerPg({ url: Backends.pgUrl(), schema, maxConnections })
 
 const rawClient = (schema?: string) =>
   Effect.acquireRelease(
@@ -233,7 +235,7 @@ describe.runIf(Backends.pgAvailable())("completion stream with open transactions
           assert.deepStrictEqual([...got].sort(), expected, `${sub.name}: received vs committed (seed ${seed})`)
         }
         assert.isAbove(subs.length, 3)
-      }).pipe(Effect.provide(layerFor(storageFor(schema))))
+      }).pipe(Effect.provide(layerFor(storageFor(schema, 10))))
     })
   )
 
@@ -298,6 +300,46 @@ describe.runIf(Backends.pgAvailable())("completion stream with open transactions
       assert.deepStrictEqual(yield* Fiber.join(checkpointAwait).pipe(Effect.timeout("20 seconds")), { ok: 1 })
       assert.isString(yield* Fiber.join(chordAwait).pipe(Effect.timeout("20 seconds")))
       yield* query(unrelated, "COMMIT")
+    })
+  )
+})
+
+describe.runIf(Backends.pgAvailable())("completion cursors (pg)", () => {
+  it.scopedLive("old-format cursors resume; malformed snapshots in a cursor fail with InvalidCursor", () =>
+    Effect.gen(function* () {
+      const schema = freshSchema()
+      yield* Effect.gen(function* () {
+        const completions = yield* CompletionBackend
+        const stream = yield* completions.subscribe({ fromSequence: 0 })
+        const first = yield* finish(tasks(2))
+        const events = yield* stream.pipe(Stream.take(2), Stream.runCollect, Effect.timeout("20 seconds"))
+        const [a, b] = Array.from(events)
+        assert.deepStrictEqual(new Set([a!.taskId, b!.taskId]), new Set(first))
+        // `p.<xid>.<seq>` (the only form before snapshots were added) of the first event: resumes at the second.
+        const sql = yield* SqlClient.SqlClient
+        const [row] = yield* sql<{ xid: string; seq: number }>`SELECT xid::text AS xid, seq::int AS seq
+          FROM baton_completions WHERE seq = ${a!.sequence}`
+        const resumed = yield* Effect.scoped(
+          Effect.flatMap(completions.subscribe({ after: `p.${row!.xid}.${row!.seq}` }), (s) =>
+            s.pipe(Stream.take(1), Stream.runCollect)
+          )
+        ).pipe(Effect.timeout("20 seconds"))
+        assert.deepStrictEqual(
+          Array.from(resumed, (event) => event.taskId),
+          [b!.taskId]
+        )
+        for (const bad of [
+          "p.10.1.9:5:",
+          "p.10.1.5:9:9",
+          "p.10.1.5:9:7,6",
+          "p.10.1..5:9:.4.1",
+          "p.10.1.5:9",
+          "p.10.1.x"
+        ]) {
+          const result = yield* Effect.either(Effect.scoped(completions.subscribe({ after: bad })))
+          assert.isTrue(result._tag === "Left" && result.left._tag === "InvalidCursor", bad)
+        }
+      }).pipe(Effect.provide(layerFor(storageFor(schema))))
     })
   )
 })
