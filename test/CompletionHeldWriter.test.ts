@@ -314,7 +314,7 @@ describe.runIf(Backends.pgAvailable())("completion cursors (pg)", () => {
         const first = yield* finish(tasks(2))
         const events = yield* stream.pipe(Stream.take(2), Stream.runCollect, Effect.timeout("20 seconds"))
         const [a, b] = Array.from(events)
-        assert.deepStrictEqual(new Set([a!.taskId, b!.taskId]), new Set(first))
+        assert.deepStrictEqual(new Set([a!.taskId as string, b!.taskId as string]), new Set(first))
         // `p.<xid>.<seq>` (the only form before snapshots were added) of the first event: resumes at the second.
         const sql = yield* SqlClient.SqlClient
         const [row] = yield* sql<{ xid: string; seq: number }>`SELECT xid::text AS xid, seq::int AS seq
