@@ -38,7 +38,7 @@ interface PlacementSpec {
 export const run = async (
   options: ScenarioOptions
 ): Promise<Omit<ScenarioResult, "node" | "postgres" | "when" | "machine">> => {
-  const n = options.quick ? 1_000 : 20_000
+  const n = options.quick ? 1_000 : 10_000
   const rounds = options.rounds
   const concurrency = 10
   const systems = [baton, graphilePerf, pgBossPerf].filter(

@@ -102,9 +102,11 @@ export const run = async (
     )
     const chordLoop = (async () => {
       let late = 0
+      // One chord at a time, one due every second; a chord that ends late makes the next start at once, and the
+      // loop stops when the soak ends (so chords-per-bucket below 60 / minute means chords took over a second).
       for (let i = 0; ; i++) {
         const due = start + i * 1000
-        if (due >= start + durationMs) break
+        if (due >= start + durationMs || nowMs() >= start + durationMs) break
         const wait = due - nowMs()
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
         else if (wait < -1000) late++
@@ -166,7 +168,7 @@ export const run = async (
       ])
     )
     options.log(
-      `  handled ${finished.handled}; completion stream saw ${stream.events} events${stream.error !== null ? `, failed: ${stream.error}` : ""}; chords started > 1 s late: ${lateChords}`
+      `  handled ${finished.handled}; completion stream saw ${stream.events} events (jobs, chord bodies and callbacks)${stream.error !== null ? `, failed: ${stream.error}` : ""}; chords started > 1 s late: ${lateChords}`
     )
     if (stream.error !== null) notes.push(`the completion-stream subscriber failed: ${stream.error.slice(0, 300)}`)
     const all = latencies.flat()
