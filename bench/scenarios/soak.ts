@@ -86,6 +86,8 @@ export const run = async (
     const chords = spawnAgent("baton-chord", {}, "baton-chord (soak)")
     agents.push(chords)
     await chords.call("setup", { url, schema }, 120_000)
+    // A clean start for every table the soak writes (its reset TRUNCATEs baton_tasks, baton_chords, baton_completions).
+    await chords.call("reset", null, 60_000)
     await producer!.call("subscribe", null, 60_000)
     const before = await tableStats(poll)
 
