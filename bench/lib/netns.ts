@@ -1,6 +1,7 @@
 /**
  * Network namespaces for scale-out (needs root and `ip`): one namespace per worker process, each joined to the host
- * namespace by a veth pair on its own /30 (host side 10.231.<i>.1, namespace side 10.231.<i>.2). Postgres listens on
+ * namespace by a veth pair on its own /30 (host side 10.<s>.<i>.1, namespace side 10.<s>.<i>.2, where s = 200 + pid mod 50,
+ * so that two runs at once pick different subnets unless their pids collide mod 50). Postgres listens on
  * 127.0.0.1 only and is neither restarted nor reconfigured: a TCP forwarder in the runner process (Node `net`, one
  * listener per host-side address) pipes each connection to the server. That forwarder is an extra hop (a user-space
  * copy each way) which a real remote worker host does not have.
@@ -71,7 +72,8 @@ export const setupNetns = async (
   const names = Array.from({ length: count }, (_, i) => `${tag}-${i}`)
   const hostDev = (i: number) => `${tag}h${i}`
   const nsDev = (i: number) => `${tag}n${i}`
-  const hostAddr = (i: number) => `10.231.${i}.1`
+  const subnet = 200 + (process.pid % 50)
+  const hostAddr = (i: number) => `10.${subnet}.${i}.1`
   const port = 15432
   const created: Array<string> = []
   const servers: Array<net.Server> = []
@@ -117,7 +119,7 @@ export const setupNetns = async (
       ip("link", "set", nsDev(i), "netns", ns)
       ip("addr", "add", `${hostAddr(i)}/30`, "dev", hostDev(i))
       ip("link", "set", hostDev(i), "up")
-      ip("netns", "exec", ns, "ip", "addr", "add", `10.231.${i}.2/30`, "dev", nsDev(i))
+      ip("netns", "exec", ns, "ip", "addr", "add", `10.${subnet}.${i}.2/30`, "dev", nsDev(i))
       ip("netns", "exec", ns, "ip", "link", "set", nsDev(i), "up")
       ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
       if (delayMs > 0) {
