@@ -1,5 +1,5 @@
 /**
- * The `baton` CLI end to end, spawned as a user runs it (`node bin/baton.js …`), on a temporary SQLite file (and on
+ * The `baton` CLI end to end, spawned as a user runs it (`node dist/bin.js …`), on a temporary SQLite file (and on
  * Postgres with separate `baton worker` processes when it is reachable):
  * - bad arguments exit 2 with one line on stderr; runtime errors exit 1 with one line, a stack trace only with
  *   `--verbose`;
