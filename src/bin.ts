@@ -43,6 +43,9 @@ if (args.length === 1 && (args[0] === "--version" || args[0] === "-v")) {
   ])
   NodeRuntime.runMain(main(process.argv).pipe(Effect.provide(NodeContext.layer)), {
     disableErrorReporting: true,
+    // The CLI's own logger (stderr, --log-format) replaces Effect's default one; runMain's pretty logger would print
+    // to stdout besides.
+    disablePrettyLogger: true,
     teardown: (exit) => {
       const code: number = Exit.isSuccess(exit)
         ? (exit.value as number)

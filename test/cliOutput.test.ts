@@ -49,8 +49,8 @@ let db: string
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), "baton-cli-output-"))
   db = path.join(dir, "baton.db")
-  writeCorpus(path.join(dir, "corpus"), 40)
-  const run = await sh(`node "$BATON" run extract "${dir}/corpus" --db "${db}" --run-id big --batch-size 20`)
+  writeCorpus(path.join(dir, "corpus"), 48)
+  const run = await sh(`node "$BATON" run extract "${dir}/corpus" --db "${db}" --run-id big --batch-size 24`)
   assert.strictEqual(run.code, 0, run.stderr)
 }, 120_000)
 
@@ -69,7 +69,7 @@ describe("baton output through pipes", () => {
     assert.isAbove(viaFile.length, 1024 * 1024)
     assert.strictEqual(viaPipe.length, viaFile.length)
     assert.isTrue(viaPipe.equals(viaFile))
-    assert.strictEqual(viaFile.toString().trimEnd().split("\n").length, 40)
+    assert.strictEqual(viaFile.toString().trimEnd().split("\n").length, 48)
   })
 
   it("a reader that closes early (`| head -1`) ends baton with status 0 and no stack trace", async () => {
