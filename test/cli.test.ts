@@ -83,6 +83,9 @@ describe("baton CLI", () => {
     assert.match(usage[0]!.stderr, /Invalid subcommand/)
     assert.match(usage[1]!.stderr, /Missing argument <dir>/)
 
+    // `export` only reads: it refuses a database that does not exist (test/cliOutput.test.ts); an empty file is an
+    // empty database.
+    fs.writeFileSync(env.BATON_DB, "")
     const [missingRun, missingDir, badPg, verbose] = await Promise.all([
       baton(["export", "nope"], env),
       baton(["run", "extract", "/nonexistent/baton"], env),

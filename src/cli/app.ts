@@ -289,14 +289,18 @@ const worker = Command.make(
     )
   },
   (options) =>
-    withServices(options, (storageText) =>
-      Commands.worker({
-        concurrency: options.concurrency,
-        leaseSeconds: options.lease,
-        queues: options.queues,
-        tasks: options.tasks,
-        storage: storageText
-      })
+    // A --tasks module that cannot be loaded is refused before the storage opens.
+    Effect.zipRight(
+      Option.match(options.tasks, { onNone: () => Effect.void, onSome: Commands.loadTaskModule }),
+      withServices(options, (storageText) =>
+        Commands.worker({
+          concurrency: options.concurrency,
+          leaseSeconds: options.lease,
+          queues: options.queues,
+          tasks: options.tasks,
+          storage: storageText
+        })
+      )
     )
 ).pipe(Command.withDescription("Run a worker process until Ctrl-C (in-flight tasks finish or are handed back)"))
 
