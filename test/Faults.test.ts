@@ -22,7 +22,7 @@ import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
 import * as Storage from "../src/Storage.js"
 import * as Task from "../src/Task.js"
 import { TaskQueue } from "../src/TaskQueue.js"
-import { Tick } from "./fixtures/fault-worker.js"
+import { Tick } from "./fixtures/fault-tasks.js"
 import { eventually, pgAvailable, pgUrl } from "./support/backends.js"
 import { spawnFixture } from "./support/process.js"
 
