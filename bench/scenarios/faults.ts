@@ -25,17 +25,21 @@ interface Drain {
 const drain = async (url: string, schema: string, tasks: number, kill: boolean): Promise<Drain> => {
   const appName = `baton-faults-${process.pid}`
   const admin = await connect(url)
+  await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
   const child = spawn(
     process.execPath,
     ["--import", "tsx", path.join(root, "bench/lib/faultWorker.ts"), url, schema, appName, String(tasks)],
     { cwd: root, env: process.env, stdio: ["pipe", "pipe", "pipe"] }
   )
   let output = ""
+  let exited: number | string | undefined
+  child.on("exit", (code, signal) => {
+    exited = code ?? signal ?? -1
+  })
   child.stderr!.on("data", (chunk: Buffer) => {
     output += chunk.toString()
   })
   try {
-    await admin.query(`DROP SCHEMA IF EXISTS ${schema} CASCADE`)
     await new Promise<void>((resolve, reject) => {
       const lines = readline.createInterface({ input: child.stdout! })
       lines.on("line", (line) => {
@@ -65,6 +69,7 @@ const drain = async (url: string, schema: string, tasks: number, kill: boolean):
         `SELECT count(*) AS n FROM ${schema}.baton_tasks WHERE state NOT IN ('succeeded', 'failed', 'dead', 'cancelled')`
       )
       if (Number(rows[0]?.n) === 0) break
+      if (exited !== undefined) throw new Error(`fault worker exited with ${exited}: ${output.slice(-2000)}`)
       if (performance.now() > deadline) throw new Error(`drain timed out at ${rows[0]?.n} unfinished`)
       await new Promise((resolve) => setTimeout(resolve, 5))
     }
