@@ -10,6 +10,10 @@
  * - Execution is at-least-once: a lease can expire while a handler still runs. Completions are guarded by the
  *   lease token, so the second completion of a task that ran twice is refused and nothing counts twice.
  *
+ * - `await(id)`, `awaitResult(task, id)` and `awaitAll(ids)` (module functions) wait for tasks from any process,
+ *   driven by the completion stream (subscribe, then read, then wait: no lost wake-up, no polling); a task that ends
+ *   failed, dead or cancelled is a typed `TaskFailed`.
+ *
  * The implementation on `@effect/sql` (Postgres, SQLite file, SQLite memory) is in `SqlTaskQueue`.
  *
  * @since 0.1.0
