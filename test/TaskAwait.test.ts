@@ -105,6 +105,26 @@ describe("TaskQueue.await in process", () => {
     }).pipe(Effect.scoped, Effect.provide(services(Storage.layerMemory)))
   )
 
+  it.effect(
+    "getMany reads found tasks only; a claim under a chosen lease id is found again with claimed(leaseId)",
+    () =>
+      Effect.gen(function* () {
+        const queue = yield* TaskQueue.TaskQueue
+        const ids = yield* queue.enqueueMany([Task.call(Stamp, { at: 1 }), Task.call(Stamp, { at: 2 })])
+        const infos = yield* queue.getMany([...ids, "missing", ids[0]!])
+        assert.deepStrictEqual(infos.map((info) => info.id).sort(), [...ids].sort())
+        const leaseId = "lease-chosen-by-the-worker"
+        const claimed = yield* queue.claim({ queues: ["default"], limit: 10, leaseMs: 30_000, workerId: "w", leaseId })
+        assert.deepStrictEqual(
+          claimed.map((task) => task.leaseId),
+          [leaseId, leaseId]
+        )
+        const found = yield* queue.claimed(leaseId)
+        assert.deepStrictEqual(found.map((task) => task.id).sort(), claimed.map((task) => task.id).sort())
+        assert.deepStrictEqual(yield* queue.claimed("another-lease"), [])
+      }).pipe(Effect.provide(services(Storage.layerMemory)))
+  )
+
   it.live(
     "awaitAll waits on 10,000 tasks with one subscription, an Exit per id in input order",
     () =>
