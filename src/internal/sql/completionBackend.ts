@@ -129,6 +129,8 @@ interface LogRow {
   readonly chord_id: string | null
   readonly run_id: string | null
   readonly at: number | null
+  readonly progress?: number | null
+  readonly progress_message?: string | null
 }
 
 interface ReadRow extends LogRow {
@@ -288,7 +290,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
 
   const horizon = sql.literal(horizonSql)
   const columns = sql.literal(
-    "c.seq, c.kind, c.task_id, c.task_name, c.queue, c.namespace, c.tags, c.outcome, c.chord_id, c.run_id, c.at"
+    "c.seq, c.kind, c.task_id, c.task_name, c.queue, c.namespace, c.tags, c.outcome, c.chord_id, c.run_id, c.at, " +
+      "c.progress, c.progress_message"
   )
 
   const toWatermark = (row: ReadRow | undefined): Watermark => {
@@ -380,6 +383,9 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
     outcome: row.outcome as CompletionEvent["outcome"],
     chordId: row.chord_id ?? undefined,
     runId: row.run_id ?? undefined,
+    // `task.progress` events only (NULL on every other row).
+    ...(row.progress == null ? {} : { progress: num(row.progress) }),
+    ...(row.progress_message == null ? {} : { message: row.progress_message }),
     at: new Date(num(row.at))
   })
 
