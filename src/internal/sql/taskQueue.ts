@@ -34,7 +34,6 @@ import {
   type TaskPage,
   TaskQueue,
   type TaskState,
-  type WorkerInfo,
   type WorkerRegistration
 } from "../../TaskQueue.js"
 import { checkRequest, encodeCall } from "../request.js"
@@ -57,6 +56,7 @@ import {
   toInsertRow
 } from "./taskRows.js"
 import { onEnqueued, tasksChannel } from "./wakes.js"
+import { liveWorkers } from "./workerRows.js"
 
 /** Builds the service. Requires the `SqlClient` and `Storage` of a storage layer. */
 export const make = Effect.gen(function* () {
@@ -488,9 +488,7 @@ export const make = Effect.gen(function* () {
 
   const workers = Effect.gen(function* () {
     const now = yield* Clock.currentTimeMillis
-    const rows = yield* sql<WorkerRow>`SELECT * FROM baton_workers WHERE expires_at >= ${now}
-      ORDER BY started_at, id LIMIT 1000`
-    return rows.map(toWorkerInfo)
+    return yield* liveWorkers(sql, now)
   }).pipe(Effect.withSpan("TaskQueue.workers"))
 
   return TaskQueue.of({
@@ -526,39 +524,6 @@ export const make = Effect.gen(function* () {
 
 /** Longest progress message stored (longer ones are cut). */
 export const maxProgressMessage = 200
-
-interface WorkerRow {
-  readonly id: string
-  readonly host: string
-  readonly pid: number
-  readonly queues: string
-  readonly concurrency: number
-  readonly started_at: number
-  readonly last_heartbeat: number
-  readonly expires_at: number
-  readonly tasks_in_hand: number
-}
-
-const toWorkerInfo = (row: WorkerRow): WorkerInfo => {
-  let queues: ReadonlyArray<string> = []
-  try {
-    const parsed: unknown = JSON.parse(row.queues)
-    if (Array.isArray(parsed)) queues = parsed.filter((queue): queue is string => typeof queue === "string")
-  } catch {
-    // a malformed row shows no queues
-  }
-  return {
-    id: row.id,
-    host: row.host,
-    pid: Number(row.pid),
-    queues,
-    concurrency: Number(row.concurrency),
-    startedAt: new Date(Number(row.started_at)),
-    lastHeartbeat: new Date(Number(row.last_heartbeat)),
-    expiresAt: new Date(Number(row.expires_at)),
-    tasksInHand: Number(row.tasks_in_hand)
-  }
-}
 
 type ClaimedDisposition = Parameters<TaskQueue["Type"]["fail"]>[3]
 
