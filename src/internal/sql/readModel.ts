@@ -161,7 +161,9 @@ export const make = Effect.gen(function* () {
           Effect.map((rows) => rows[0]?.t != null)
         ),
       orElse: () =>
-        sql<{ n: number }>`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ${migrationsTable}`.pipe(
+        sql<{
+          n: number
+        }>`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ${migrationsTable}`.pipe(
           Effect.map((rows) => num(rows[0]?.n ?? 0) > 0)
         )
     })
