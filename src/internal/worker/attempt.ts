@@ -216,7 +216,7 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
         )
       }
       const exit = yield* Effect.exit(handler)
-      yield* flushProgress
+      if (progress !== undefined) yield* flushProgress
       if (Exit.isSuccess(exit)) {
         const encoded = yield* codec.encodeSuccess(exit.value)
         if (encoded._tag === "Left") {
