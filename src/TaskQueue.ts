@@ -90,6 +90,43 @@ export interface TaskInfo {
   readonly updatedAt: Date
   readonly startedAt: Date | undefined
   readonly finishedAt: Date | undefined
+  /** The last progress its handler reported (`TaskContext.progress`), kept after the task ends; none if never. */
+  readonly progress: TaskProgress | undefined
+}
+
+/** Progress reported by a running handler: a fraction 0..1 (0.42 is 42 %) and an optional short message. */
+export interface TaskProgress {
+  /** 0 to 1. */
+  readonly value: number
+  readonly message: string | undefined
+  /** When it was recorded. */
+  readonly at: Date
+}
+
+/** A live worker as it registered itself (`Worker.run`) and last heart-beat. */
+export interface WorkerInfo {
+  readonly id: string
+  readonly host: string
+  readonly pid: number
+  readonly queues: ReadonlyArray<string>
+  readonly concurrency: number
+  readonly startedAt: Date
+  readonly lastHeartbeat: Date
+  /** Without a heartbeat until then, the worker is gone (crashed, frozen or cut off from the database). */
+  readonly expiresAt: Date
+  /** Tasks it held (running or buffered) at its last heartbeat. */
+  readonly tasksInHand: number
+}
+
+/** What a worker records about itself when it starts. */
+export interface WorkerRegistration {
+  readonly id: string
+  readonly host: string
+  readonly pid: number
+  readonly queues: ReadonlyArray<string>
+  readonly concurrency: number
+  /** Considered gone this long after its last heartbeat. */
+  readonly ttlMs: number
 }
 
 /** Filters of `list`; every given field must match. */
@@ -298,6 +335,24 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
     ) => Effect.Effect<boolean, SqlError>
     /** Worker side: hands a running task back to the queue (shutdown), not counting the attempt. */
     readonly release: (id: string, leaseId: string, error: TaskError) => Effect.Effect<boolean, SqlError>
+    /**
+     * Worker side: records a running task's progress (`value` 0..1, clamped; `message` cut to 200 characters) and
+     * appends a `task.progress` event, in one transaction; false if the lease guard refused it (not running).
+     */
+    readonly progress: (
+      id: string,
+      leaseId: string,
+      value: number,
+      message: string | undefined
+    ) => Effect.Effect<boolean, SqlError>
+    /** Worker side: registers (or re-registers) a live worker; rows of workers gone for an hour are deleted. */
+    readonly registerWorker: (worker: WorkerRegistration) => Effect.Effect<void, SqlError>
+    /** Worker side: a worker's heartbeat (keeps it alive for `ttlMs` more); false if its row was gone (re-register). */
+    readonly heartbeatWorker: (id: string, tasksInHand: number, ttlMs: number) => Effect.Effect<boolean, SqlError>
+    /** Worker side: removes a worker at graceful shutdown. */
+    readonly deregisterWorker: (id: string) => Effect.Effect<void, SqlError>
+    /** The live workers (heartbeat not expired), oldest first. */
+    readonly workers: Effect.Effect<ReadonlyArray<WorkerInfo>, SqlError>
     /** Reconciler: returns tasks whose lease expired to the queue (or kills them if out of attempts). */
     readonly reclaimExpired: Effect.Effect<number, SqlError>
     /** Signals that work may be available on a queue (in-process enqueues; NOTIFY on Postgres). */

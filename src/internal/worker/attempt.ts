@@ -20,6 +20,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
 import * as ParseResult from "effect/ParseResult"
@@ -58,6 +59,21 @@ export interface AttemptContext {
   readonly outcomes: Outcomes.Outcomes
   /** The lease duration: how long a failed outcome record is retried (the heartbeat extends the lease meanwhile). */
   readonly leaseMs: number
+  /** Least time between two progress writes of one task (ms). */
+  readonly progressMs: number
+}
+
+/** One attempt's progress reports waiting to be written (created at its first report). */
+interface ProgressState {
+  /** The newest value not yet written. */
+  latest: { readonly value: number; readonly message: string | undefined } | undefined
+  /** When the last write ended (ms). */
+  lastAt: number
+  /** A writer fiber is running (or starting). */
+  writing: boolean
+  fiber: Fiber.RuntimeFiber<void> | undefined
+  /** The attempt is over: reports are ignored. */
+  ended: boolean
 }
 
 /**
@@ -65,7 +81,7 @@ export interface AttemptContext {
  * returned effect (the worker's slots are forked from `Worker.run`'s fiber, which has `Task.Requirements<Tasks>`).
  */
 export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Effect<void>) => {
-  const { completions, leaseMs, local, outcomes, queue, registry, spans, workerId } = context
+  const { completions, leaseMs, local, outcomes, progressMs, queue, registry, spans, workerId } = context
 
   // Payload decoders and result encoders compiled once per task definition, not once per attempt.
   const codecs = new Map<string, Codecs>()
@@ -132,6 +148,63 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
     const base = { attempt: task.attempt }
     // Set once the success is queued for the group commit, which then owns the lease.
     let handedOver = false
+
+    // Progress: the handler's reports are throttled (one write per `progressMs`, the last value wins) by one writer
+    // fiber, started at the first report. Tasks that never report pay nothing.
+    let progress: ProgressState | undefined
+    const writeLatest = (state: ProgressState): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const entry = state.latest
+        if (entry === undefined) return Effect.void
+        return queue.progress(task.id, task.leaseId, entry.value, entry.message).pipe(
+          Effect.catchAll((error) => Effect.logWarning("recording task progress failed", { error: error.message })),
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.map((now) => {
+            if (state.latest === entry) state.latest = undefined
+            state.lastAt = now
+          }),
+          // A write in flight finishes (or the value stays `latest` for the final flush): never a half-done one.
+          Effect.uninterruptible
+        )
+      })
+    const writer = (state: ProgressState): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (state.latest === undefined || state.ended) {
+          state.writing = false
+          return Effect.void
+        }
+        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const wait = state.lastAt + progressMs - now
+          return (wait > 0 ? Effect.sleep(Duration.millis(wait)) : Effect.void).pipe(
+            Effect.zipRight(writeLatest(state)),
+            Effect.zipRight(writer(state))
+          )
+        })
+      })
+    const report = (value: number, message?: string | undefined): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const state = (progress ??= { latest: undefined, lastAt: 0, writing: false, fiber: undefined, ended: false })
+        if (state.ended) return Effect.void
+        state.latest = { value, message }
+        if (state.writing) return Effect.void
+        state.writing = true
+        return Effect.map(Effect.forkDaemon(writer(state)), (fiber) => {
+          state.fiber = fiber
+        })
+      })
+    // The attempt's last reported value is written before its outcome (its event precedes the completion's).
+    const flushProgress = Effect.suspend(() => {
+      const state = progress
+      if (state === undefined || state.ended) return Effect.void
+      state.ended = true
+      return Effect.zipRight(state.fiber === undefined ? Effect.void : Fiber.interrupt(state.fiber), writeLatest(state))
+    })
+    const stopProgress = Effect.suspend(() => {
+      const state = progress
+      if (state === undefined) return Effect.void
+      state.ended = true
+      return state.fiber === undefined ? Effect.void : Effect.asVoid(Fiber.interrupt(state.fiber))
+    })
     const body = Effect.gen(function* () {
       if (definition === undefined) {
         return yield* recordFailure(
@@ -169,6 +242,7 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
         )
       }
       const exit = yield* Effect.exit(handler)
+      if (progress !== undefined) yield* flushProgress
       if (Exit.isSuccess(exit)) {
         const encoded = yield* codec.encodeSuccess(exit.value)
         if (encoded._tag === "Left") {
@@ -218,6 +292,10 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
       local.active--
       local.finished++
       LocalQueue.askForWork(local)
+      if (progress !== undefined) return Effect.zipRight(stopProgress, settleOutcome(exit))
+      return settleOutcome(exit)
+    }
+    const settleOutcome = (exit: Exit.Exit<void>): Effect.Effect<void> => {
       if (Exit.isSuccess(exit)) return Effect.void
       if (Cause.isInterruptedOnly(exit.cause)) {
         return handedOver
@@ -267,7 +345,8 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
               attempt: task.attempt,
               maxAttempts: task.maxAttempts,
               chordId: task.chordId,
-              runId: task.runId
+              runId: task.runId,
+              progress: report
             })
           )
         )

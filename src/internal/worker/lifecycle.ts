@@ -21,21 +21,52 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as Reconciler from "../../Reconciler.js"
-import type { ClaimedTask, TaskQueue } from "../../TaskQueue.js"
+import type { ClaimedTask, TaskQueue, WorkerRegistration } from "../../TaskQueue.js"
 import * as GroupCommit from "./groupCommit.js"
 import * as LocalQueue from "./localQueue.js"
 import * as Retry from "./retry.js"
 
-/** The heartbeat loop. `leaseWrites` serialises it with the group commit (see `GroupCommit.run`). */
+/** The worker's row in the live-workers table (`TaskQueue.registerWorker`). */
+export interface Presence {
+  readonly registration: WorkerRegistration
+}
+
+/** Registers the worker as live; a failure is logged, not fatal (the worker runs, unlisted, and retries at heartbeats). */
+export const register = (queue: TaskQueue["Type"], presence: Presence): Effect.Effect<void> =>
+  queue
+    .registerWorker(presence.registration)
+    .pipe(Effect.catchAll((error) => Effect.logWarning("registering the worker failed", { error: error.message })))
+
+/** Removes the worker's row (graceful shutdown); a failure is logged and the row expires on its own. */
+export const deregister = (queue: TaskQueue["Type"], presence: Presence): Effect.Effect<void> =>
+  queue
+    .deregisterWorker(presence.registration.id)
+    .pipe(Effect.catchAll((error) => Effect.logWarning("deregistering the worker failed", { error: error.message })))
+
+/**
+ * The heartbeat loop: the worker's live-workers row (re-registered if it was removed), then the leases it holds.
+ * `leaseWrites` serialises the lease part with the group commit (see `GroupCommit.run`).
+ */
 export const heartbeat = (options: {
   readonly queue: TaskQueue["Type"]
   readonly local: LocalQueue.LocalQueue
   readonly leaseWrites: Effect.Semaphore
   readonly leaseMs: number
   readonly heartbeatMs: number
+  readonly presence?: Presence | undefined
 }): Effect.Effect<unknown> => {
-  const { heartbeatMs, leaseMs, leaseWrites, local, queue } = options
+  const { heartbeatMs, leaseMs, leaseWrites, local, presence, queue } = options
+  const alive =
+    presence === undefined
+      ? Effect.void
+      : Effect.suspend(() =>
+          queue.heartbeatWorker(presence.registration.id, local.held.size, presence.registration.ttlMs)
+        ).pipe(
+          Effect.flatMap((found) => (found ? Effect.void : register(queue, presence))),
+          Effect.catchAll((error) => Effect.logWarning("worker heartbeat failed", { error: error.message }))
+        )
   const beat = Effect.gen(function* () {
+    yield* alive
     const leases = [...local.held.values()].map((task) => ({ id: task.id, leaseId: task.leaseId }))
     if (leases.length === 0) return
     const stillHeld = yield* leaseWrites.withPermits(1)(queue.heartbeat(leases, leaseMs))
