@@ -75,7 +75,12 @@ export const defaults = {
 /** What one `prune` deleted. */
 export interface PruneReport {
   /** Tasks deleted, per terminal state. */
-  readonly tasks: { readonly succeeded: number; readonly cancelled: number; readonly failed: number; readonly dead: number }
+  readonly tasks: {
+    readonly succeeded: number
+    readonly cancelled: number
+    readonly failed: number
+    readonly dead: number
+  }
   readonly chords: number
   readonly runs: number
   /** Rows of the completions log deleted (`CompletionBackend.prune`; 0 without a completion backend). */

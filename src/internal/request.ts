@@ -120,7 +120,10 @@ export const checkRequest = (request: RawEnqueue): Either.Either<string, Invalid
       ? undefined
       : invalid("idempotencyKey", Validate.name("idempotencyKey", request.idempotencyKey))) ??
     ((request.replace === true || request.debounceMs !== undefined) && request.idempotencyKey === undefined
-      ? invalid(request.replace === true ? "replace" : "debounce", "needs an idempotencyKey (it applies to a repeated key)")
+      ? invalid(
+          request.replace === true ? "replace" : "debounce",
+          "needs an idempotencyKey (it applies to a repeated key)"
+        )
       : undefined) ??
     (request.debounceMs === undefined
       ? undefined

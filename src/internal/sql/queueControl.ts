@@ -34,9 +34,7 @@ const toSettings = (row: QueueRow): QueueSettings => ({
   queue: row.queue,
   paused: Number(row.paused) !== 0,
   rateLimit:
-    row.rate_limit === null
-      ? undefined
-      : { limit: Number(row.rate_limit), intervalMs: Number(row.rate_interval_ms) },
+    row.rate_limit === null ? undefined : { limit: Number(row.rate_limit), intervalMs: Number(row.rate_interval_ms) },
   concurrencyLimit: row.concurrency_limit === null ? undefined : Number(row.concurrency_limit)
 })
 
@@ -77,12 +75,10 @@ export const make = Effect.gen(function* () {
     })
 
   const get = (queue: string) =>
-    Effect.map(
-      sql<QueueRow>`SELECT * FROM baton_queues WHERE queue = ${queue}`,
-      (rows): QueueSettings =>
-        rows[0] === undefined
-          ? { queue, paused: false, rateLimit: undefined, concurrencyLimit: undefined }
-          : toSettings(rows[0])
+    Effect.map(sql<QueueRow>`SELECT * FROM baton_queues WHERE queue = ${queue}`, (rows): QueueSettings =>
+      rows[0] === undefined
+        ? { queue, paused: false, rateLimit: undefined, concurrencyLimit: undefined }
+        : toSettings(rows[0])
     ).pipe(Effect.withSpan("QueueControl.get"))
 
   const setRateLimit = (queue: string, limit: RateLimit | undefined) =>
