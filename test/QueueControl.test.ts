@@ -6,10 +6,12 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import { assert, describe, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Schema from "effect/Schema"
 import * as TestClock from "effect/TestClock"
 import { QueueControl } from "../src/QueueControl.js"
 import * as SqlQueueControl from "../src/SqlQueueControl.js"
 import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
+import * as Task from "../src/Task.js"
 import { TaskQueue } from "../src/TaskQueue.js"
 import * as Backends from "./support/backends.js"
 import { eventually, pgAvailable, sharedStorage } from "./support/backends.js"
@@ -67,6 +69,41 @@ for (const backend of Backends.all().filter((b) => b.name !== "sqlite")) {
         yield* TestClock.adjust("2 seconds")
         assert.strictEqual((yield* claimAll(["r"])).length, 15)
       }).pipe(Effect.provide(layer()))
+    )
+
+    it.effect(
+      "a repeated idempotency key while pending: replace updates payload and run-at, debounce pushes it later",
+      () =>
+        Effect.gen(function* () {
+          const tasks = yield* TaskQueue
+          const Ping = Task.make("ping", { payload: Schema.Number, success: Schema.Void, handler: () => Effect.void })
+          const first = yield* tasks.enqueue(Ping, 1, { idempotencyKey: "r", delay: "1 minute" })
+          const again = yield* tasks.enqueue(Ping, 2, { idempotencyKey: "r", replace: true })
+          assert.strictEqual(again, first)
+          const replaced = yield* tasks.get(first)
+          assert.strictEqual(replaced.payload, 2)
+          assert.strictEqual(replaced.runAt.getTime(), 0)
+          // Without replace the first enqueue wins, as before.
+          yield* tasks.enqueue(Ping, 3, { idempotencyKey: "r" })
+          assert.strictEqual((yield* tasks.get(first)).payload, 2)
+
+          const d = yield* tasks.enqueue(Ping, 1, { idempotencyKey: "d", debounce: "10 seconds", queue: "deb" })
+          assert.strictEqual((yield* tasks.get(d)).runAt.getTime(), 10_000)
+          yield* TestClock.adjust("5 seconds")
+          assert.strictEqual(yield* tasks.enqueue(Ping, 2, { idempotencyKey: "d", debounce: "10 seconds" }), d)
+          const pushed = yield* tasks.get(d)
+          assert.strictEqual(pushed.runAt.getTime(), 15_000)
+          assert.strictEqual(pushed.payload, 1)
+          yield* TestClock.adjust("7 seconds")
+          assert.strictEqual((yield* claimAll(["deb"])).length, 0)
+          yield* TestClock.adjust("3 seconds")
+          assert.strictEqual((yield* claimAll(["deb"])).length, 1)
+          // Running: a repeat changes nothing.
+          yield* tasks.enqueue(Ping, 9, { idempotencyKey: "d", debounce: "10 seconds", replace: true })
+          assert.strictEqual((yield* tasks.get(d)).payload, 1)
+          const bad = yield* Effect.flip(tasks.enqueue(Ping, 1, { replace: true }))
+          assert.strictEqual(bad._tag, "InvalidInput")
+        }).pipe(Effect.provide(layer()))
     )
 
     it.effect("concurrency limit: at most N running; a finished task frees a slot", () =>

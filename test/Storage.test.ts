@@ -134,9 +134,7 @@ describe("Storage", () => {
           "baton_tasks_finished",
           "baton_tasks_idempotency",
           "baton_tasks_lease"
-        ].concat(
-          dialect === "pg" ? ["baton_tasks_pkey"] : []
-        )
+        ].concat(dialect === "pg" ? ["baton_tasks_pkey"] : [])
       )
     })
 
