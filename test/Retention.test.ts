@@ -5,6 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import * as Chunk from "effect/Chunk"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
@@ -25,7 +26,7 @@ import * as Worker from "../src/Worker.js"
 import * as Backends from "./support/backends.js"
 import { eventually } from "./support/backends.js"
 
-const stack = (backend: Backends.Backend, logMaxAge: string) => {
+const stack = (backend: Backends.Backend, logMaxAge: Duration.DurationInput) => {
   const queue = SqlTaskQueue.layer.pipe(Layer.provideMerge(backend.storage()))
   return SqlCompletionBackend.layerWith({ retention: { maxAge: logMaxAge } }).pipe(Layer.provideMerge(queue))
 }
