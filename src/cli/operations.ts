@@ -86,11 +86,16 @@ export const listTasks = (options: ListOptions) =>
 
 /** `tasks show` data. */
 export const showTask = (id: string) =>
-  found(id, Effect.map(Effect.flatMap(TaskQueue, (queue) => queue.get(id)), infoJson))
+  found(
+    id,
+    Effect.map(
+      Effect.flatMap(TaskQueue, (queue) => queue.get(id)),
+      infoJson
+    )
+  )
 
 /** `tasks retry`: `{ id, retried: true }`, or `ActionRefused` / `TaskNotFound`. */
-export const retryTask = (id: string) =>
-  found(id, retryFound(id))
+export const retryTask = (id: string) => found(id, retryFound(id))
 
 const retryFound = (id: string) =>
   Effect.gen(function* () {
@@ -105,8 +110,7 @@ const retryFound = (id: string) =>
   })
 
 /** `tasks cancel`: `{ id, cancelled: true }`, or `ActionRefused` / `TaskNotFound`. */
-export const cancelTask = (id: string) =>
-  found(id, cancelFound(id))
+export const cancelTask = (id: string) => found(id, cancelFound(id))
 
 const cancelFound = (id: string) =>
   Effect.gen(function* () {
@@ -165,8 +169,7 @@ const table = (header: ReadonlyArray<string>, rows: ReadonlyArray<ReadonlyArray<
   return [line(header), ...rows.map(line)].join("\n")
 }
 
-const out = (json: boolean, value: unknown, text: () => string) =>
-  print(json ? JSON.stringify(value, null, 2) : text())
+const out = (json: boolean, value: unknown, text: () => string) => print(json ? JSON.stringify(value, null, 2) : text())
 
 /** Prints `tasks list`. */
 export const printTasks = (json: boolean, options: ListOptions) =>
@@ -176,14 +179,7 @@ export const printTasks = (json: boolean, options: ListOptions) =>
         ? "no tasks match"
         : `${table(
             ["ID", "NAME", "QUEUE", "STATE", "ATTEMPTS", "UPDATED"],
-            page.items.map((t) => [
-              t.id,
-              t.name,
-              t.queue,
-              t.state,
-              `${t.attempts}/${t.maxAttempts}`,
-              t.updatedAt ?? ""
-            ])
+            page.items.map((t) => [t.id, t.name, t.queue, t.state, `${t.attempts}/${t.maxAttempts}`, t.updatedAt ?? ""])
           )}\n${page.items.length} of ${page.total}`
     )
   )
@@ -199,11 +195,8 @@ export const printTask = (json: boolean, id: string) =>
   )
 
 /** Prints `tasks retry` / `tasks cancel`. */
-export const printAction = <E, R>(
-  json: boolean,
-  action: Effect.Effect<{ readonly id: string }, E, R>,
-  verb: string
-) => Effect.flatMap(action, (result) => out(json, result, () => `${verb} task ${result.id}`))
+export const printAction = <E, R>(json: boolean, action: Effect.Effect<{ readonly id: string }, E, R>, verb: string) =>
+  Effect.flatMap(action, (result) => out(json, result, () => `${verb} task ${result.id}`))
 
 /** Prints `queues list`. */
 export const printQueues = (json: boolean) =>
@@ -256,8 +249,10 @@ export const printMigrated = (json: boolean, storageText: string) =>
   Effect.gen(function* () {
     const storage = yield* Storage.Storage
     const names = Storage.migrationNames(storage.dialect)
-    yield* out(json, { dialect: storage.dialect, migrations: names, current: names[names.length - 1] }, () =>
-      `${storageText}: migrations current (${names.length}, latest ${names[names.length - 1]})`
+    yield* out(
+      json,
+      { dialect: storage.dialect, migrations: names, current: names[names.length - 1] },
+      () => `${storageText}: migrations current (${names.length}, latest ${names[names.length - 1]})`
     )
   })
 
