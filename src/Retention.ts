@@ -58,11 +58,11 @@ export interface Options {
   readonly interval?: Duration.DurationInput | undefined
 }
 
-/** The defaults: succeeded and cancelled tasks 7 days (at most 100,000 each), failed and dead tasks 30 days. */
+/** The defaults: succeeded and cancelled tasks 7 days (at most the newest 1,000,000 each), failed and dead tasks 30 days. */
 export const defaults = {
   tasks: {
-    succeeded: { maxAge: Duration.days(7), maxCount: 100_000 },
-    cancelled: { maxAge: Duration.days(7), maxCount: 100_000 },
+    succeeded: { maxAge: Duration.days(7), maxCount: 1_000_000 },
+    cancelled: { maxAge: Duration.days(7), maxCount: 1_000_000 },
     failed: { maxAge: Duration.days(30) },
     dead: { maxAge: Duration.days(30) }
   },
