@@ -174,6 +174,8 @@ describe("Storage", () => {
         yield* sql`DROP INDEX baton_chords_deadline`
         yield* sql`ALTER TABLE baton_chords DROP COLUMN deadline_at`
         yield* sql`DELETE FROM baton_migrations WHERE name = 'chord_deadline'`
+        yield* sql`ALTER TABLE baton_tasks DROP COLUMN trace_context`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'trace_context'`
         yield* sql`DROP INDEX baton_tasks_finished`
         yield* sql`DROP TABLE baton_queues`
         yield* sql`DELETE FROM baton_migrations WHERE name = 'ops'`
