@@ -149,10 +149,21 @@ export const run = <const Tasks extends ReadonlyArray<Task.AnyTask>>(
     const completions = yield* GroupCommit.make(concurrency)
     const leaseWrites = yield* Effect.makeSemaphore(1)
     const running = yield* FiberSet.make<void, never>()
-    const execute = Attempt.make({ queue, registry, workerId, spans, local, completions, outcomes })
+    const execute = Attempt.make({
+      queue,
+      registry,
+      workerId,
+      spans,
+      local,
+      completions,
+      outcomes,
+      leaseMs: settings.leaseMs
+    })
 
     // Finalizers run in reverse order: the last one added (shutdown) runs first, while the group commit still runs.
-    yield* Effect.forkScoped(annotate(GroupCommit.run({ queue, completions, local, leaseWrites, outcomes })))
+    yield* Effect.forkScoped(
+      annotate(GroupCommit.run({ queue, completions, local, leaseWrites, outcomes, leaseMs: settings.leaseMs }))
+    )
     yield* Effect.forkScoped(
       annotate(
         Lifecycle.heartbeat({

@@ -31,6 +31,7 @@ import {
   type RawEnqueue,
   type TaskError,
   TaskId,
+  type TaskInfo,
   type TaskListFilter,
   TaskNotFound,
   type TaskPage,
@@ -167,6 +168,18 @@ export const make = Effect.gen(function* () {
     )
 
   const get = (taskId: string) => Effect.map(findRow(taskId), toInfo).pipe(Effect.withSpan("TaskQueue.get"))
+
+  // Chunks of 1,000 ids: far below either dialect's bound-parameter limit, one round trip each.
+  const getMany = (taskIds: Iterable<string>) =>
+    Effect.gen(function* () {
+      const ids = [...new Set(taskIds)]
+      const infos: Array<TaskInfo> = []
+      for (let i = 0; i < ids.length; i += 1000) {
+        const rows = yield* sql<TaskRow>`SELECT * FROM baton_tasks WHERE id IN ${sql.in(ids.slice(i, i + 1000))}`
+        for (const row of rows) infos.push(toInfo(row))
+      }
+      return infos
+    }).pipe(Effect.withSpan("TaskQueue.getMany"))
 
   const result = <T extends Task.Any>(task: T, taskId: string) =>
     Effect.gen(function* () {
@@ -340,11 +353,12 @@ export const make = Effect.gen(function* () {
     readonly limit: number
     readonly leaseMs: number
     readonly workerId: string
+    readonly leaseId?: string | undefined
   }) =>
     Effect.gen(function* () {
       if (options.limit <= 0 || options.queues.length === 0) return []
       const now = yield* Clock.currentTimeMillis
-      const leaseId = crypto.randomUUID()
+      const leaseId = options.leaseId ?? crypto.randomUUID()
       const expires = now + options.leaseMs
       const set = sql`state = 'running', attempts = attempts + 1, lease_id = ${leaseId},
         lease_expires_at = ${expires}, worker_id = ${options.workerId}, started_at = COALESCE(started_at, ${now}),
@@ -367,6 +381,16 @@ export const make = Effect.gen(function* () {
         .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.run_at) - Number(b.run_at))
         .map(toClaimed)
     })
+
+  const claimed = (leaseId: string) =>
+    sql<TaskRow>`SELECT ${sql.literal(claimedColumns)} FROM baton_tasks
+      WHERE lease_id = ${leaseId} AND state = 'running'`.pipe(
+      Effect.map((rows) =>
+        [...rows]
+          .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.run_at) - Number(b.run_at))
+          .map(toClaimed)
+      )
+    )
 
   const heartbeat = (leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>, leaseMs: number) =>
     Effect.gen(function* () {
@@ -474,6 +498,7 @@ export const make = Effect.gen(function* () {
     enqueueMany,
     enqueueRaw,
     get,
+    getMany,
     result,
     cancel,
     retry,
@@ -481,6 +506,7 @@ export const make = Effect.gen(function* () {
     queueStats,
     counts,
     claim,
+    claimed,
     heartbeat,
     complete,
     fail,

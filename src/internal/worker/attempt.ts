@@ -8,7 +8,8 @@
  * - unknown task name, undecodable payload, or a result that does not encode: `failed` at once (no retry);
  * - interruption by the worker (shutdown): the task is released, the attempt not counted.
  * Whatever happens, the slot frees (`active`, `finished`, `held` in the `LocalQueue`) and the claim loop is asked
- * for work. Recording a failure that itself fails is logged; the lease then expires and the task runs again.
+ * for work. Recording a failure that itself fails is retried on a fresh connection while the lease is held
+ * (`retry.ts`); only if it keeps failing is it logged and left to the lease's expiry (the task then runs again).
  *
  * @since 0.1.0
  */
@@ -30,6 +31,7 @@ import type { ClaimedTask, FailureDisposition, TaskError, TaskQueue } from "../.
 import * as GroupCommit from "./groupCommit.js"
 import * as LocalQueue from "./localQueue.js"
 import * as Outcomes from "./outcomes.js"
+import * as Retry from "./retry.js"
 
 /** Delay before retry number `attempt` (1-based) with exponential backoff, computed with `Schedule`. */
 export const retryDelay = (
@@ -54,6 +56,8 @@ export interface AttemptContext {
   readonly local: LocalQueue.LocalQueue
   readonly completions: GroupCommit.Completions
   readonly outcomes: Outcomes.Outcomes
+  /** The lease duration: how long a failed outcome record is retried (the heartbeat extends the lease meanwhile). */
+  readonly leaseMs: number
 }
 
 /**
@@ -61,7 +65,7 @@ export interface AttemptContext {
  * returned effect (the worker's slots are forked from `Worker.run`'s fiber, which has `Task.Requirements<Tasks>`).
  */
 export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Effect<void>) => {
-  const { completions, local, outcomes, queue, registry, spans, workerId } = context
+  const { completions, leaseMs, local, outcomes, queue, registry, spans, workerId } = context
 
   // Payload decoders and result encoders compiled once per task definition, not once per attempt.
   const codecs = new Map<string, Codecs>()
@@ -90,8 +94,26 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
         const now = yield* Clock.currentTimeMillis
         disposition = { _tag: "Retry", runAt: now + (yield* retryDelay(task.backoff, task.attempt)) }
       }
-      const accepted = yield* queue.fail(task.id, task.leaseId, error, disposition)
-      if (!accepted) yield* Effect.logWarning("failure refused: the task's lease is no longer held")
+      // Retried on a fresh connection while the lease is held (the lease guard makes it idempotent; the task stays
+      // in `held`, so the heartbeat extends its lease meanwhile).
+      let retried = false
+      const accepted = yield* Retry.retrying(
+        "recording a task outcome",
+        queue.fail(task.id, task.leaseId, error, disposition),
+        Duration.millis(leaseMs),
+        Effect.sync(() => {
+          retried = true
+          local.retrying.add(task.id)
+        })
+      ).pipe(
+        Effect.ensuring(
+          Effect.sync(() => {
+            if (retried) local.retrying.delete(task.id)
+          })
+        )
+      )
+      if (!accepted && retried) yield* Effect.logDebug("failure refused after a retry (recorded by the earlier try?)")
+      else if (!accepted) yield* Effect.logWarning("failure refused: the task's lease is no longer held")
       else {
         yield* outcomes.record(disposition._tag.toLowerCase())
         if (disposition._tag !== "Retry") yield* Outcomes.logTerminalFailure(task, disposition._tag, error)

@@ -1,8 +1,9 @@
 /**
  * Keeping leases alive, reclaiming dead workers' leases, and stopping gracefully.
  *
- * - Heartbeat: every `heartbeatMs` (first after one period) extends the lease of every task in `held`; a lease found
- *   lost (another worker may run the task) is logged, unless the group commit took the task meanwhile.
+ * - Heartbeat: every `heartbeatMs` (first after one period) extends the lease of every task in `held` (a failed
+ *   heartbeat is retried with backoff within the period, `retry.ts`); a lease found lost (another worker may run
+ *   the task) is logged, unless the task's outcome write is being retried (it may have committed).
  * - Reclaim: every `reclaimEvery`, hands back tasks whose leases expired (their worker died), unless a `Reconciler`
  *   running in this process covers that step.
  * - Shutdown: stops claiming, releases buffered tasks at once (attempt not counted), lets running handlers finish
@@ -23,6 +24,7 @@ import * as Reconciler from "../../Reconciler.js"
 import type { ClaimedTask, TaskQueue } from "../../TaskQueue.js"
 import * as GroupCommit from "./groupCommit.js"
 import * as LocalQueue from "./localQueue.js"
+import * as Retry from "./retry.js"
 
 /** The heartbeat loop. `leaseWrites` serialises it with the group commit (see `GroupCommit.run`). */
 export const heartbeat = (options: {
@@ -33,16 +35,20 @@ export const heartbeat = (options: {
   readonly heartbeatMs: number
 }): Effect.Effect<unknown> => {
   const { heartbeatMs, leaseMs, leaseWrites, local, queue } = options
-  return Effect.gen(function* () {
+  const beat = Effect.gen(function* () {
     const leases = [...local.held.values()].map((task) => ({ id: task.id, leaseId: task.leaseId }))
     if (leases.length === 0) return
     const stillHeld = yield* leaseWrites.withPermits(1)(queue.heartbeat(leases, leaseMs))
     for (const lease of leases) {
-      if (!stillHeld.has(lease.id) && local.held.has(lease.id)) {
+      // A task whose outcome write is being retried may be gone from `running` because that write committed.
+      if (!stillHeld.has(lease.id) && local.held.has(lease.id) && !local.retrying.has(lease.id)) {
         yield* Effect.logWarning("lease lost; the task may run again elsewhere", { taskId: lease.id })
       }
     }
-  }).pipe(
+  })
+  // A failed heartbeat (a dropped connection) is retried at once with backoff, for up to one period, rather than
+  // waiting a whole period with the leases unextended; each try re-reads `held`.
+  return Retry.retrying("heartbeat", beat, Duration.millis(heartbeatMs)).pipe(
     Effect.catchAll((error) => Effect.logWarning("heartbeat failed", { error: error.message })),
     Effect.repeat(Schedule.spaced(Duration.millis(heartbeatMs))),
     Effect.delay(Duration.millis(heartbeatMs))
