@@ -26,6 +26,7 @@ import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type * as Pg from "pg"
+import * as MigrationSql from "./internal/sql/migrationSql.js"
 import { pgMigrations } from "./internal/sql/migrations/pg.js"
 import { sqliteMigrations } from "./internal/sql/migrations/sqlite.js"
 
@@ -409,3 +410,13 @@ export const layerSqlite = (options: SqliteOptions): Layer.Layer<SqlClient.SqlCl
 export const layerMemory: Layer.Layer<SqlClient.SqlClient | Storage, StorageError> = Layer.suspend(() =>
   layerSqlite({ filename: ":memory:" })
 )
+
+/**
+ * The Postgres migrations as one SQL script, for a DBA who applies schema changes by hand (`baton migrate --sql`):
+ * each migration's statements exactly as `layerPg` would send them, followed by its `baton_migrations` row.
+ */
+export const pgMigrationSql: Effect.Effect<string> = Effect.suspend(() => MigrationSql.pgMigrationScript)
+
+/** The names of the migrations of a dialect, in order (`0001_tasks`, …). */
+export const migrationNames = (dialect: Dialect): ReadonlyArray<string> =>
+  Object.keys(dialect === "pg" ? pgMigrations : sqliteMigrations).sort()

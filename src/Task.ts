@@ -234,6 +234,17 @@ export interface EnqueueOptions extends TaskDefaults {
   readonly delay?: Duration.DurationInput | undefined
   /** Same key (within a namespace) → the same task, never two. */
   readonly idempotencyKey?: string | undefined
+  /**
+   * With `idempotencyKey`: if the key's task is still `pending`, replace its payload, priority and run-at with this
+   * enqueue's (a running or finished task is left alone). The id returned is the existing task's either way.
+   */
+  readonly replace?: boolean | undefined
+  /**
+   * With `idempotencyKey`: run the task `debounce` after the LAST enqueue of the key. A new task runs at now +
+   * debounce (unless `runAt`/`delay` say otherwise); a repeat while the task is still `pending` pushes its run-at
+   * to at least now + debounce (never earlier). Combine with `replace` to also keep the latest payload.
+   */
+  readonly debounce?: Duration.DurationInput | undefined
   /** Tenant / isolation namespace (default "default"); completion streams filter on it. */
   readonly namespace?: string | undefined
   /** Free-form labels; completion streams filter on them. */

@@ -224,6 +224,10 @@ export interface RawEnqueue {
   readonly backoff?: { readonly baseMs: number; readonly factor: number; readonly maxMs: number } | undefined
   readonly runAt?: number | undefined
   readonly idempotencyKey?: string | undefined
+  /** With `idempotencyKey`: a still-pending task of the key gets this payload, priority and run-at. */
+  readonly replace?: boolean | undefined
+  /** With `idempotencyKey`: a still-pending task of the key runs no earlier than now + this many ms. */
+  readonly debounceMs?: number | undefined
   readonly chordId?: string | undefined
   readonly chordIndex?: number | undefined
   readonly runId?: string | undefined

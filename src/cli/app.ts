@@ -1,6 +1,7 @@
 /**
  * The `baton` command line (@effect/cli): `demo`, `run extract`, `resume`, `worker`, `status`, `export`, `cancel`,
- * `dashboard`.
+ * `dashboard`, and the operator commands `tasks list|show|retry|cancel`, `queues list|pause|resume`, `prune`,
+ * `migrate [--sql]` (`operations.ts`).
  *
  * Every command takes the storage options (`--db`, `--database-url`) and `--verbose`. `main(argv)` parses, runs the
  * command and turns every outcome into an exit code: 0 success, 1 failure (one line on stderr), 2 bad arguments,
@@ -23,7 +24,9 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { StorageError } from "../Storage.js"
 import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
+import { TaskState } from "../TaskQueue.js"
 import * as Commands from "./commands.js"
+import * as Ops from "./operations.js"
 import { defaultMaxBytes, demoCorpus, directoryCorpus } from "./corpus.js"
 import { describeCause, ExitCode } from "./errors.js"
 import { formats, subjects } from "./export.js"
@@ -387,9 +390,107 @@ const dashboard = Command.make(
     )
 ).pipe(Command.withDescription("Serve a live web dashboard of runs, checkpoints, chords and queues until Ctrl-C"))
 
+const json = Options.boolean("json").pipe(Options.withDescription("Machine-readable output (stable JSON)"))
+const taskIdArg = Args.text({ name: "taskId" })
+const queueArg = Args.text({ name: "queue" })
+
+const tasksList = Command.make(
+  "list",
+  {
+    ...storage,
+    json,
+    state: Options.choice("state", TaskState.literals).pipe(
+      Options.withDescription("Only tasks in this state"),
+      Options.optional
+    ),
+    name: Options.text("name").pipe(Options.withDescription("Only tasks of this name"), Options.optional),
+    queue: Options.text("queue").pipe(Options.withDescription("Only tasks of this queue"), Options.optional),
+    limit: positive("limit", 50, "Tasks to show, newest first", 1000)
+  },
+  (options) =>
+    withServices(options, () =>
+      Ops.printTasks(options.json, {
+        state: Option.getOrUndefined(options.state),
+        name: Option.getOrUndefined(options.name),
+        queue: Option.getOrUndefined(options.queue),
+        limit: options.limit
+      })
+    )
+).pipe(Command.withDescription("List tasks, newest first, filtered by state, name and queue"))
+
+const tasksShow = Command.make("show", { ...storage, json, taskId: taskIdArg }, (options) =>
+  withServices(options, () => Ops.printTask(options.json, options.taskId))
+).pipe(Command.withDescription("Show one task: payload, result, last error, times"))
+
+const tasksRetry = Command.make("retry", { ...storage, json, taskId: taskIdArg }, (options) =>
+  withServices(options, () => Ops.printAction(options.json, Ops.retryTask(options.taskId), "retried"))
+).pipe(Command.withDescription("Put a dead or failed task back to pending (attempts reset)"))
+
+const tasksCancel = Command.make("cancel", { ...storage, json, taskId: taskIdArg }, (options) =>
+  withServices(options, () => Ops.printAction(options.json, Ops.cancelTask(options.taskId), "cancelled"))
+).pipe(Command.withDescription("Cancel a pending or running task"))
+
+const tasks = Command.make("tasks").pipe(
+  Command.withDescription("Inspect and act on tasks"),
+  Command.withSubcommands([tasksList, tasksShow, tasksRetry, tasksCancel])
+)
+
+const queuesList = Command.make("list", { ...storage, json }, (options) =>
+  withServices(options, () => Ops.printQueues(options.json))
+).pipe(Command.withDescription("Queues: tasks per state, paused or not, limits"))
+
+const queuesPause = Command.make("pause", { ...storage, json, queue: queueArg }, (options) =>
+  withServices(options, () => Ops.printPaused(options.json, options.queue, true))
+).pipe(Command.withDescription("Stop every worker claiming from a queue (its tasks stay pending)"))
+
+const queuesResume = Command.make("resume", { ...storage, json, queue: queueArg }, (options) =>
+  withServices(options, () => Ops.printPaused(options.json, options.queue, false))
+).pipe(Command.withDescription("Let workers claim from a paused queue again"))
+
+const queues = Command.make("queues").pipe(
+  Command.withDescription("Inspect, pause and resume queues"),
+  Command.withSubcommands([queuesList, queuesPause, queuesResume])
+)
+
+const pruneCommand = Command.make("prune", { ...storage, json }, (options) =>
+  withServices(options, () => Ops.printPrune(options.json))
+).pipe(Command.withDescription("Delete finished tasks, settled chords, finished runs and old events (retention)"))
+
+const migrate = Command.make(
+  "migrate",
+  {
+    ...storage,
+    json,
+    sql: Options.boolean("sql").pipe(
+      Options.withDescription("Print the Postgres migrations as SQL for a DBA instead of applying them")
+    )
+  },
+  (options) => {
+    if (options.sql) return Ops.printMigrationSql
+    const choice = chooseStorage(options)
+    return Ops.printMigrated(options.json, describeStorage(choice)).pipe(
+      Effect.provide(storageLayer(choice)),
+      Logger.withMinimumLogLevel(options.verbose ? LogLevel.Debug : LogLevel.Error)
+    )
+  }
+).pipe(Command.withDescription("Apply Baton's migrations to the database (or print them as SQL with --sql)"))
+
 const root = Command.make("baton").pipe(
   Command.withDescription("Effect-TS workflow runtime: durable tasks, checkpoints, chords, completion streams"),
-  Command.withSubcommands([demo, run, resume, worker, status, exportCommand, cancel, dashboard])
+  Command.withSubcommands([
+    demo,
+    run,
+    resume,
+    worker,
+    status,
+    exportCommand,
+    cancel,
+    dashboard,
+    tasks,
+    queues,
+    pruneCommand,
+    migrate
+  ])
 )
 
 const cli = Command.run(root, { name: "baton", version })
