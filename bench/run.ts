@@ -31,6 +31,7 @@ const scenarios: Record<string, () => Promise<Scenario>> = {
   checkpoints: async () => (await import("./scenarios/checkpoints.js")).run,
   "completion-stream": async () => (await import("./scenarios/wrapped.js")).completionStream,
   memory: async () => (await import("./scenarios/wrapped.js")).memory,
+  faults: async () => (await import("./scenarios/faults.js")).run,
   "scale-out": async () => (await import("./scenarios/scale-out.js")).run,
   soak: async () => (await import("./scenarios/soak.js")).run
 }

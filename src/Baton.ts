@@ -4,7 +4,8 @@
  * `layerMemory` (tests), `layerSqlite({ filename })` (the embedded default), `layerPg({ url })` and
  * `layerPgConfig` (`DATABASE_URL`), or `layerWith(storage)` on any `Storage.layer*`. Each provides TaskQueue,
  * CompletionBackend, CheckpointCoordinator (durable, waking on the completion stream), ChordRegistry (whose coordinator
- * runs for the life of the layer), RunService and ReadModel — and the `SqlClient` and `Storage` too, so application
+ * runs for the life of the layer), RunService, ReadModel, QueueControl (pause, rate and concurrency limits per queue)
+ * and Retention (pruning finished work, as a Reconciler step) — and the `SqlClient` and `Storage` too, so application
  * code can join Baton's transactions (`sql.withTransaction`) — and run the `Reconciler` (expired leases, log retention,
  * chord healing) in the background for the life of the layer. Workers are started separately (`Worker.run` /
  * `Worker.layer`), so a process can produce without consuming.
@@ -19,13 +20,17 @@ import * as Layer from "effect/Layer"
 import type { CheckpointCoordinator } from "./CheckpointCoordinator.js"
 import type { ChordRegistry } from "./ChordRegistry.js"
 import type { CompletionBackend } from "./CompletionBackend.js"
+import type { QueueControl } from "./QueueControl.js"
 import type { ReadModel } from "./ReadModel.js"
 import * as Reconciler from "./Reconciler.js"
+import type { Retention } from "./Retention.js"
 import type { RunService } from "./RunService.js"
 import * as SqlCheckpointCoordinator from "./SqlCheckpointCoordinator.js"
 import * as SqlChordRegistry from "./SqlChordRegistry.js"
 import * as SqlCompletionBackend from "./SqlCompletionBackend.js"
+import * as SqlQueueControl from "./SqlQueueControl.js"
 import * as SqlReadModel from "./SqlReadModel.js"
+import * as SqlRetention from "./SqlRetention.js"
 import * as SqlRunService from "./SqlRunService.js"
 import * as SqlTaskQueue from "./SqlTaskQueue.js"
 import * as Storage from "./Storage.js"
@@ -41,6 +46,8 @@ export type Services =
   | ChordRegistry
   | RunService
   | ReadModel
+  | QueueControl
+  | Retention
   | Reconciler.Reconciler
 
 /** Baton's services on a given storage layer. */
@@ -57,6 +64,8 @@ export const layerWith = <E, R>(
     SqlChordRegistry.layer,
     SqlRunService.layer,
     SqlReadModel.layer,
+    SqlQueueControl.layer,
+    SqlRetention.layer,
     Reconciler.layerRun()
   ).pipe(Layer.provideMerge(withReconciler))
 }

@@ -6,7 +6,8 @@
  * - `task.reclaim-expired-leases`: tasks whose worker stopped heart-beating go back to the queue (`dead` when out of
  *   attempts) — `TaskQueue.reclaimExpired`,
  * - `completions.prune`: the completions log's retention policy — `CompletionBackend.prune` (once a minute),
- * and whatever other modules register (e.g. chords whose body finished without a dispatched callback).
+ * and whatever other modules register (e.g. chords whose body finished without a dispatched callback, and
+ * `retention.prune`, the retention of finished work, registered by `SqlRetention`).
  *
  * Guarantees: steps run one at a time, in registration order; a failing or dying step is logged and counted and the
  * others still run; `runOnce` calls never overlap in one process. Every worker process may run it: steps must be

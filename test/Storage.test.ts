@@ -128,9 +128,13 @@ describe("Storage", () => {
               AND name NOT LIKE 'sqlite_autoindex_%'`
       assert.deepStrictEqual(
         indexes.map((row) => row.name).sort(),
-        ["baton_tasks_chord", "baton_tasks_claim", "baton_tasks_idempotency", "baton_tasks_lease"].concat(
-          dialect === "pg" ? ["baton_tasks_pkey"] : []
-        )
+        [
+          "baton_tasks_chord",
+          "baton_tasks_claim",
+          "baton_tasks_finished",
+          "baton_tasks_idempotency",
+          "baton_tasks_lease"
+        ].concat(dialect === "pg" ? ["baton_tasks_pkey"] : [])
       )
     })
 
@@ -170,6 +174,15 @@ describe("Storage", () => {
         yield* sql`DROP INDEX baton_chords_deadline`
         yield* sql`ALTER TABLE baton_chords DROP COLUMN deadline_at`
         yield* sql`DELETE FROM baton_migrations WHERE name = 'chord_deadline'`
+        yield* sql`ALTER TABLE baton_tasks DROP COLUMN trace_context`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'trace_context'`
+        yield* sql`DROP TABLE baton_workers`
+        yield* sql`ALTER TABLE baton_tasks DROP COLUMN progress, DROP COLUMN progress_message, DROP COLUMN progress_at`
+        yield* sql`ALTER TABLE baton_completions DROP COLUMN progress, DROP COLUMN progress_message`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'progress_workers'`
+        yield* sql`DROP INDEX baton_tasks_finished`
+        yield* sql`DROP TABLE baton_queues`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'ops'`
         yield* oldRows(sql)
       }).pipe(Effect.provide(storage()))
       yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>

@@ -1,6 +1,7 @@
 /**
  * The `baton` command line (@effect/cli): `demo`, `run extract`, `resume`, `worker`, `status`, `export`, `cancel`,
- * `dashboard`.
+ * `dashboard`, and the operator commands `tasks list|show|retry|cancel`, `queues list|pause|resume`, `prune`,
+ * `migrate [--sql]` (`operations.ts`).
  *
  * Every command takes the storage options (`--db`, `--database-url`) and `--verbose`. `main(argv)` parses, runs the
  * command and turns every outcome into an exit code: 0 success, 1 failure (one line on stderr), 2 bad arguments,
@@ -14,21 +15,26 @@ import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { StorageError } from "../Storage.js"
 import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
+import { TaskState } from "../TaskQueue.js"
 import * as Commands from "./commands.js"
+import * as Ops from "./operations.js"
 import { defaultMaxBytes, demoCorpus, directoryCorpus } from "./corpus.js"
 import { describeCause, ExitCode } from "./errors.js"
 import { formats, subjects } from "./export.js"
 import { chooseStorage, describeStorage, type Services, servicesLayer, storageLayer } from "./layers.js"
 
-/** The package version shown by `--version`. */
-export const version = "0.1.0"
+import { version } from "./version.js"
+
+export { version }
 
 const db = Options.text("db").pipe(
   Options.withDescription("SQLite database file (default: $BATON_DB, else .baton/baton.db)"),
@@ -96,15 +102,94 @@ interface StorageOptions {
   readonly verbose: boolean
 }
 
+/** The global logging options (`--log-level`, `--log-format`), taken out of argv before @effect/cli parses it. */
+export interface LogSettings {
+  /** Explicit `--log-level`; otherwise Debug with `--verbose`, else Warning. */
+  readonly level: LogLevel.LogLevel | undefined
+  readonly format: "text" | "json"
+}
+
+const logLevels: Record<string, LogLevel.LogLevel> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warning: LogLevel.Warning,
+  warn: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None
+}
+
+class LogOptionError extends Error {}
+
+/**
+ * Takes `--log-level LEVEL` and `--log-format text|json` (also `--opt=value`) out of argv wherever they stand —
+ * before or after the subcommand — so they are global options of every command.
+ */
+export const extractLogSettings = (
+  argv: ReadonlyArray<string>
+): { readonly argv: ReadonlyArray<string>; readonly settings: LogSettings } => {
+  const rest: Array<string> = []
+  let level: LogLevel.LogLevel | undefined
+  let format: "text" | "json" = "text"
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    const match = /^--(log-level|log-format)(?:=(.*))?$/.exec(arg)
+    if (match === null || i < 2) {
+      rest.push(arg)
+      continue
+    }
+    const value = match[2] ?? argv[++i]
+    if (value === undefined) throw new LogOptionError(`--${match[1]} needs a value`)
+    if (match[1] === "log-level") {
+      level = logLevels[value.toLowerCase()]
+      if (level === undefined)
+        throw new LogOptionError(`--log-level must be one of ${Object.keys(logLevels).join(", ")} (got "${value}")`)
+    } else if (value === "text" || value === "json") {
+      format = value
+    } else {
+      throw new LogOptionError(`--log-format must be text or json (got "${value}")`)
+    }
+  }
+  return { argv: rest, settings: { level, format } }
+}
+
+const currentLogSettings = FiberRef.unsafeMake<LogSettings>({ level: undefined, format: "text" })
+
+// Logs go to stderr (stdout carries results: `baton export | ...` must not receive log lines).
+const stderrLogger = (format: LogSettings["format"]) => {
+  const formatter = format === "json" ? Logger.jsonLogger : Logger.logfmtLogger
+  return Logger.make<unknown, void>((entry) => {
+    process.stderr.write(formatter.log(entry) + "\n")
+  })
+}
+
+/** Read-only commands refuse a SQLite file that does not exist (instead of creating an empty database). */
+const requireExistingDb = (choice: ReturnType<typeof chooseStorage>) =>
+  choice._tag === "Sqlite" && choice.filename !== ":memory:" && !fs.existsSync(choice.filename)
+    ? Effect.fail(
+        new StorageError({
+          message: `no database at ${choice.filename} (give --db FILE or --database-url URL; nothing was created)`
+        })
+      )
+    : Effect.void
+
 /** Runs a command body with Baton's services on the chosen storage (scoped: workers stop before storage closes). */
 const withServices = <A, E>(
   options: StorageOptions,
-  body: (storage: string) => Effect.Effect<A, E, Services | Scope.Scope>
+  body: (storage: string) => Effect.Effect<A, E, Services | Scope.Scope>,
+  access: "read-only" | "read-write" = "read-write"
 ) => {
   const choice = chooseStorage(options)
-  return Effect.scoped(body(describeStorage(choice))).pipe(
-    Effect.provide(servicesLayer(storageLayer(choice))),
-    Logger.withMinimumLogLevel(options.verbose ? LogLevel.Debug : LogLevel.Error)
+  return Effect.flatMap(FiberRef.get(currentLogSettings), (settings) =>
+    Effect.zipRight(
+      access === "read-only" ? requireExistingDb(choice) : Effect.void,
+      Effect.scoped(body(describeStorage(choice))).pipe(Effect.provide(servicesLayer(storageLayer(choice))))
+    ).pipe(
+      Logger.withMinimumLogLevel(settings.level ?? (options.verbose ? LogLevel.Debug : LogLevel.Warning)),
+      Effect.provide(Logger.replace(Logger.defaultLogger, stderrLogger(settings.format)))
+    )
   )
 }
 
@@ -204,17 +289,34 @@ const worker = Command.make(
         "A module (.ts or .js) whose exported Task definitions this worker runs besides the workflow's"
       ),
       Options.optional
+    ),
+    metricsPort: Options.integer("metrics-port").pipe(
+      Options.withDescription("Serve /healthz and /metrics (Prometheus) on this port (0: any free port)"),
+      Options.filterMap(
+        (n) => (n >= 0 && n <= 65535 ? Option.some(n) : Option.none()),
+        "--metrics-port must be 0 to 65535"
+      ),
+      Options.optional
+    ),
+    metricsHost: Options.text("metrics-host").pipe(
+      Options.withDescription("Interface for --metrics-port (default 127.0.0.1; 0.0.0.0 for a remote scraper)"),
+      Options.withDefault("127.0.0.1")
     )
   },
   (options) =>
-    withServices(options, (storageText) =>
-      Commands.worker({
-        concurrency: options.concurrency,
-        leaseSeconds: options.lease,
-        queues: options.queues,
-        tasks: options.tasks,
-        storage: storageText
-      })
+    // A --tasks module that cannot be loaded is refused before the storage opens.
+    Effect.zipRight(
+      Option.match(options.tasks, { onNone: () => Effect.void, onSome: Commands.loadTaskModule }),
+      withServices(options, (storageText) =>
+        Commands.worker({
+          concurrency: options.concurrency,
+          leaseSeconds: options.lease,
+          queues: options.queues,
+          tasks: options.tasks,
+          metrics: Option.map(options.metricsPort, (port) => ({ port, host: options.metricsHost })),
+          storage: storageText
+        })
+      )
     )
 ).pipe(Command.withDescription("Run a worker process until Ctrl-C (in-flight tasks finish or are handed back)"))
 
@@ -226,8 +328,10 @@ const status = Command.make(
     limit: positive("limit", 20, "Runs to show, newest first")
   },
   (options) =>
-    withServices(options, (storageText) =>
-      Commands.status({ json: options.json, limit: options.limit, storage: storageText })
+    withServices(
+      options,
+      (storageText) => Commands.status({ json: options.json, limit: options.limit, storage: storageText }),
+      "read-only"
     )
 ).pipe(Command.withDescription("Runs with progress, pending checkpoints, chords and tasks by state"))
 
@@ -244,8 +348,10 @@ const exportCommand = Command.make(
     out: Options.file("out").pipe(Options.withDescription("Write to this file instead of stdout"), Options.optional)
   },
   (options) =>
-    withServices(options, () =>
-      Commands.exportRun({ runId: options.runId, format: options.format, what: options.what, out: options.out })
+    withServices(
+      options,
+      () => Commands.exportRun({ runId: options.runId, format: options.format, what: options.what, out: options.out }),
+      "read-only"
     )
 ).pipe(Command.withDescription("Write a run's results as JSON Lines or CSV"))
 
@@ -271,19 +377,120 @@ const dashboard = Command.make(
     )
   },
   (options) =>
-    withServices(options, (storageText) =>
-      Commands.dashboard({
-        port: options.port,
-        host: options.host,
-        allowActions: options.allowActions,
-        storage: storageText
-      })
+    withServices(
+      options,
+      (storageText) =>
+        Commands.dashboard({
+          port: options.port,
+          host: options.host,
+          allowActions: options.allowActions,
+          storage: storageText
+        }),
+      "read-only"
     )
 ).pipe(Command.withDescription("Serve a live web dashboard of runs, checkpoints, chords and queues until Ctrl-C"))
 
+const json = Options.boolean("json").pipe(Options.withDescription("Machine-readable output (stable JSON)"))
+const taskIdArg = Args.text({ name: "taskId" })
+const queueArg = Args.text({ name: "queue" })
+
+const tasksList = Command.make(
+  "list",
+  {
+    ...storage,
+    json,
+    state: Options.choice("state", TaskState.literals).pipe(
+      Options.withDescription("Only tasks in this state"),
+      Options.optional
+    ),
+    name: Options.text("name").pipe(Options.withDescription("Only tasks of this name"), Options.optional),
+    queue: Options.text("queue").pipe(Options.withDescription("Only tasks of this queue"), Options.optional),
+    limit: positive("limit", 50, "Tasks to show, newest first", 1000)
+  },
+  (options) =>
+    withServices(options, () =>
+      Ops.printTasks(options.json, {
+        state: Option.getOrUndefined(options.state),
+        name: Option.getOrUndefined(options.name),
+        queue: Option.getOrUndefined(options.queue),
+        limit: options.limit
+      })
+    )
+).pipe(Command.withDescription("List tasks, newest first, filtered by state, name and queue"))
+
+const tasksShow = Command.make("show", { ...storage, json, taskId: taskIdArg }, (options) =>
+  withServices(options, () => Ops.printTask(options.json, options.taskId))
+).pipe(Command.withDescription("Show one task: payload, result, last error, times"))
+
+const tasksRetry = Command.make("retry", { ...storage, json, taskId: taskIdArg }, (options) =>
+  withServices(options, () => Ops.printAction(options.json, Ops.retryTask(options.taskId), "retried"))
+).pipe(Command.withDescription("Put a dead or failed task back to pending (attempts reset)"))
+
+const tasksCancel = Command.make("cancel", { ...storage, json, taskId: taskIdArg }, (options) =>
+  withServices(options, () => Ops.printAction(options.json, Ops.cancelTask(options.taskId), "cancelled"))
+).pipe(Command.withDescription("Cancel a pending or running task"))
+
+const tasks = Command.make("tasks").pipe(
+  Command.withDescription("Inspect and act on tasks"),
+  Command.withSubcommands([tasksList, tasksShow, tasksRetry, tasksCancel])
+)
+
+const queuesList = Command.make("list", { ...storage, json }, (options) =>
+  withServices(options, () => Ops.printQueues(options.json))
+).pipe(Command.withDescription("Queues: tasks per state, paused or not, limits"))
+
+const queuesPause = Command.make("pause", { ...storage, json, queue: queueArg }, (options) =>
+  withServices(options, () => Ops.printPaused(options.json, options.queue, true))
+).pipe(Command.withDescription("Stop every worker claiming from a queue (its tasks stay pending)"))
+
+const queuesResume = Command.make("resume", { ...storage, json, queue: queueArg }, (options) =>
+  withServices(options, () => Ops.printPaused(options.json, options.queue, false))
+).pipe(Command.withDescription("Let workers claim from a paused queue again"))
+
+const queues = Command.make("queues").pipe(
+  Command.withDescription("Inspect, pause and resume queues"),
+  Command.withSubcommands([queuesList, queuesPause, queuesResume])
+)
+
+const pruneCommand = Command.make("prune", { ...storage, json }, (options) =>
+  withServices(options, () => Ops.printPrune(options.json))
+).pipe(Command.withDescription("Delete finished tasks, settled chords, finished runs and old events (retention)"))
+
+const migrate = Command.make(
+  "migrate",
+  {
+    ...storage,
+    json,
+    sql: Options.boolean("sql").pipe(
+      Options.withDescription("Print the Postgres migrations as SQL for a DBA instead of applying them")
+    )
+  },
+  (options) => {
+    if (options.sql) return Ops.printMigrationSql
+    const choice = chooseStorage(options)
+    return Ops.printMigrated(options.json, describeStorage(choice)).pipe(
+      Effect.provide(storageLayer(choice)),
+      Logger.withMinimumLogLevel(options.verbose ? LogLevel.Debug : LogLevel.Error)
+    )
+  }
+).pipe(Command.withDescription("Apply Baton's migrations to the database (or print them as SQL with --sql)"))
+
 const root = Command.make("baton").pipe(
   Command.withDescription("Effect-TS workflow runtime: durable tasks, checkpoints, chords, completion streams"),
-  Command.withSubcommands([demo, run, resume, worker, status, exportCommand, cancel, dashboard])
+  Command.withSubcommands([
+    demo,
+    run,
+    resume,
+    worker,
+    status,
+    exportCommand,
+    cancel,
+    dashboard,
+    tasks,
+    queues,
+    pruneCommand,
+    migrate
+  ])
 )
 
 const cli = Command.run(root, { name: "baton", version })
@@ -308,7 +515,17 @@ const oneLineErrors = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 /** Parses `argv` (`[node, script, ...args]`), runs the command, prints any error as one line, returns the exit code. */
 export const main = (argv: ReadonlyArray<string>): Effect.Effect<number, never, CliApp.CliApp.Environment> => {
   const verboseFlag = argv.includes("--verbose")
-  return oneLineErrors(cli(argv)).pipe(
+  let parsed: ReturnType<typeof extractLogSettings>
+  try {
+    parsed = extractLogSettings(argv)
+  } catch (error) {
+    return Effect.sync(() => {
+      process.stderr.write(`baton: ${(error as Error).message}\n`)
+      return ExitCode.usage
+    })
+  }
+  return oneLineErrors(cli(parsed.argv)).pipe(
+    Effect.locally(currentLogSettings, parsed.settings),
     Effect.exit,
     Effect.flatMap((exit) => {
       if (Exit.isSuccess(exit)) return Effect.succeed(ExitCode.ok)

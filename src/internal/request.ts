@@ -74,6 +74,8 @@ export const encodeCall = (
     } else if (delay !== undefined) {
       runAt = now + delay
     }
+    const debounceMs = yield* durationMs("debounce", merged.debounce, 1)
+    if (runAt === undefined && debounceMs !== undefined) runAt = now + debounceMs
     let backoff: RawEnqueue["backoff"]
     if (merged.backoff !== undefined) {
       const baseMs = (yield* durationMs("backoff.base", merged.backoff.base, 0)) ?? defaultBackoff.baseMs
@@ -94,7 +96,9 @@ export const encodeCall = (
       timeoutMs: yield* durationMs("timeout", merged.timeout, 1),
       backoff,
       runAt,
-      idempotencyKey: merged.idempotencyKey
+      idempotencyKey: merged.idempotencyKey,
+      replace: merged.replace,
+      debounceMs
     }
   })
 
@@ -115,6 +119,15 @@ export const checkRequest = (request: RawEnqueue): Either.Either<string, Invalid
     (request.idempotencyKey === undefined
       ? undefined
       : invalid("idempotencyKey", Validate.name("idempotencyKey", request.idempotencyKey))) ??
+    ((request.replace === true || request.debounceMs !== undefined) && request.idempotencyKey === undefined
+      ? invalid(
+          request.replace === true ? "replace" : "debounce",
+          "needs an idempotencyKey (it applies to a repeated key)"
+        )
+      : undefined) ??
+    (request.debounceMs === undefined
+      ? undefined
+      : invalid("debounce", Validate.integer("debounce (ms)", request.debounceMs, 1, Validate.maxDurationMs))) ??
     (request.runId === undefined ? undefined : invalid("runId", Validate.name("runId", request.runId))) ??
     (request.chordId === undefined ? undefined : invalid("chordId", Validate.name("chordId", request.chordId))) ??
     (request.chordIndex === undefined

@@ -1,5 +1,5 @@
 /**
- * The real `baton` CLI as a child process (bin/baton.js), for tests that claim something about what a user runs:
+ * The real `baton` CLI as a child process (dist/bin.js), for tests that claim something about what a user runs:
  * output captured, `waitFor` a line, `done` with the exit code. Storage variables of the outer environment are cleared
  * so each test chooses its own storage.
  */
@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
 
 export const root = path.resolve(import.meta.dirname, "../..")
-export const bin = path.join(root, "bin/baton.js")
+export const bin = path.join(root, "dist/bin.js")
 
 export interface Result {
   readonly code: number | string

@@ -15,6 +15,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type * as Statement from "@effect/sql/Statement"
 import * as Clock from "effect/Clock"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Option from "effect/Option"
@@ -22,6 +23,7 @@ import * as PubSub from "effect/PubSub"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
+import { settingsCacheTtl } from "../../QueueControl.js"
 import { Storage } from "../../Storage.js"
 import type * as Task from "../../Task.js"
 import {
@@ -29,17 +31,21 @@ import {
   type RawEnqueue,
   type TaskError,
   TaskId,
+  type TaskInfo,
   type TaskListFilter,
   TaskNotFound,
   type TaskPage,
   TaskQueue,
-  type TaskState
+  type TaskState,
+  type WorkerRegistration
 } from "../../TaskQueue.js"
 import { checkRequest, encodeCall } from "../request.js"
 import { makeLedgerContext } from "./chordLedger.js"
 import { byDialect } from "./dialect.js"
+import { makeAppendLog } from "./completionLog.js"
 import { makeFinishPath } from "./finishPath.js"
 import * as PgListener from "./pgListener.js"
+import { claimLimited, controlledQueues } from "./queueControl.js"
 import {
   claimedColumns,
   decodeTaskError,
@@ -51,9 +57,11 @@ import {
   toClaimed,
   toDate,
   toInfo,
-  toInsertRow
+  toInsertRow,
+  currentTraceContext
 } from "./taskRows.js"
 import { onEnqueued, tasksChannel } from "./wakes.js"
+import { liveWorkers } from "./workerRows.js"
 
 /** Builds the service. Requires the `SqlClient` and `Storage` of a storage layer. */
 export const make = Effect.gen(function* () {
@@ -79,12 +87,18 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       if (requests.length === 0) return []
       const now = yield* Clock.currentTimeMillis
+      // The enqueue's span context travels with the task (only when a tracer is installed: nothing reads it
+      // otherwise), so the worker's `Worker.execute` span continues this trace.
+      const traceContext = yield* currentTraceContext
       // Every request is checked before anything is written: one bad request fails the whole batch.
       const rows: Array<InsertRow> = []
+      const repeats = new Map<string, RawEnqueue>()
       for (const request of requests) {
         const checked = checkRequest(request)
         if (Either.isLeft(checked)) return yield* checked.left
-        rows.push({ ...toInsertRow({ ...request, payload: null }, now), payload: checked.right })
+        const row = { ...toInsertRow({ ...request, payload: null }, now, traceContext), payload: checked.right }
+        if (request.replace === true || request.debounceMs !== undefined) repeats.set(row.id, request)
+        rows.push(row)
       }
       const insertAll = Effect.gen(function* () {
         const inserted = new Set<string>()
@@ -104,6 +118,8 @@ export const make = Effect.gen(function* () {
             return yield* Effect.dieMessage(`enqueue: task ${row.id} was neither inserted nor found`)
           }
           result.push(found)
+          const repeat = repeats.get(row.id)
+          if (repeat !== undefined) yield* updateRepeated(found, row, repeat, now)
         }
         return result
       })
@@ -114,6 +130,23 @@ export const make = Effect.gen(function* () {
       yield* Effect.forEach(new Set(rows.map((row) => row.queue as string)), (queue) => PubSub.publish(wakeHub, queue))
       return ids.map((id) => TaskId.make(id))
     }).pipe(Effect.withSpan("TaskQueue.enqueueRaw", { attributes: { count: requests.length } }))
+
+  // A repeated idempotency key with `replace` / `debounce`: only a task still pending changes (a claimed one is
+  // running its payload already). Its workers are woken in case the run-at moved earlier.
+  const updateRepeated = (id: string, row: InsertRow, request: RawEnqueue, now: number) =>
+    Effect.gen(function* () {
+      const runAt =
+        request.replace === true
+          ? sql`${row.run_at}`
+          : sql`CASE WHEN run_at < ${row.run_at} THEN ${row.run_at} ELSE run_at END`
+      const set =
+        request.replace === true
+          ? sql`payload = ${row.payload}, priority = ${row.priority}, run_at = ${runAt}, updated_at = ${now}`
+          : sql`run_at = ${runAt}, updated_at = ${now}`
+      const updated = yield* sql<{ queue: string }>`UPDATE baton_tasks SET ${set}
+        WHERE id = ${id} AND state = 'pending' RETURNING queue`
+      if (updated.length > 0) yield* notifyQueues(updated.map((r) => r.queue))
+    })
 
   const enqueueMany = (calls: Iterable<Task.TaskCall>) =>
     Effect.gen(function* () {
@@ -138,6 +171,18 @@ export const make = Effect.gen(function* () {
     )
 
   const get = (taskId: string) => Effect.map(findRow(taskId), toInfo).pipe(Effect.withSpan("TaskQueue.get"))
+
+  // Chunks of 1,000 ids: far below either dialect's bound-parameter limit, one round trip each.
+  const getMany = (taskIds: Iterable<string>) =>
+    Effect.gen(function* () {
+      const ids = [...new Set(taskIds)]
+      const infos: Array<TaskInfo> = []
+      for (let i = 0; i < ids.length; i += 1000) {
+        const rows = yield* sql<TaskRow>`SELECT * FROM baton_tasks WHERE id IN ${sql.in(ids.slice(i, i + 1000))}`
+        for (const row of rows) infos.push(toInfo(row))
+      }
+      return infos
+    }).pipe(Effect.withSpan("TaskQueue.getMany"))
 
   const result = <T extends Task.Any>(task: T, taskId: string) =>
     Effect.gen(function* () {
@@ -290,26 +335,65 @@ export const make = Effect.gen(function* () {
     }))
   }).pipe(Effect.withSpan("TaskQueue.queueStats"))
 
+  // Which of a worker's queues have a limit and are not paused, re-read at most once per `settingsCacheTtl`: a stale
+  // answer only delays when a newly limited queue is claimed again (the ordinary claim skips it by itself).
+  const limitedCache = new Map<string, { readonly at: number; readonly queues: ReadonlyArray<string> }>()
+  const limitedTtlMs = Duration.toMillis(settingsCacheTtl)
+  const limitedQueues = (queues: ReadonlyArray<string>, now: number) =>
+    Effect.gen(function* () {
+      const key = queues.join("\u0000")
+      const cached = limitedCache.get(key)
+      if (cached !== undefined && now - cached.at < limitedTtlMs && now >= cached.at) return cached.queues
+      const rows = yield* controlledQueues(sql, queues)
+      const limited = rows.filter((row) => Number(row.paused) === 0).map((row) => row.queue)
+      if (limitedCache.size > 64) limitedCache.clear()
+      limitedCache.set(key, { at: now, queues: limited })
+      return limited
+    })
+
   const claim = (options: {
     readonly queues: ReadonlyArray<string>
     readonly limit: number
     readonly leaseMs: number
     readonly workerId: string
+    readonly leaseId?: string | undefined
   }) =>
     Effect.gen(function* () {
       if (options.limit <= 0 || options.queues.length === 0) return []
       const now = yield* Clock.currentTimeMillis
-      const leaseId = crypto.randomUUID()
+      const leaseId = options.leaseId ?? crypto.randomUUID()
       const expires = now + options.leaseMs
       const set = sql`state = 'running', attempts = attempts + 1, lease_id = ${leaseId},
         lease_expires_at = ${expires}, worker_id = ${options.workerId}, started_at = COALESCE(started_at, ${now}),
         updated_at = ${now}`
-      const rows = yield* statements.claim(set, options.queues, now, options.limit)
+      // Queues with a setting (paused or limited) first, each in its own short transaction (`claimLimited`); then
+      // the ordinary one-statement claim of the rest, which excludes every queue with a setting by itself.
+      const rows: Array<TaskRow> = []
+      for (const queue of yield* limitedQueues(options.queues, now)) {
+        const remaining = options.limit - rows.length
+        if (remaining <= 0) break
+        rows.push(
+          ...(yield* claimLimited(sql, queue, now, remaining, (n) => statements.claim(set, [queue], now, n, false)))
+        )
+      }
+      if (rows.length < options.limit) {
+        rows.push(...(yield* statements.claim(set, options.queues, now, options.limit - rows.length, true)))
+      }
       // RETURNING does not preserve the subquery's order.
       return [...rows]
         .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.run_at) - Number(b.run_at))
         .map(toClaimed)
     })
+
+  const claimed = (leaseId: string) =>
+    sql<TaskRow>`SELECT ${sql.literal(claimedColumns)} FROM baton_tasks
+      WHERE lease_id = ${leaseId} AND state = 'running'`.pipe(
+      Effect.map((rows) =>
+        [...rows]
+          .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.run_at) - Number(b.run_at))
+          .map(toClaimed)
+      )
+    )
 
   const heartbeat = (leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>, leaseMs: number) =>
     Effect.gen(function* () {
@@ -412,11 +496,93 @@ export const make = Effect.gen(function* () {
     )
   }).pipe(Effect.withSpan("TaskQueue.reclaimExpired"))
 
+  // -- progress and live workers (migration 0010) ----------------------------------------------------------------
+
+  const appendLog = makeAppendLog(sql, storage.dialect, storage.channelPrefix)
+  const progress = (id: string, leaseId: string, value: number, message: string | undefined) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const fraction = Number.isFinite(value) ? Math.min(1, Math.max(0, value)) : 0
+      const text = message === undefined ? null : message.slice(0, maxProgressMessage)
+      // The guarded update and its event in one transaction: an event exists only for progress that was stored, and
+      // only while the attempt holding this lease is running (a late report after completion is refused).
+      return yield* sql.withTransaction(
+        Effect.gen(function* () {
+          const rows = yield* sql<{
+            id: string
+            name: string
+            queue: string
+            namespace: string
+            tags: string
+            chord_id: string | null
+            run_id: string | null
+          }>`UPDATE baton_tasks SET progress = ${fraction}, progress_message = ${text}, progress_at = ${now}
+            WHERE id = ${id} AND lease_id = ${leaseId} AND state = 'running'
+            RETURNING id, name, queue, namespace, tags, chord_id, run_id`
+          const row = rows[0]
+          if (row === undefined) return false
+          yield* appendLog([
+            {
+              kind: "task.progress",
+              task_id: row.id,
+              task_name: row.name,
+              queue: row.queue,
+              namespace: row.namespace,
+              tags: row.tags,
+              outcome: "running",
+              chord_id: row.chord_id,
+              run_id: row.run_id,
+              at: now,
+              progress: fraction,
+              progress_message: text
+            }
+          ])
+          return true
+        })
+      )
+    }).pipe(Effect.withSpan("TaskQueue.progress", { attributes: { taskId: id } }))
+
+  const registerWorker = (worker: WorkerRegistration) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const queues = JSON.stringify(worker.queues)
+      // Housekeeping: rows of workers gone (no heartbeat) for an hour.
+      yield* sql`DELETE FROM baton_workers WHERE expires_at < ${now - 3_600_000}`
+      yield* sql`INSERT INTO baton_workers (id, host, pid, queues, concurrency, started_at, last_heartbeat, expires_at,
+          tasks_in_hand)
+        VALUES (${worker.id}, ${worker.host}, ${worker.pid}, ${queues}, ${worker.concurrency}, ${now}, ${now},
+          ${now + worker.ttlMs}, 0)
+        ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+          concurrency = excluded.concurrency, last_heartbeat = excluded.last_heartbeat,
+          expires_at = excluded.expires_at`
+    }).pipe(Effect.withSpan("TaskQueue.registerWorker", { attributes: { workerId: worker.id } }))
+
+  const heartbeatWorker = (id: string, tasksInHand: number, ttlMs: number) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const rows = yield* sql<{ id: string }>`UPDATE baton_workers SET last_heartbeat = ${now},
+        expires_at = ${now + ttlMs}, tasks_in_hand = ${tasksInHand} WHERE id = ${id} RETURNING id`
+      return rows.length > 0
+    })
+
+  const deregisterWorker = (id: string) => Effect.asVoid(sql`DELETE FROM baton_workers WHERE id = ${id}`)
+
+  const workers = Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    return yield* liveWorkers(sql, now)
+  }).pipe(Effect.withSpan("TaskQueue.workers"))
+
   return TaskQueue.of({
+    progress,
+    registerWorker,
+    heartbeatWorker,
+    deregisterWorker,
+    workers,
     enqueue,
     enqueueMany,
     enqueueRaw,
     get,
+    getMany,
     result,
     cancel,
     retry,
@@ -424,6 +590,7 @@ export const make = Effect.gen(function* () {
     queueStats,
     counts,
     claim,
+    claimed,
     heartbeat,
     complete,
     fail,
@@ -437,6 +604,9 @@ export const make = Effect.gen(function* () {
         : Stream.merge(Stream.fromPubSub(wakeHub), PgListener.payloads(storage.pg, tasksChannel(storage.channelPrefix)))
   })
 })
+
+/** Longest progress message stored (longer ones are cut). */
+export const maxProgressMessage = 200
 
 type ClaimedDisposition = Parameters<TaskQueue["Type"]["fail"]>[3]
 
@@ -453,7 +623,8 @@ interface QueueStatements {
     set: Statement.Fragment,
     queues: ReadonlyArray<string>,
     now: number,
-    limit: number
+    limit: number,
+    skipControlled: boolean
   ) => Effect.Effect<ReadonlyArray<TaskRow>, SqlError>
   /** Extends the leases still held; the ids extended. */
   readonly heartbeat: (
@@ -471,14 +642,17 @@ const pgStatements = (sql: SqlClient.SqlClient, channelPrefix: string): QueueSta
   // completion's synchronous commit flushes the WAL up to itself, including the claim before it. This takes a
   // commit's fsync off the claim path, which is what bounds a worker's claim rate.
   const asyncCommit = sql`set_config('synchronous_commit', 'off', true) IS NOT NULL`
+  // Queues with a setting (baton_queues has a row only for those) are claimed by `claimLimited`; usually empty.
+  const notControlled = sql` AND queue NOT IN (SELECT queue FROM baton_queues)`
+  const empty = sql``
   return {
     listenInProcess: () => Effect.void,
     notifyQueues: (queues) =>
       Effect.forEach(new Set(queues), (queue) => sql`SELECT pg_notify(${channel}, ${queue})`, { discard: true }),
     insertIsAtomic: true,
-    claim: (set, queues, now, limit) => sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
+    claim: (set, queues, now, limit, skipControlled) => sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
         SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(queues)}
-          AND run_at <= ${now}
+          AND run_at <= ${now}${skipControlled ? notControlled : empty}
         ORDER BY priority DESC, run_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
       ) AND ${asyncCommit} RETURNING ${sql.literal(claimedColumns)}`,
     // SKIP LOCKED, so a heartbeat never waits on (or deadlocks with) a completion batch holding some of the same
@@ -492,6 +666,8 @@ const pgStatements = (sql: SqlClient.SqlClient, channelPrefix: string): QueueSta
         ) AND ${asyncCommit} RETURNING id`
   }
 }
+
+const notControlled = (sql: SqlClient.SqlClient) => sql` AND queue NOT IN (SELECT queue FROM baton_queues)`
 
 const sqliteStatements = (sql: SqlClient.SqlClient): QueueStatements => ({
   listenInProcess: (hub) =>
@@ -510,9 +686,9 @@ const sqliteStatements = (sql: SqlClient.SqlClient): QueueStatements => ({
   notifyQueues: () => Effect.void,
   insertIsAtomic: false,
   // One writer at a time: no row locks to skip.
-  claim: (set, queues, now, limit) => sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
+  claim: (set, queues, now, limit, skipControlled) => sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
       SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(queues)}
-        AND run_at <= ${now}
+        AND run_at <= ${now}${skipControlled ? notControlled(sql) : sql``}
       ORDER BY priority DESC, run_at LIMIT ${limit}
     ) RETURNING ${sql.literal(claimedColumns)}`,
   heartbeat: (leaseIds, now, leaseMs) => sql<{ id: string }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},

@@ -6,6 +6,9 @@ import m0004 from "./sqlite/0004_chords.js"
 import m0005 from "./sqlite/0005_runs_extracts.js"
 import m0006 from "./sqlite/0006_lean_task_indexes.js"
 import m0007 from "./sqlite/0007_chord_deadline.js"
+import m0008 from "./sqlite/0008_trace_context.js"
+import m0009 from "./sqlite/0009_ops.js"
+import m0010 from "./sqlite/0010_progress_workers.js"
 
 export const sqliteMigrations = {
   "0001_tasks": m0001,
@@ -14,5 +17,8 @@ export const sqliteMigrations = {
   "0004_chords": m0004,
   "0005_runs_extracts": m0005,
   "0006_lean_task_indexes": m0006,
-  "0007_chord_deadline": m0007
+  "0007_chord_deadline": m0007,
+  "0008_trace_context": m0008,
+  "0009_ops": m0009,
+  "0010_progress_workers": m0010
 }
