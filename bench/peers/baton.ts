@@ -27,6 +27,8 @@ import * as Stream from "effect/Stream"
 import pg from "pg"
 import { CompletionBackend } from "../../src/CompletionBackend.js"
 import * as SqlCompletionBackend from "../../src/SqlCompletionBackend.js"
+import * as SqlRetention from "../../src/SqlRetention.js"
+import * as Duration from "effect/Duration"
 import { JobCounter, produceAtRate, sleep } from "../lib/agent.js"
 import { nowMs } from "../lib/stats.js"
 
@@ -38,7 +40,7 @@ const Noop = Task.make("noop", {
   handler: (payload) => Effect.sync(() => counter.onJob(payload))
 })
 
-let runtime: ManagedRuntime.ManagedRuntime<TaskQueue | SqlClient.SqlClient, unknown> | undefined
+let runtime: ManagedRuntime.ManagedRuntime<TaskQueue | SqlClient.SqlClient | Storage.Storage, unknown> | undefined
 let workerScope: Scope.CloseableScope | undefined
 let storageArgs: { url: string; schema: string } | undefined
 let subscriber: ManagedRuntime.ManagedRuntime<CompletionBackend, unknown> | undefined
@@ -189,6 +191,20 @@ export const commands = {
     )
     await subscriber.runPromise(Deferred.await(active))
   },
+  /**
+   * Soak: one `Retention.prune` (`SqlRetention.make`) keeping succeeded tasks and settled chords `maxAgeMs`, the other
+   * policies at their defaults; returns what it deleted.
+   */
+  prune: (args: { maxAgeMs: number }) =>
+    rt().runPromise(
+      Effect.gen(function* () {
+        const retention = yield* SqlRetention.make({
+          tasks: { succeeded: { maxAge: Duration.millis(args.maxAgeMs) } },
+          chords: { maxAge: Duration.millis(args.maxAgeMs) }
+        })
+        return yield* retention.prune
+      }).pipe(Effect.scoped)
+    ),
   /** Soak: completion events the subscriber received so far, and its failure if it failed. */
   completionEvents: () => ({ events: completionEvents, error: subscriberError ?? null }),
   teardown: async () => {

@@ -10,8 +10,6 @@
  * Reported per minute (per 20 s with --quick): enqueue → handler start p50/p99 and chord time p50/p99; at the end,
  * pg_total_relation_size and pg_stat_user_tables.n_dead_tup of Baton's tables, against their values at the start.
  */
-import * as fs from "node:fs"
-import * as path from "node:path"
 import type pg from "pg"
 import { connect, ensureDatabase, pollUntilZero } from "../lib/db.js"
 import { batonFull, type QueueSystem, startAgents } from "../lib/queues.js"
@@ -57,11 +55,14 @@ export const run = async (
   const chordSize = 10
   const concurrency = 10
   const notes: Array<string> = []
-  const retention = fs.existsSync(path.resolve(import.meta.dirname, "../../src/Retention.ts"))
+  // Retention: Baton.layerPg's (defaults: 7 days, every minute, in the worker's Reconciler) prunes nothing in a
+  // soak, so the runner also has the worker prune once per bucket, keeping succeeded tasks and settled chords this
+  // long (the completions log keeps its backend's own policy, 7 days).
+  const retainMs = options.quick ? 20_000 : 60_000
+  let prunedTasks = 0
+  let prunedChords = 0
   notes.push(
-    retention
-      ? "src/Retention.ts exists but this scenario does not turn it on yet: tables grow without pruning"
-      : "no Retention service on main when this ran: nothing prunes baton_tasks / baton_completions / baton_chords"
+    `retention on: Retention.prune (SqlRetention.make) once per bucket, succeeded tasks and settled chords kept ${retainMs / 1000} s; the completions log keeps its default 7 days`
   )
   const agents: Array<Agent> = []
   let poll: pg.Client | undefined
@@ -124,6 +125,11 @@ export const run = async (
         const wait = start + b * bucketMs - nowMs()
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait))
         const taken = await worker!.call<Array<number>>("takeLatencies")
+        const pruned = await worker!.call<{ tasks: { succeeded: number }; chords: number }>("prune", {
+          maxAgeMs: retainMs
+        })
+        prunedTasks += pruned.tasks.succeeded
+        prunedChords += pruned.chords
         for (const l of taken) latencies[b - 1]!.push(l)
         options.log(
           `  ${((b * bucketMs) / 1000).toFixed(0)} s: ${taken.length} jobs started, enqueue→start p99 ${round(percentile(taken, 99))} ms; chords ${chordTimes[b - 1]!.length}, p99 ${round(percentile(chordTimes[b - 1]!, 99))} ms`
@@ -170,7 +176,7 @@ export const run = async (
       ])
     )
     options.log(
-      `  handled ${finished.handled}; completion stream saw ${stream.events} events (jobs, chord bodies and callbacks)${stream.error !== null ? `, failed: ${stream.error}` : ""}; chords started > 1 s late: ${lateChords}`
+      `  handled ${finished.handled}; completion stream saw ${stream.events} events (jobs, chord bodies and callbacks); retention pruned ${prunedTasks} tasks, ${prunedChords} chords${stream.error !== null ? `, failed: ${stream.error}` : ""}; chords started > 1 s late: ${lateChords}`
     )
     if (stream.error !== null) notes.push(`the completion-stream subscriber failed: ${stream.error.slice(0, 300)}`)
     const all = latencies.flat()
@@ -199,7 +205,7 @@ export const run = async (
       deadTuplesEnd: after.reduce((sum, t) => sum + t.deadTuples, 0),
       perBucket,
       tables: { before, after },
-      retention: false,
+      retention: { keepMs: retainMs, prunedTasks, prunedChords },
       settings: system.settings
     }
     return {
