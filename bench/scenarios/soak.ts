@@ -9,6 +9,8 @@
  *   the `chord(...)` call to its callback's handler start (bench/peers/baton-chord.ts).
  * Reported per minute (per 20 s with --quick): enqueue → handler start p50/p99 and chord time p50/p99; at the end,
  * pg_total_relation_size and pg_stat_user_tables.n_dead_tup of Baton's tables, against their values at the start.
+ * Retention is on: the worker runs `Retention.prune` once per bucket, keeping succeeded tasks and settled chords one
+ * bucket long (Baton.layerPg's own Retention, at its 7-day defaults, prunes nothing in a soak).
  */
 import type pg from "pg"
 import { connect, ensureDatabase, pollUntilZero } from "../lib/db.js"
