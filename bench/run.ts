@@ -6,6 +6,8 @@
  *   npm run bench -- --quick           reduced sizes (whole run under a minute), same JSON
  *   npm run bench -- --rounds 7        more rounds (default 5, or 3 with --quick)
  *   npm run bench -- --systems baton,pg-boss   only some systems (Baton always runs)
+ *   npm run bench -- soak              the 10-minute soak (opt-in: never part of the default list; --quick: 1 minute;
+ *                                      --rate <jobs/s> skips its drain measurement)
  *
  * Each scenario prints a table and writes bench/results/<scenario>.json (bench/results/quick/ with --quick); the run
  * ends with a markdown summary of every result there, also written to summary.md. Environment: BENCH_PG_URL
@@ -29,8 +31,12 @@ const scenarios: Record<string, () => Promise<Scenario>> = {
   checkpoints: async () => (await import("./scenarios/checkpoints.js")).run,
   "completion-stream": async () => (await import("./scenarios/wrapped.js")).completionStream,
   memory: async () => (await import("./scenarios/wrapped.js")).memory,
-  faults: async () => (await import("./scenarios/faults.js")).run
+  faults: async () => (await import("./scenarios/faults.js")).run,
+  "scale-out": async () => (await import("./scenarios/scale-out.js")).run,
+  soak: async () => (await import("./scenarios/soak.js")).run
 }
+/** Scenarios that run only when named (too long for the default list). */
+const optIn = new Set(["soak"])
 
 const args = process.argv.slice(2)
 const quick = args.includes("--quick")
@@ -40,7 +46,8 @@ const flag = (name: string): string | undefined => {
 }
 const roundsArg = flag("--rounds")
 const systemsArg = flag("--systems")
-const flagValues = new Set([roundsArg, systemsArg].filter((v) => v !== undefined))
+const rateArg = flag("--rate")
+const flagValues = new Set([roundsArg, systemsArg, rateArg].filter((v) => v !== undefined))
 const named = args.filter((arg) => !arg.startsWith("--") && !flagValues.has(arg))
 for (const name of named) {
   if (!(name in scenarios)) {
@@ -48,7 +55,7 @@ for (const name of named) {
     process.exit(2)
   }
 }
-const selected = named.length > 0 ? named : Object.keys(scenarios)
+const selected = named.length > 0 ? named : Object.keys(scenarios).filter((name) => !optIn.has(name))
 const rounds = roundsArg !== undefined ? Math.max(1, Number(roundsArg)) : quick ? 3 : 5
 // Quick figures go to bench/results/quick (for this process and the scripts it starts), never over a full run's.
 if (quick && process.env.BENCH_RESULTS_DIR === undefined) {
@@ -76,6 +83,7 @@ const main = async () => {
         quick,
         rounds,
         systems: systemsArg?.split(","),
+        rate: rateArg !== undefined ? Number(rateArg) : undefined,
         log: (line) => console.log(line)
       })
       const file = writeResult({

@@ -108,12 +108,33 @@ export const assertSyncClaims = async (system: QueueSystem, agents: ReadonlyArra
   }
 }
 
+/** Where agent `i` (from 0) runs and how it reaches the database (scale-out's network namespaces). */
+export interface Placement {
+  /** The command the agent's Node runs under (see `spawnAgent`). */
+  readonly wrap?: (i: number) => ReadonlyArray<string>
+  /** The database URL agent `i` is given instead of the runner's. */
+  readonly url?: (url: string, i: number) => string
+}
+
 /** Spawns `count` agents for a system and runs `setup` on each. */
-export const startAgents = async (system: QueueSystem, count: number): Promise<ReadonlyArray<Agent>> => {
+export const startAgents = async (
+  system: QueueSystem,
+  count: number,
+  placement: Placement = {}
+): Promise<ReadonlyArray<Agent>> => {
   const url = await ensureDatabase(system.database)
-  const agents = Array.from({ length: count }, (_, i) => spawnAgent(system.peer, {}, `${system.name}#${i + 1}`))
-  // One at a time: migrations of some peers race when two processes install the schema at once.
-  for (const agent of agents) await agent.call("setup", { url, ...system.setup }, 120_000)
+  const agents = Array.from({ length: count }, (_, i) =>
+    spawnAgent(system.peer, {}, `${system.name}#${i + 1}`, placement.wrap?.(i) ?? [])
+  )
+  try {
+    // One at a time: migrations of some peers race when two processes install the schema at once.
+    for (const [i, agent] of agents.entries()) {
+      await agent.call("setup", { url: placement.url?.(url, i) ?? url, ...system.setup }, 120_000)
+    }
+  } catch (error) {
+    await Promise.all(agents.map((agent) => agent.close()))
+    throw error
+  }
   return agents
 }
 

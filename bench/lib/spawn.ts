@@ -20,13 +20,23 @@ export interface Agent {
   readonly close: () => Promise<void>
 }
 
-export const spawnAgent = (peer: string, env: Record<string, string> = {}, label = peer): Agent => {
+/**
+ * `wrap`: a command the agent's Node runs under, e.g. `["ip", "netns", "exec", "<ns>"]` (scale-out's network
+ * namespaces); it must exec Node in place (as `ip netns exec` does), so that the child's pid is Node's.
+ */
+export const spawnAgent = (
+  peer: string,
+  env: Record<string, string> = {},
+  label = peer,
+  wrap: ReadonlyArray<string> = []
+): Agent => {
   const nodeFlags: Array<string> = []
   const profDir = process.env.BENCH_CPU_PROF
   if (profDir !== undefined && profDir !== "") nodeFlags.push("--cpu-prof", `--cpu-prof-dir=${profDir}`)
+  const nodeArgs = [...nodeFlags, "--import", "tsx", path.join(root, "bench/lib/agentMain.ts"), peer]
   const child = spawn(
-    process.execPath,
-    [...nodeFlags, "--import", "tsx", path.join(root, "bench/lib/agentMain.ts"), peer],
+    wrap.length > 0 ? wrap[0]! : process.execPath,
+    wrap.length > 0 ? [...wrap.slice(1), process.execPath, ...nodeArgs] : nodeArgs,
     {
       cwd: root,
       env: { ...process.env, ...env },

@@ -9,7 +9,16 @@ import { bestRatios, family, resultsDir, type ScenarioResult } from "./report.js
 import { round } from "./stats.js"
 
 /** Scenario order of the table (others follow alphabetically). */
-const order = ["queue-throughput", "queue-latency", "chord-fanin", "checkpoints", "completion-stream", "memory"]
+const order = [
+  "queue-throughput",
+  "queue-latency",
+  "chord-fanin",
+  "checkpoints",
+  "completion-stream",
+  "memory",
+  "scale-out",
+  "soak"
+]
 
 const cell = (value: unknown): string => {
   if (typeof value !== "number" || !Number.isFinite(value)) return "–"

@@ -9,6 +9,7 @@
  * counted (`syncClaimsRewrites`) so the runner fails loudly if the statement's text changes and the switch stops
  * applying, instead of reporting the default configuration under this row's name.
  */
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as ManagedRuntime from "effect/ManagedRuntime"
@@ -22,8 +23,14 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Task from "../../src/Task.js"
 import { TaskQueue } from "../../src/TaskQueue.js"
 import * as Worker from "../../src/Worker.js"
+import * as Stream from "effect/Stream"
 import pg from "pg"
-import { JobCounter, produceAtRate } from "../lib/agent.js"
+import { CompletionBackend } from "../../src/CompletionBackend.js"
+import * as SqlCompletionBackend from "../../src/SqlCompletionBackend.js"
+import * as SqlRetention from "../../src/SqlRetention.js"
+import * as Duration from "effect/Duration"
+import { JobCounter, produceAtRate, sleep } from "../lib/agent.js"
+import { nowMs } from "../lib/stats.js"
 
 const counter = new JobCounter()
 
@@ -33,8 +40,12 @@ const Noop = Task.make("noop", {
   handler: (payload) => Effect.sync(() => counter.onJob(payload))
 })
 
-let runtime: ManagedRuntime.ManagedRuntime<TaskQueue | SqlClient.SqlClient, unknown> | undefined
+let runtime: ManagedRuntime.ManagedRuntime<TaskQueue | SqlClient.SqlClient | Storage.Storage, unknown> | undefined
 let workerScope: Scope.CloseableScope | undefined
+let storageArgs: { url: string; schema: string } | undefined
+let subscriber: ManagedRuntime.ManagedRuntime<CompletionBackend, unknown> | undefined
+let completionEvents = 0
+let subscriberError: string | undefined
 
 const asyncCommit = "set_config('synchronous_commit', 'off', true)"
 let syncClaimsRewrites = 0
@@ -73,6 +84,7 @@ export const commands = {
     syncClaims?: boolean
   }) => {
     if (args.syncClaims === true) commitClaimsSynchronously()
+    storageArgs = { url: args.url, schema: args.schema }
     const storage = { url: args.url, schema: args.schema, maxConnections: args.maxConnections ?? 10 }
     // "queue": the task queue on its storage, what an application that only needs a job queue provides.
     // "full": every Baton service (completion stream, chord coordinator, reconciler, ...) in the same process.
@@ -122,7 +134,82 @@ export const commands = {
     produceAtRate(args.count, args.intervalMs, (t) =>
       rt().runPromise(Effect.flatMap(TaskQueue, (queue) => queue.enqueue(Noop, { t })))
     ),
+  /**
+   * Soak: enqueues `rate` jobs/s for `durationMs`, as one `enqueueMany` per `tickMs` tick carrying the enqueue time
+   * `t` (so the worker records enqueue → handler start); returns how many it sent.
+   */
+  produceBatched: async (args: { rate: number; durationMs: number; tickMs?: number }) => {
+    const tick = args.tickMs ?? 50
+    const start = nowMs()
+    let sent = 0
+    for (;;) {
+      const elapsed = nowMs() - start
+      if (elapsed >= args.durationMs) break
+      const due = Math.floor((elapsed * args.rate) / 1000) - sent
+      if (due > 0) {
+        const t = nowMs()
+        const calls = Array.from({ length: due }, () => Task.call(Noop, { t }))
+        await rt().runPromise(Effect.flatMap(TaskQueue, (queue) => queue.enqueueMany(calls)))
+        sent += due
+      }
+      await sleep(Math.max(0, tick - ((nowMs() - start) % tick)))
+    }
+    return { sent, ms: nowMs() - start }
+  },
+  /** Soak: the enqueue → handler-start latencies recorded since the last call (the worker keeps running). */
+  takeLatencies: () => {
+    const latencies = counter.latencies
+    counter.latencies = []
+    return latencies
+  },
+  /**
+   * Soak: subscribes to the completion stream (`CompletionBackend.subscribe`, its own small runtime on the same
+   * storage) and counts the events; resolves once the subscription is active.
+   */
+  subscribe: async () => {
+    if (storageArgs === undefined) throw new Error("setup first")
+    subscriber = ManagedRuntime.make(
+      SqlCompletionBackend.layer.pipe(
+        Layer.provide(Storage.layerPg({ ...storageArgs, maxConnections: 2, applicationName: "bench-soak-subscriber" }))
+      )
+    )
+    const active = await subscriber.runPromise(Deferred.make<void, unknown>())
+    subscriber.runFork(
+      Effect.gen(function* () {
+        const completions = yield* CompletionBackend
+        const stream = yield* completions.subscribe()
+        yield* Deferred.succeed(active, undefined)
+        yield* Stream.runForEach(stream, () => Effect.sync(() => completionEvents++))
+      }).pipe(
+        Effect.scoped,
+        Effect.catchAllCause((cause) =>
+          Effect.sync(() => {
+            subscriberError = String(cause)
+          }).pipe(Effect.zipRight(Deferred.failCause(active, cause)))
+        )
+      )
+    )
+    await subscriber.runPromise(Deferred.await(active))
+  },
+  /**
+   * Soak: one `Retention.prune` (`SqlRetention.make`) keeping succeeded tasks and settled chords `maxAgeMs`, the other
+   * policies at their defaults; returns what it deleted.
+   */
+  prune: (args: { maxAgeMs: number }) =>
+    rt().runPromise(
+      Effect.gen(function* () {
+        const retention = yield* SqlRetention.make({
+          tasks: { succeeded: { maxAge: Duration.millis(args.maxAgeMs) } },
+          chords: { maxAge: Duration.millis(args.maxAgeMs) }
+        })
+        return yield* retention.prune
+      }).pipe(Effect.scoped)
+    ),
+  /** Soak: completion events the subscriber received so far, and its failure if it failed. */
+  completionEvents: () => ({ events: completionEvents, error: subscriberError ?? null }),
   teardown: async () => {
+    if (subscriber !== undefined) await subscriber.dispose()
+    subscriber = undefined
     if (runtime !== undefined) await runtime.dispose()
     runtime = undefined
   }

@@ -36,7 +36,11 @@ interface Round {
   drain2Handled: number
 }
 
-const drain = async (
+/**
+ * Resets, bulk-enqueues `n` no-op jobs from `producer`, starts `workers` (concurrency each) and times the drain
+ * (also used by scale-out and soak).
+ */
+export const drain = async (
   system: QueueSystem,
   producer: Agent,
   workers: ReadonlyArray<Agent>,

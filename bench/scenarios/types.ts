@@ -6,6 +6,8 @@ export interface ScenarioOptions {
   readonly rounds: number
   /** Restricts a scenario to the systems with these names (`--systems a,b`; for profiling). */
   readonly systems?: ReadonlyArray<string> | undefined
+  /** Soak: the steady load in jobs/s (`--rate`); measured when absent. */
+  readonly rate?: number | undefined
   /** Progress output. */
   readonly log: (line: string) => void
 }
