@@ -170,6 +170,10 @@ describe("Storage", () => {
         yield* sql`DROP INDEX baton_chords_deadline`
         yield* sql`ALTER TABLE baton_chords DROP COLUMN deadline_at`
         yield* sql`DELETE FROM baton_migrations WHERE name = 'chord_deadline'`
+        yield* sql`DROP INDEX baton_chords_parent`
+        yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_id`
+        yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_index`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'nested_chords'`
         yield* oldRows(sql)
       }).pipe(Effect.provide(storage()))
       yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>

@@ -6,6 +6,7 @@ import m0004 from "./pg/0004_chords.js"
 import m0005 from "./pg/0005_runs_extracts.js"
 import m0006 from "./pg/0006_lean_task_indexes.js"
 import m0007 from "./pg/0007_chord_deadline.js"
+import m0011 from "./pg/0011_nested_chords.js"
 
 export const pgMigrations = {
   "0001_tasks": m0001,
@@ -14,5 +15,6 @@ export const pgMigrations = {
   "0004_chords": m0004,
   "0005_runs_extracts": m0005,
   "0006_lean_task_indexes": m0006,
-  "0007_chord_deadline": m0007
+  "0007_chord_deadline": m0007,
+  "0011_nested_chords": m0011
 }
