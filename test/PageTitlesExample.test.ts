@@ -12,7 +12,7 @@ import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Storage from "../src/Storage.js"
-import { root, seededRandom, startScript } from "./support/cli.js"
+import { exitOrKill, root, seededRandom, startScript } from "./support/cli.js"
 
 const main = path.join(root, "examples/page-titles/main.ts")
 
@@ -34,10 +34,7 @@ const startServer = () =>
     )
   })
 
-const runMain = (args: ReadonlyArray<string>) => {
-  const running = startScript(main, args)
-  return { child: running.child, done: running.done, ready: running.waitFor("workers ready").then(() => undefined) }
-}
+const runMain = (args: ReadonlyArray<string>) => startScript(main, args)
 
 const read = (filename: string, runId: string) =>
   Effect.runPromise(
@@ -76,18 +73,13 @@ describe("examples/page-titles", () => {
       let finished = false
       for (let i = 0; i < 4 && !finished; i++) {
         const running = runMain([db, "victim", ...urls])
-        await running.ready
-        const delay = Math.floor(random() * 500)
-        const exited = await Promise.race([
-          running.done.then(() => true),
-          new Promise<false>((resolve) => setTimeout(() => resolve(false), delay))
-        ])
-        if (exited) {
-          finished = (await running.done).code === 0
+        await running.waitFor("workers ready")
+        const { killed, result } = await exitOrKill(running, Math.floor(random() * 500))
+        if (!killed) {
+          finished = result.code === 0
           continue
         }
-        running.child.kill("SIGKILL")
-        assert.strictEqual((await running.done).code, "SIGKILL")
+        assert.strictEqual(result.code, "SIGKILL")
         kills++
       }
       if (!finished) {

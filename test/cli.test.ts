@@ -16,7 +16,7 @@ import * as path from "node:path"
 import { extractDocument, mergeBatch } from "../src/extraction/Extract.js"
 import { corpusDocuments, writeCorpus } from "./fixtures/workflow-corpus.js"
 import * as Backends from "./support/backends.js"
-import { type Result, seededRandom, startCli } from "./support/cli.js"
+import { exitOrKill, type Result, seededRandom, startCli } from "./support/cli.js"
 
 const start = startCli
 
@@ -237,16 +237,11 @@ describe("baton CLI", () => {
       await running.waitFor("workers")
       // A random point: before the run exists, mid-batch, between save and progress, …
       const delay = Math.floor(random() * 400)
-      const exited = await Promise.race([
-        running.done.then(() => true),
-        new Promise<false>((resolve) => setTimeout(() => resolve(false), delay))
-      ])
-      if (exited) {
-        finished = (await running.done).code === 0
+      const { killed, result } = await exitOrKill(running, delay)
+      if (!killed) {
+        finished = result.code === 0
         continue
       }
-      running.child.kill("SIGKILL")
-      const result = await running.done
       assert.strictEqual(result.code, "SIGKILL")
       kills++
       const confirmed = result.stdout

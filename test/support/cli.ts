@@ -113,3 +113,19 @@ export const seededRandom = (label: string): { readonly seed: number; readonly r
   }
   return { seed, random }
 }
+
+/**
+ * Lets a process run for `delayMs` (a random kill point): if it has not exited by then, SIGKILLs it. How it ended, and
+ * whether it was killed.
+ */
+export const exitOrKill = async (
+  running: Running,
+  delayMs: number
+): Promise<{ readonly killed: boolean; readonly result: Result }> => {
+  const exited = await Promise.race([
+    running.done.then(() => true),
+    new Promise<false>((resolve) => setTimeout(() => resolve(false), delayMs))
+  ])
+  if (!exited) running.child.kill("SIGKILL")
+  return { killed: !exited, result: await running.done }
+}
