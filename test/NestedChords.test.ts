@@ -12,6 +12,7 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -237,6 +238,48 @@ describe("chords of chords: failure", () => {
       assert.strictEqual(hang.state, "cancelled")
       assert.strictEqual((yield* registry.get(outer.chordId)).cancelled, 1)
       assert.strictEqual((yield* queue.list({ name: "chord-total" })).total, 0)
+    }).pipe(Effect.scoped, Effect.provide(layerOn(Storage.layerMemory)))
+  )
+})
+
+/** A `continue` callback over inner chords: each slot's outcome (an inner callback's result, or its failure). */
+const Outcomes = Task.make("chord-outcomes", {
+  payload: ChordRegistry.outcomesPayload(Sum.success),
+  success: Schema.Array(Schema.String),
+  handler: ({ results }) =>
+    Effect.succeed(results.map((r) => (r._tag === "Success" ? `ok ${r.value.sum}` : `${r.state}: ${r.error.message}`)))
+})
+
+describe("chords of chords: policy continue", () => {
+  it.live("a failed inner chord is a Failure outcome of the outer callback, which still runs once", () =>
+    Effect.gen(function* () {
+      const registry = yield* ChordRegistry.ChordRegistry
+      const queue = yield* TaskQueue
+      yield* Worker.run({ tasks: [...allTasks, Outcomes], concurrency: 4, ...fast })
+      const handle = yield* registry.chord({
+        body: [
+          ChordRegistry.nested({
+            body: [Task.call(Square, { n: 3 })],
+            callback: ChordRegistry.callback(Sum, { label: "ok" })
+          }),
+          ChordRegistry.nested({
+            body: [Task.call(Explode, { n: 1 })],
+            callback: ChordRegistry.callback(Sum, { label: "bad" })
+          })
+        ],
+        callback: ChordRegistry.callback(Outcomes, {}),
+        failurePolicy: "continue"
+      })
+      const callbackId = yield* handle.await
+      yield* Backends.eventually(
+        Effect.map(queue.get(callbackId), (t) => t.state === "succeeded"),
+        "the outer callback to succeed"
+      )
+      const bad = (yield* registry.list({ parent: handle.chordId })).items[1]!
+      assert.deepStrictEqual(Option.getOrThrow((yield* queue.get(callbackId)).result), [
+        "ok 9",
+        `failed: inner chord ${bad.chordId} failed (body_failed)`
+      ])
     }).pipe(Effect.scoped, Effect.provide(layerOn(Storage.layerMemory)))
   )
 })
