@@ -42,7 +42,13 @@ describe("chord deadline (in process)", () => {
     Effect.gen(function* () {
       const registry = yield* ChordRegistry.ChordRegistry
       const queue = yield* TaskQueue
-      yield* Worker.run({ tasks: allTasks, concurrency: 4, pollInterval: { min: "1 millis", max: "10 millis" } })
+      // No grace period: the hanging handler would hold the worker's shutdown for the default 10 s.
+      yield* Worker.run({
+        tasks: allTasks,
+        concurrency: 4,
+        pollInterval: { min: "1 millis", max: "10 millis" },
+        shutdownGracePeriod: 0
+      })
       const before = (yield* Metric.value(ChordRegistry.timeToCallback)).count
       const handle = yield* registry.chord({
         body: [Task.call(Square, { n: 2 }), Task.call(Hang, { n: 1 })],
