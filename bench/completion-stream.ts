@@ -7,11 +7,14 @@
  *    connection). For each, the time from the producer seeing its commit acknowledged (and, as an upper bound,
  *    from just before the completing transaction started) to the subscriber process receiving the event, on the
  *    host-wide monotonic clock (hrtime). p50/p90/p99/max.
+ * 1b. held writer: the same, with an unrelated connection idle in a writing transaction (`BEGIN; INSERT INTO
+ *    some_other_table`) in the same database for the whole measurement: commit → event p50/p99 (issue 16's target:
+ *    p99 within 10 ms, as without it).
  * 2. throughput: events/s one subscriber sustains (a) live, while 4 producers complete `throughputCount / 2` tasks
  *    as fast as they can in transactions of 100, and (b) replaying `throughputCount` events from the log (catch-up).
- * 3. held back: while `heldCount` completions flow at 200/s, an unrelated transaction is held open for 1 s on another
- *    connection; delivery waits for it (the price of the (xid, seq) horizon): latency of the events committed
- *    while it was open vs the others.
+ * 3. held open 1 s: while `heldCount` completions flow at 200/s, an unrelated transaction is held open for 1 s on
+ *    another connection: latency of the events committed while it was open vs the others (before live delivery by
+ *    snapshot difference, those waited for it).
  *
  * Writes bench/results/completion-stream.json. BENCH_PG_URL overrides the server (the bench uses its own database).
  */
@@ -246,6 +249,53 @@ const main = async () => {
   }
   console.log(JSON.stringify(latency))
 
+  // 1b. the same with an unrelated writer idle in transaction for the whole measurement ----------------------------
+  console.log(`\n1b. held writer: ${latencyCount} completions, one per transaction, ${rate}/s, while an unrelated`)
+  console.log("    connection sits idle in a writing transaction (BEGIN; INSERT INTO some_other_table) throughout")
+  const heldWriterTasks = await claimAll(latencyCount, "held-writer")
+  const idleWriter = new pg.Client({ connectionString: url, application_name: "bench-cs-idle-writer" })
+  await idleWriter.connect()
+  await idleWriter.query("CREATE TABLE IF NOT EXISTS public.bench_cs_some_other_table (x int)")
+  await idleWriter.query("BEGIN")
+  await idleWriter.query("INSERT INTO public.bench_cs_some_other_table VALUES (1)")
+  const heldWriterSubscriber = await spawnChild(url, "live", latencyCount, true)
+  const heldWriterAcked = new Map<string, number>()
+  const w0 = nowMs()
+  for (const [i, task] of heldWriterTasks.entries()) {
+    const wait = w0 + i * interval - nowMs()
+    if (wait > 0) await sleep(wait)
+    await completeOne(task)
+    heldWriterAcked.set(task.id, nowMs())
+  }
+  const heldWriterResult = await heldWriterSubscriber.result
+  // Still open: every event above was delivered while the writer sat idle in its transaction.
+  const stillOpen =
+    (
+      await admin.query<{ n: number }>(
+        "SELECT count(*)::int AS n FROM pg_stat_activity WHERE application_name = 'bench-cs-idle-writer' AND backend_xid IS NOT NULL"
+      )
+    ).rows[0]?.n === 1
+  await idleWriter.query("ROLLBACK")
+  await idleWriter.end()
+  const heldWriterSamples = heldWriterResult.seen.map(([id, at]) => at - heldWriterAcked.get(id)!)
+  const heldWriterSegment = Math.ceil(heldWriterSamples.length / rounds)
+  const heldWriterRounds = Array.from({ length: rounds }, (_, r) =>
+    heldWriterSamples.slice(r * heldWriterSegment, (r + 1) * heldWriterSegment)
+  )
+    .filter((samples) => samples.length > 0)
+    .map((samples) => {
+      const s = latencySummary(samples)
+      return { samples: s.count, p50: round(s.p50), p99: round(s.p99) }
+    })
+  const heldWriter = {
+    events: heldWriterResult.n,
+    unique: heldWriterResult.unique,
+    writerOpenThroughout: stillOpen,
+    fromCommitAckMs: roundAll(latencySummary(heldWriterSamples)),
+    rounds: heldWriterRounds
+  }
+  console.log(JSON.stringify(heldWriter))
+
   // 2a. live throughput ----------------------------------------------------------------------------------------------
   const liveCount = Math.floor(throughputCount / 2)
   console.log(`\n2a. live throughput: 4 producers complete ${liveCount} tasks in transactions of 100`)
@@ -344,9 +394,12 @@ const main = async () => {
     ours: {
       latencyP50Ms: round(median(latencyRounds.map((r) => r.p50))),
       latencyP99Ms: round(median(latencyRounds.map((r) => r.p99))),
+      heldWriterLatencyP50Ms: round(median(heldWriterRounds.map((r) => r.p50))),
+      heldWriterLatencyP99Ms: round(median(heldWriterRounds.map((r) => r.p99))),
       liveEventsPerSecond: liveResult.subscriberEventsPerSecond,
       replayEventsPerSecond: replayResult.eventsPerSecond,
       latency,
+      heldWriter,
       live: liveResult,
       replay: replayResult,
       heldBackByOpenTransaction: heldResult,

@@ -26,7 +26,7 @@ const db = path.join(dir, "baton.db")
 const children: Array<ChildProcess> = []
 
 const baton = (args: ReadonlyArray<string>) => {
-  const child = spawn(process.execPath, [path.join(root, "bin/baton.js"), ...args, "--db", db], {
+  const child = spawn(process.execPath, [path.join(root, "dist/bin.js"), ...args, "--db", db], {
     cwd: root,
     stdio: ["ignore", "pipe", "pipe"]
   })
@@ -136,7 +136,7 @@ const main = async () => {
   const worker = baton(["worker", "--concurrency", "2"])
   const seen = async () => {
     for (;;) {
-      const status = spawn(process.execPath, [path.join(root, "bin/baton.js"), "status", "--json", "--db", db], {
+      const status = spawn(process.execPath, [path.join(root, "dist/bin.js"), "status", "--json", "--db", db], {
         cwd: root
       })
       let json = ""

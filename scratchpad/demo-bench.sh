@@ -18,7 +18,7 @@ for r in $(seq 1 "$repeats"); do
   else
     args=(--workers 0)
     for w in $(seq 1 "$mode"); do
-      node bin/baton.js worker --concurrency 8 > "/tmp/$tag.w$w.log" 2>&1 &
+      node dist/bin.js worker --concurrency 8 > "/tmp/$tag.w$w.log" 2>&1 &
       pids+=($!)
     done
     # Wait until every worker is up (migrations done, claiming).
@@ -26,7 +26,7 @@ for r in $(seq 1 "$repeats"); do
       until grep -q "Ctrl-C to stop" "/tmp/$tag.w$w.log" 2>/dev/null; do sleep 0.2; done
     done
   fi
-  node bin/baton.js demo "${args[@]}" ${DEMO_ARGS:-} > "/tmp/$tag.out" 2>&1
+  node dist/bin.js demo "${args[@]}" ${DEMO_ARGS:-} > "/tmp/$tag.out" 2>&1
   rate=$(grep -o "throughput *│ [0-9.]* docs/s" "/tmp/$tag.out" | grep -o "[0-9.]* docs/s")
   elapsed=$(grep -o "elapsed *│ [0-9.a-z]*" "/tmp/$tag.out" | awk '{print $3}')
   for p in "${pids[@]}"; do kill -INT "$p"; done

@@ -3,8 +3,9 @@
  *
  * Every subscriber reads the durable completions log after its own cursor; live channels (LISTEN/NOTIFY on Postgres,
  * in-process signals on SQLite) only tell it when to read again, so a lost wake-up costs latency, never an event.
- * Postgres reads in `(xid, seq)` order below the snapshot horizon, so a late-committing event is never overtaken
- * (docs/completion-backend.md). Filters compile to SQL or fail with `FilterUnsupported`. Retention (`prune`) advances a
+ * On Postgres each read delivers what committed since the previous one, whatever older transaction is still open, and
+ * a late-committing event (lower `seq`) when it commits: never skipped, never twice, never held back by an unrelated
+ * open transaction; cursors resume exactly (docs/completion-backend.md). Filters compile to SQL or fail with `FilterUnsupported`. Retention (`prune`) advances a
  * watermark; a resume point below it fails with `CursorExpired`.
  *
  * The statements live in the SQL layer (`internal/sql/completionBackend.ts`); this module builds the service from it.

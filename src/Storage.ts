@@ -17,8 +17,6 @@ import * as Reactivity from "@effect/experimental/Reactivity"
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqlClient from "@effect/sql/SqlClient"
 import { SqlError } from "@effect/sql/SqlError"
-import * as PgClient from "@effect/sql-pg/PgClient"
-import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -27,7 +25,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
-import * as Pg from "pg"
+import type * as Pg from "pg"
 import { pgMigrations } from "./internal/sql/migrations/pg.js"
 import { sqliteMigrations } from "./internal/sql/migrations/sqlite.js"
 
@@ -40,10 +38,28 @@ export class StorageError extends Schema.TaggedError<StorageError>()("StorageErr
   cause: Schema.optional(Schema.Defect)
 }) {}
 
+/**
+ * `pg` client settings (a subset of `pg.ClientConfig`, declared here so that an app's type-check does not need
+ * `@types/pg`).
+ */
+export interface PgClientConfig {
+  readonly connectionString?: string | undefined
+  readonly user?: string | undefined
+  readonly host?: string | undefined
+  readonly port?: number | undefined
+  readonly database?: string | undefined
+  readonly connectionTimeoutMillis?: number | undefined
+  readonly application_name?: string | undefined
+  /** Extra server options, e.g. `-c search_path=...`. */
+  readonly options?: string | undefined
+  /** `pg` custom type parsers (Baton's parse int8 as numbers). */
+  readonly types?: unknown
+}
+
 /** Connection settings of the Postgres backend, kept so other services can open dedicated connections. */
 export interface PgConnectionInfo {
   /** `pg` client config (connection string, search_path) for a dedicated connection such as LISTEN. */
-  readonly clientConfig: Pg.ClientConfig
+  readonly clientConfig: PgClientConfig
   /** The schema Baton's tables live in, if confined to one. */
   readonly schema: string | undefined
 }
@@ -96,12 +112,42 @@ const INT8_OID = 20
 
 // `pg` returns int8 as strings (a known defect for our purposes: sequence numbers and epoch-millisecond timestamps
 // fit comfortably in a double), so Baton's own pool parses them as numbers. xid8 stays a string.
-const pgTypes: Pg.CustomTypesConfig = {
+const makePgTypes = (pg: PgModule): Pg.CustomTypesConfig => ({
   getTypeParser: ((oid: number, format?: "text" | "binary") =>
     oid === INT8_OID && format !== "binary"
       ? (value: string) => Number(value)
-      : Pg.types.getTypeParser(oid, format as "text")) as Pg.CustomTypesConfig["getTypeParser"]
-}
+      : pg.types.getTypeParser(oid, format as "text")) as Pg.CustomTypesConfig["getTypeParser"]
+})
+
+type PgModule = typeof import("pg")
+
+/**
+ * The database drivers are optional peer dependencies, loaded only when their backend is built: an app that uses
+ * SQLite never loads `pg`, and a missing driver fails the layer with a `StorageError` naming what to install.
+ */
+const loadDriver = <A>(load: () => Promise<A>, packages: string, backend: string): Effect.Effect<A, StorageError> =>
+  Effect.tryPromise({
+    try: load,
+    catch: (cause) =>
+      new StorageError({
+        message: `the ${backend} backend needs ${packages}, which could not be loaded (${
+          cause instanceof Error ? cause.message.split("\n")[0] : String(cause)
+        }): npm install ${packages}`,
+        cause
+      })
+  })
+
+const loadPg = loadDriver(
+  () =>
+    Promise.all([import("@effect/sql-pg/PgClient"), import("pg")]).then(([client, pg]) => ({
+      PgClient: client,
+      pg: ((pg as unknown as { default?: PgModule }).default ?? pg) as PgModule
+    })),
+  "@effect/sql-pg pg",
+  "Postgres"
+)
+
+const loadSqlite = loadDriver(() => import("@effect/sql-sqlite-node/SqliteClient"), "@effect/sql-sqlite-node", "SQLite")
 
 /**
  * `@effect/sql`'s `withTransaction` turns a failed COMMIT or ROLLBACK into a defect (`Effect.orDie`). A connection
@@ -197,6 +243,8 @@ const connectionErrorMessage = (where: string, cause: unknown): string => {
 
 const makePg = (options: PgOptions) =>
   Effect.gen(function* () {
+    const { PgClient, pg: Pg } = yield* loadPg
+    const pgTypes = makePgTypes(Pg)
     const raw = Redacted.isRedacted(options.url) ? Redacted.value(options.url) : options.url
     const url = yield* parsePgUrl(raw)
     const where = describeUrl(url)
@@ -314,6 +362,7 @@ export const layerPgConfig: Layer.Layer<SqlClient.SqlClient | Storage, StorageEr
 
 const makeSqlite = (options: SqliteOptions) =>
   Effect.gen(function* () {
+    const SqliteClient = yield* loadSqlite
     const client = failedEndIsFailure(yield* SqliteClient.make({ filename: options.filename }))
     const busyMillis = Duration.toMillis(Duration.decode(options.busyTimeout ?? Duration.seconds(5)))
     yield* Effect.mapError(

@@ -199,6 +199,8 @@ export interface ClaimedTask {
   readonly leaseId: string
   readonly chordId: string | undefined
   readonly runId: string | undefined
+  /** The span context of the enqueue that created the task (its `Worker.execute` span continues that trace). */
+  readonly traceContext?: { readonly traceId: string; readonly spanId: string } | undefined
 }
 
 /** What to do with a failed attempt. */

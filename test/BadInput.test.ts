@@ -630,6 +630,8 @@ describe("bad inputs: the baton CLI", () => {
     () =>
       Effect.gen(function* () {
         const db = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "baton-bad-cli-")), "baton.db")
+        // An existing (empty) database: `export` only reads and refuses a database that does not exist.
+        fs.writeFileSync(db, "")
         const cases: ReadonlyArray<readonly [ReadonlyArray<string>, number, RegExp]> = [
           [["worker", "--db", db, "--concurrency", "0"], 2, /--concurrency must be from 1 to 1000/],
           [["worker", "--db", db, "--concurrency", "-5"], 2, /--concurrency must be from 1 to 1000/],

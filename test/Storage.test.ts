@@ -170,6 +170,8 @@ describe("Storage", () => {
         yield* sql`DROP INDEX baton_chords_deadline`
         yield* sql`ALTER TABLE baton_chords DROP COLUMN deadline_at`
         yield* sql`DELETE FROM baton_migrations WHERE name = 'chord_deadline'`
+        yield* sql`ALTER TABLE baton_tasks DROP COLUMN trace_context`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'trace_context'`
         yield* sql`DROP INDEX baton_chords_parent`
         yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_id`
         yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_index`

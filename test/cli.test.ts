@@ -1,5 +1,5 @@
 /**
- * The `baton` CLI end to end, spawned as a user runs it (`node bin/baton.js …`), on a temporary SQLite file (and on
+ * The `baton` CLI end to end, spawned as a user runs it (`node dist/bin.js …`), on a temporary SQLite file (and on
  * Postgres with separate `baton worker` processes when it is reachable):
  * - bad arguments exit 2 with one line on stderr; runtime errors exit 1 with one line, a stack trace only with
  *   `--verbose`;
@@ -83,6 +83,9 @@ describe("baton CLI", () => {
     assert.match(usage[0]!.stderr, /Invalid subcommand/)
     assert.match(usage[1]!.stderr, /Missing argument <dir>/)
 
+    // `export` only reads: it refuses a database that does not exist (test/cliOutput.test.ts); an empty file is an
+    // empty database.
+    fs.writeFileSync(env.BATON_DB, "")
     const [missingRun, missingDir, badPg, verbose] = await Promise.all([
       baton(["export", "nope"], env),
       baton(["run", "extract", "/nonexistent/baton"], env),

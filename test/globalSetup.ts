@@ -1,7 +1,11 @@
 /**
- * Checks once whether Postgres is reachable. Postgres suites run when it is, and are skipped LOUDLY when it is not
+ * Builds `dist/` when it is older than `src/` (the CLI tests spawn `dist/bin.js`, as a user runs it; the package test
+ * packs it). Checks once whether Postgres is reachable. Postgres suites run when it is, and are skipped LOUDLY when it is not
  * — unless BATON_REQUIRE_PG=1, which turns the skip into a failure (CI sets it).
  */
+import { execFileSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as path from "node:path"
 import pg from "pg"
 import type { TestProject } from "vitest/node"
 
@@ -50,7 +54,33 @@ const dropTestSchemas = async () => {
   }
 }
 
+const root = path.resolve(import.meta.dirname, "..")
+
+const newestMtime = (dir: string): number => {
+  let newest = 0
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const full = path.join(dir, entry.name)
+    newest = Math.max(newest, entry.isDirectory() ? newestMtime(full) : fs.statSync(full).mtimeMs)
+  }
+  return newest
+}
+
+/** `npm run build` (tsc -p tsconfig.build.json) unless dist/ is newer than every file under src/. */
+const buildWhenStale = () => {
+  const built = path.join(root, "dist", "bin.js")
+  const builtAt = fs.existsSync(built) ? fs.statSync(built).mtimeMs : 0
+  if (builtAt > newestMtime(path.join(root, "src"))) return
+  execFileSync(process.execPath, [path.join(root, "node_modules/typescript/bin/tsc"), "-p", "tsconfig.build.json"], {
+    cwd: root,
+    stdio: "inherit"
+  })
+  // tsc does not rewrite unchanged outputs: mark the build as fresh.
+  const now = new Date()
+  fs.utimesSync(built, now, now)
+}
+
 export default async function setup(project: TestProject) {
+  buildWhenStale()
   const ok = await reachable()
   if (!ok) {
     if (process.env.BATON_REQUIRE_PG === "1") {

@@ -14,12 +14,14 @@ import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as FiberRef from "effect/FiberRef"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { StorageError } from "../Storage.js"
 import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
 import * as Commands from "./commands.js"
 import { defaultMaxBytes, demoCorpus, directoryCorpus } from "./corpus.js"
@@ -27,8 +29,9 @@ import { describeCause, ExitCode } from "./errors.js"
 import { formats, subjects } from "./export.js"
 import { chooseStorage, describeStorage, type Services, servicesLayer, storageLayer } from "./layers.js"
 
-/** The package version shown by `--version`. */
-export const version = "0.1.0"
+import { version } from "./version.js"
+
+export { version }
 
 const db = Options.text("db").pipe(
   Options.withDescription("SQLite database file (default: $BATON_DB, else .baton/baton.db)"),
@@ -96,15 +99,94 @@ interface StorageOptions {
   readonly verbose: boolean
 }
 
+/** The global logging options (`--log-level`, `--log-format`), taken out of argv before @effect/cli parses it. */
+export interface LogSettings {
+  /** Explicit `--log-level`; otherwise Debug with `--verbose`, else Warning. */
+  readonly level: LogLevel.LogLevel | undefined
+  readonly format: "text" | "json"
+}
+
+const logLevels: Record<string, LogLevel.LogLevel> = {
+  all: LogLevel.All,
+  trace: LogLevel.Trace,
+  debug: LogLevel.Debug,
+  info: LogLevel.Info,
+  warning: LogLevel.Warning,
+  warn: LogLevel.Warning,
+  error: LogLevel.Error,
+  fatal: LogLevel.Fatal,
+  none: LogLevel.None
+}
+
+class LogOptionError extends Error {}
+
+/**
+ * Takes `--log-level LEVEL` and `--log-format text|json` (also `--opt=value`) out of argv wherever they stand —
+ * before or after the subcommand — so they are global options of every command.
+ */
+export const extractLogSettings = (
+  argv: ReadonlyArray<string>
+): { readonly argv: ReadonlyArray<string>; readonly settings: LogSettings } => {
+  const rest: Array<string> = []
+  let level: LogLevel.LogLevel | undefined
+  let format: "text" | "json" = "text"
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!
+    const match = /^--(log-level|log-format)(?:=(.*))?$/.exec(arg)
+    if (match === null || i < 2) {
+      rest.push(arg)
+      continue
+    }
+    const value = match[2] ?? argv[++i]
+    if (value === undefined) throw new LogOptionError(`--${match[1]} needs a value`)
+    if (match[1] === "log-level") {
+      level = logLevels[value.toLowerCase()]
+      if (level === undefined)
+        throw new LogOptionError(`--log-level must be one of ${Object.keys(logLevels).join(", ")} (got "${value}")`)
+    } else if (value === "text" || value === "json") {
+      format = value
+    } else {
+      throw new LogOptionError(`--log-format must be text or json (got "${value}")`)
+    }
+  }
+  return { argv: rest, settings: { level, format } }
+}
+
+const currentLogSettings = FiberRef.unsafeMake<LogSettings>({ level: undefined, format: "text" })
+
+// Logs go to stderr (stdout carries results: `baton export | ...` must not receive log lines).
+const stderrLogger = (format: LogSettings["format"]) => {
+  const formatter = format === "json" ? Logger.jsonLogger : Logger.logfmtLogger
+  return Logger.make<unknown, void>((entry) => {
+    process.stderr.write(formatter.log(entry) + "\n")
+  })
+}
+
+/** Read-only commands refuse a SQLite file that does not exist (instead of creating an empty database). */
+const requireExistingDb = (choice: ReturnType<typeof chooseStorage>) =>
+  choice._tag === "Sqlite" && choice.filename !== ":memory:" && !fs.existsSync(choice.filename)
+    ? Effect.fail(
+        new StorageError({
+          message: `no database at ${choice.filename} (give --db FILE or --database-url URL; nothing was created)`
+        })
+      )
+    : Effect.void
+
 /** Runs a command body with Baton's services on the chosen storage (scoped: workers stop before storage closes). */
 const withServices = <A, E>(
   options: StorageOptions,
-  body: (storage: string) => Effect.Effect<A, E, Services | Scope.Scope>
+  body: (storage: string) => Effect.Effect<A, E, Services | Scope.Scope>,
+  access: "read-only" | "read-write" = "read-write"
 ) => {
   const choice = chooseStorage(options)
-  return Effect.scoped(body(describeStorage(choice))).pipe(
-    Effect.provide(servicesLayer(storageLayer(choice))),
-    Logger.withMinimumLogLevel(options.verbose ? LogLevel.Debug : LogLevel.Error)
+  return Effect.flatMap(FiberRef.get(currentLogSettings), (settings) =>
+    Effect.zipRight(
+      access === "read-only" ? requireExistingDb(choice) : Effect.void,
+      Effect.scoped(body(describeStorage(choice))).pipe(Effect.provide(servicesLayer(storageLayer(choice))))
+    ).pipe(
+      Logger.withMinimumLogLevel(settings.level ?? (options.verbose ? LogLevel.Debug : LogLevel.Warning)),
+      Effect.provide(Logger.replace(Logger.defaultLogger, stderrLogger(settings.format)))
+    )
   )
 }
 
@@ -207,14 +289,18 @@ const worker = Command.make(
     )
   },
   (options) =>
-    withServices(options, (storageText) =>
-      Commands.worker({
-        concurrency: options.concurrency,
-        leaseSeconds: options.lease,
-        queues: options.queues,
-        tasks: options.tasks,
-        storage: storageText
-      })
+    // A --tasks module that cannot be loaded is refused before the storage opens.
+    Effect.zipRight(
+      Option.match(options.tasks, { onNone: () => Effect.void, onSome: Commands.loadTaskModule }),
+      withServices(options, (storageText) =>
+        Commands.worker({
+          concurrency: options.concurrency,
+          leaseSeconds: options.lease,
+          queues: options.queues,
+          tasks: options.tasks,
+          storage: storageText
+        })
+      )
     )
 ).pipe(Command.withDescription("Run a worker process until Ctrl-C (in-flight tasks finish or are handed back)"))
 
@@ -226,8 +312,10 @@ const status = Command.make(
     limit: positive("limit", 20, "Runs to show, newest first")
   },
   (options) =>
-    withServices(options, (storageText) =>
-      Commands.status({ json: options.json, limit: options.limit, storage: storageText })
+    withServices(
+      options,
+      (storageText) => Commands.status({ json: options.json, limit: options.limit, storage: storageText }),
+      "read-only"
     )
 ).pipe(Command.withDescription("Runs with progress, pending checkpoints, chords and tasks by state"))
 
@@ -244,8 +332,10 @@ const exportCommand = Command.make(
     out: Options.file("out").pipe(Options.withDescription("Write to this file instead of stdout"), Options.optional)
   },
   (options) =>
-    withServices(options, () =>
-      Commands.exportRun({ runId: options.runId, format: options.format, what: options.what, out: options.out })
+    withServices(
+      options,
+      () => Commands.exportRun({ runId: options.runId, format: options.format, what: options.what, out: options.out }),
+      "read-only"
     )
 ).pipe(Command.withDescription("Write a run's results as JSON Lines or CSV"))
 
@@ -271,13 +361,16 @@ const dashboard = Command.make(
     )
   },
   (options) =>
-    withServices(options, (storageText) =>
-      Commands.dashboard({
-        port: options.port,
-        host: options.host,
-        allowActions: options.allowActions,
-        storage: storageText
-      })
+    withServices(
+      options,
+      (storageText) =>
+        Commands.dashboard({
+          port: options.port,
+          host: options.host,
+          allowActions: options.allowActions,
+          storage: storageText
+        }),
+      "read-only"
     )
 ).pipe(Command.withDescription("Serve a live web dashboard of runs, checkpoints, chords and queues until Ctrl-C"))
 
@@ -308,7 +401,17 @@ const oneLineErrors = <A, E, R>(effect: Effect.Effect<A, E, R>) =>
 /** Parses `argv` (`[node, script, ...args]`), runs the command, prints any error as one line, returns the exit code. */
 export const main = (argv: ReadonlyArray<string>): Effect.Effect<number, never, CliApp.CliApp.Environment> => {
   const verboseFlag = argv.includes("--verbose")
-  return oneLineErrors(cli(argv)).pipe(
+  let parsed: ReturnType<typeof extractLogSettings>
+  try {
+    parsed = extractLogSettings(argv)
+  } catch (error) {
+    return Effect.sync(() => {
+      process.stderr.write(`baton: ${(error as Error).message}\n`)
+      return ExitCode.usage
+    })
+  }
+  return oneLineErrors(cli(parsed.argv)).pipe(
+    Effect.locally(currentLogSettings, parsed.settings),
     Effect.exit,
     Effect.flatMap((exit) => {
       if (Exit.isSuccess(exit)) return Effect.succeed(ExitCode.ok)

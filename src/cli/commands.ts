@@ -26,8 +26,12 @@ import type { Services } from "./layers.js"
 import * as BatchWorkflow from "../BatchWorkflow.js"
 import * as Task from "../Task.js"
 
-/** Writes to stdout. */
-export const write = (text: string): Effect.Effect<void> => Effect.sync(() => void process.stdout.write(text))
+/** Writes to stdout, waiting for the pipe to drain when its buffer is full (a slow reader slows the writer). */
+export const write = (text: string): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    if (process.stdout.write(text)) resume(Effect.void)
+    else process.stdout.once("drain", () => resume(Effect.void))
+  })
 /** Writes a line to stdout. */
 export const print = (line = ""): Effect.Effect<void> => write(line + "\n")
 /** Writes a line to stderr. */
@@ -245,6 +249,23 @@ export class TaskModuleError extends Data.TaggedError("TaskModuleError")<{ reado
 
 const isTask = Task.isTask
 
+let typeScriptRegistered = false
+
+/** A TypeScript `--tasks` module is loaded through tsx (a dev dependency of the app), registered once. */
+const registerTypeScript = (file: string) =>
+  Effect.tryPromise({
+    try: async () => {
+      if (typeScriptRegistered) return
+      const tsx = (await import("tsx/esm/api" as string)) as { register: () => unknown }
+      tsx.register()
+      typeScriptRegistered = true
+    },
+    catch: () =>
+      new TaskModuleError({
+        message: `--tasks: loading ${file} (TypeScript) needs tsx: npm install --save-dev tsx (or pass the compiled .js module)`
+      })
+  })
+
 /**
  * The Task definitions a module exports (each export that is a Task, or an array of Tasks; `default` too), for
  * `baton worker --tasks <module>`. Their handlers may use Baton's services (SqlClient, TaskQueue, ChordRegistry, ...)
@@ -254,6 +275,7 @@ export const loadTaskModule = (file: string): Effect.Effect<ReadonlyArray<Task.A
   Effect.gen(function* () {
     const resolved = path.resolve(file)
     if (!fs.existsSync(resolved)) return yield* new TaskModuleError({ message: `--tasks: no such file: ${file}` })
+    if (/\.[cm]?ts$/.test(resolved)) yield* registerTypeScript(file)
     const module = yield* Effect.tryPromise({
       try: () => import(pathToFileURL(resolved).href) as Promise<Record<string, unknown>>,
       catch: (cause) =>

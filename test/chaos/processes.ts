@@ -1,5 +1,5 @@
 /**
- * The OS processes of a chaos run: `baton` CLI processes (`node bin/baton.js …`, one process: a SIGKILL kills the
+ * The OS processes of a chaos run: `baton` CLI processes (`node dist/bin.js …`, one process: a SIGKILL kills the
  * program, not a wrapper) and producer scripts (node with tsx's loader). Each one's output is collected by line; the
  * runner waits for markers (with deadlines) and SIGKILLs them.
  */
@@ -7,7 +7,7 @@ import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
 
 export const root = path.resolve(import.meta.dirname, "../..")
-const bin = path.join(root, "bin/baton.js")
+const bin = path.join(root, "dist/bin.js")
 
 /** A child process and what it printed. */
 export interface Proc {

@@ -1,14 +1,14 @@
 /**
- * Child processes for tests that claim something about what a user runs — the real `baton` CLI (bin/baton.js,
+ * Child processes for tests that claim something about what a user runs — the real `baton` CLI (dist/bin.js,
  * `startCli`) or a TypeScript program such as an example's main (`startScript`): output captured, `waitFor` a line,
  * `done` with the exit code. Storage variables of the outer environment are cleared so each test chooses its own
- * storage. Also the seeded generator of random kill points (`seededRandom`).
+ * storage. Also the seeded generator of random kill points (`seededRandom`) and `exitOrKill`.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
 
 export const root = path.resolve(import.meta.dirname, "../..")
-export const bin = path.join(root, "bin/baton.js")
+export const bin = path.join(root, "dist/bin.js")
 
 export interface Result {
   readonly code: number | string

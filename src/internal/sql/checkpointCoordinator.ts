@@ -53,7 +53,11 @@ import { Storage } from "../../Storage.js"
 
 /** Options of the SQL coordinator. */
 export interface Options {
-  /** First delay between re-reads of a pending checkpoint's row while awaiting it (default 2 ms). */
+  /**
+   * First delay between re-reads of a pending checkpoint's row while awaiting it (default 2 ms; with a completion
+   * stream, `pollMax`: checkpoint events wake waiters, and the re-read is only a safety net, so an await on the happy
+   * path does not poll).
+   */
   readonly pollMin?: Duration.DurationInput | undefined
   /** Longest delay between re-reads (default 100 ms; 1 s with a completion stream, which wakes waiters itself). */
   readonly pollMax?: Duration.DurationInput | undefined
@@ -130,8 +134,11 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const completions = options.completions
   const asyncCreate = byDialect(storage.dialect, { pg: () => options.asyncCreate === true, sqlite: () => false })
   const cacheSize = Math.max(0, options.localCacheSize ?? 1_000)
-  const pollMin = Duration.decode(options.pollMin ?? Duration.millis(2))
   const pollMax = Duration.decode(options.pollMax ?? (completions !== undefined ? Duration.seconds(1) : "100 millis"))
+  const pollMin = Duration.min(
+    Duration.decode(options.pollMin ?? (completions !== undefined ? pollMax : Duration.millis(2))),
+    pollMax
+  )
   // Exponential from pollMin, capped at pollMax (union takes the shorter delay).
   const pollSchedule = Schedule.exponential(pollMin, 2).pipe(Schedule.union(Schedule.spaced(pollMax)))
 

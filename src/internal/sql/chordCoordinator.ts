@@ -49,7 +49,8 @@ export interface Options {
   readonly staleAfter?: Duration.DurationInput | undefined
   /**
    * How often awaited chords are re-read: from `min`, doubling to `max` while nothing changes. Defaults: 10 ms .. 250 ms
-   * without a CompletionBackend; 10 ms .. 2 s with one (events wake awaits; polling is the safety net).
+   * without a CompletionBackend; with one, `chord.*` events wake awaits and the re-read is only a safety net: every
+   * 2 s (`min` defaults to `max`), so an await on the happy path does not poll.
    */
   readonly pollInterval?: { readonly min?: Duration.DurationInput; readonly max?: Duration.DurationInput } | undefined
   /** Chords handled per reconciler query (default 100). */
@@ -121,9 +122,13 @@ export const makeCoordinator = (
     const reconcileEvery = Duration.decode(options.reconcileInterval ?? Duration.seconds(5))
     const staleMs = millis(options.staleAfter) ?? 60_000
     const batch = Math.max(1, options.reconcileBatch ?? 100)
-    const pollMin = Duration.decode(options.pollInterval?.min ?? Duration.millis(10))
     const pollMax = Duration.decode(
       options.pollInterval?.max ?? (Option.isSome(backend) ? Duration.seconds(2) : Duration.millis(250))
+    )
+    // With a completion stream, events wake awaits (not held back by open transactions on Postgres): no fast polling.
+    const pollMin = Duration.min(
+      Duration.decode(options.pollInterval?.min ?? (Option.isSome(backend) ? pollMax : Duration.millis(10))),
+      pollMax
     )
 
     // ---- watched chords: awaits and handles in this process --------------------------------------------------------

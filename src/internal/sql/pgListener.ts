@@ -36,7 +36,7 @@ import * as RcMap from "effect/RcMap"
 import * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
-import * as Pg from "pg"
+import type * as Pg from "pg"
 import type { PgConnectionInfo } from "../../Storage.js"
 
 /** What a subscriber of the shared listener sees. */
@@ -89,6 +89,12 @@ const describe = (cause: unknown): string =>
 
 const makeShared = (key: ListenerKey): Effect.Effect<Shared, never, Scope.Scope> =>
   Effect.gen(function* () {
+    // Loaded on first use (the Postgres storage layer loaded it already): `pg` is an optional peer dependency.
+    const Pg = yield* Effect.promise(() =>
+      import("pg").then(
+        (module) => ((module as unknown as { default?: typeof module }).default ?? module) as typeof import("pg")
+      )
+    )
     const hub = yield* PubSub.sliding<ListenEvent>(4096)
     const requests = yield* Queue.unbounded<Deferred.Deferred<boolean>>()
     const wanted = new Set<string>()
@@ -273,7 +279,7 @@ const keyOf = (info: PgConnectionInfo): ListenerKey => {
   // search_path does not matter to LISTEN: channel names carry the schema.
   const { options: _searchPath, ...rest } = config
   const applicationName = listenerApplicationName(info)
-  return new ListenerKey(`${target}\u0000${applicationName}`, applicationName, rest)
+  return new ListenerKey(`${target}\u0000${applicationName}`, applicationName, rest as Pg.ClientConfig)
 }
 
 /**

@@ -51,7 +51,8 @@ import {
   toClaimed,
   toDate,
   toInfo,
-  toInsertRow
+  toInsertRow,
+  currentTraceContext
 } from "./taskRows.js"
 import { onEnqueued, tasksChannel } from "./wakes.js"
 
@@ -79,12 +80,15 @@ export const make = Effect.gen(function* () {
     Effect.gen(function* () {
       if (requests.length === 0) return []
       const now = yield* Clock.currentTimeMillis
+      // The enqueue's span context travels with the task (only when a tracer is installed: nothing reads it
+      // otherwise), so the worker's `Worker.execute` span continues this trace.
+      const traceContext = yield* currentTraceContext
       // Every request is checked before anything is written: one bad request fails the whole batch.
       const rows: Array<InsertRow> = []
       for (const request of requests) {
         const checked = checkRequest(request)
         if (Either.isLeft(checked)) return yield* checked.left
-        rows.push({ ...toInsertRow({ ...request, payload: null }, now), payload: checked.right })
+        rows.push({ ...toInsertRow({ ...request, payload: null }, now, traceContext), payload: checked.right })
       }
       const insertAll = Effect.gen(function* () {
         const inserted = new Set<string>()

@@ -7,9 +7,12 @@
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type * as Statement from "@effect/sql/Statement"
+import * as Context from "effect/Context"
+import * as DefaultServices from "effect/DefaultServices"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Tracer from "effect/Tracer"
 import type { Dialect } from "../../Storage.js"
 import {
   type ClaimedTask,
@@ -51,12 +54,13 @@ export interface TaskRow {
   readonly updated_at: number
   readonly started_at: number | null
   readonly finished_at: number | null
+  readonly trace_context: string | null
 }
 
 // What a worker needs of a claimed task (fewer columns to send and parse than `*`, per task, on the hot path).
 export const claimedColumns = [
   ...["id", "name", "queue", "namespace", "payload", "priority", "attempts", "max_attempts", "timeout_ms"],
-  ...["backoff", "run_at", "lease_id", "chord_id", "run_id"]
+  ...["backoff", "run_at", "lease_id", "chord_id", "run_id", "trace_context"]
 ].join(", ")
 
 /** What the guarded transition to a terminal state returns (`FinishedTask`). */
@@ -132,7 +136,40 @@ export const toClaimed = (row: TaskRow): ClaimedTask => {
     backoff,
     leaseId: row.lease_id ?? "",
     chordId: row.chord_id ?? undefined,
-    runId: row.run_id ?? undefined
+    runId: row.run_id ?? undefined,
+    traceContext: decodeTraceContext(row.trace_context)
+  }
+}
+
+// Effect's default tracer: spans that go nowhere unless a tracer layer replaces it.
+const builtInTracer = Context.get(DefaultServices.liveServices, Tracer.Tracer)
+
+/**
+ * The current span's context as stored in `trace_context`, or null when there is no span or no tracer is installed
+ * (nothing would read it then).
+ */
+export const currentTraceContext: Effect.Effect<string | null> = Effect.flatMap(Effect.tracer, (tracer) =>
+  tracer === builtInTracer
+    ? Effect.succeed(null)
+    : Effect.map(Effect.option(Effect.currentSpan), Option.match({ onNone: () => null, onSome: encodeTraceContext }))
+)
+
+/**
+ * The producer's span context stored with a task (`trace_context`: `{"traceId":…,"spanId":…}`), so the worker's
+ * `Worker.execute` span continues the enqueue's trace.
+ */
+export const encodeTraceContext = (span: { readonly traceId: string; readonly spanId: string }): string =>
+  JSON.stringify({ traceId: span.traceId, spanId: span.spanId })
+
+const decodeTraceContext = (text: string | null | undefined): ClaimedTask["traceContext"] => {
+  if (text === null || text === undefined) return undefined
+  try {
+    const parsed = JSON.parse(text) as { traceId?: unknown; spanId?: unknown }
+    return typeof parsed.traceId === "string" && typeof parsed.spanId === "string"
+      ? { traceId: parsed.traceId, spanId: parsed.spanId }
+      : undefined
+  } catch {
+    return undefined
   }
 }
 
@@ -168,7 +205,8 @@ export const insertColumns = [
   "chord_index",
   "run_id",
   "created_at",
-  "updated_at"
+  "updated_at",
+  "trace_context"
 ] as const
 
 /** A new task row (encoded values, JSON text for payload, tags and backoff). */
@@ -192,10 +230,11 @@ export interface InsertRow {
   readonly run_id: string | null
   readonly created_at: number
   readonly updated_at: number
+  readonly trace_context: string | null
 }
 
 /** The defaults every new task gets: a fresh id, state pending, queue/namespace "default", 3 attempts, run now. */
-export const toInsertRow = (request: RawEnqueue, now: number): InsertRow => ({
+export const toInsertRow = (request: RawEnqueue, now: number, traceContext: string | null = null): InsertRow => ({
   id: crypto.randomUUID(),
   name: request.name,
   queue: request.queue ?? "default",
@@ -214,7 +253,8 @@ export const toInsertRow = (request: RawEnqueue, now: number): InsertRow => ({
   chord_index: request.chordIndex ?? null,
   run_id: request.runId ?? null,
   created_at: now,
-  updated_at: now
+  updated_at: now,
+  trace_context: traceContext
 })
 
 /** A new row as sent to Postgres: short keys (see `insertRows`), nulls and per-statement constants left out. */
@@ -236,6 +276,7 @@ const packRow = (row: InsertRow): Record<string, unknown> => {
   if (row.chord_id !== null) packed.c = row.chord_id
   if (row.chord_index !== null) packed.x = row.chord_index
   if (row.run_id !== null) packed.u = row.run_id
+  if (row.trace_context !== null) packed.o = row.trace_context
   return packed
 }
 
@@ -253,7 +294,7 @@ export const makeInsertTasks = (sql: SqlClient.SqlClient, dialect: Dialect, chan
       const channel = tasksChannel(channelPrefix)
       // In the order of the SELECT list below.
       const pgColumns = sql`(id, name, queue, namespace, tags, payload, state, priority, attempts, max_attempts, timeout_ms,
-        backoff, run_at, idempotency_key, chord_id, chord_index, run_id, created_at, updated_at)`
+        backoff, run_at, idempotency_key, chord_id, chord_index, run_id, created_at, updated_at, trace_context)`
       return (rows) => {
         // Without an idempotency key nothing can conflict (ids are random UUIDs): a plain INSERT, without the
         // speculative insertion of ON CONFLICT and without sending the ids back, is measurably cheaper per row.
@@ -263,9 +304,9 @@ export const makeInsertTasks = (sql: SqlClient.SqlClient, dialect: Dialect, chan
         // time, so its size matters (measured: half the bytes, about a third less time per chunk than whole rows).
         const json = JSON.stringify(rows.map(packRow))
         const now = rows[0]!.created_at
-        const select = sql`SELECT i, n, q, s, g, p, 'pending', r, 0, m, t, b, a, k, c, x, u, ${now}::bigint, ${now}::bigint
+        const select = sql`SELECT i, n, q, s, g, p, 'pending', r, 0, m, t, b, a, k, c, x, u, ${now}::bigint, ${now}::bigint, o
           FROM json_to_recordset(${json}::json) AS v(i text, n text, q text, s text, g text, p text, r integer,
-            m integer, t integer, b text, a bigint, k text, c text, x integer, u text)`
+            m integer, t integer, b text, a bigint, k text, c text, x integer, u text, o text)`
         if (!keyed) {
           const queues = JSON.stringify([...new Set(rows.map((row) => row.queue))])
           return sql`WITH ins AS (INSERT INTO baton_tasks ${pgColumns} ${select})

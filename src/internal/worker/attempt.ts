@@ -24,11 +24,12 @@ import * as HashMap from "effect/HashMap"
 import * as ParseResult from "effect/ParseResult"
 import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
+import * as Tracer from "effect/Tracer"
 import * as Task from "../../Task.js"
 import type { ClaimedTask, FailureDisposition, TaskError, TaskQueue } from "../../TaskQueue.js"
 import * as GroupCommit from "./groupCommit.js"
 import * as LocalQueue from "./localQueue.js"
-import type { Outcomes } from "./outcomes.js"
+import * as Outcomes from "./outcomes.js"
 
 /** Delay before retry number `attempt` (1-based) with exponential backoff, computed with `Schedule`. */
 export const retryDelay = (
@@ -52,7 +53,7 @@ export interface AttemptContext {
   readonly spans: boolean
   readonly local: LocalQueue.LocalQueue
   readonly completions: GroupCommit.Completions
-  readonly outcomes: Outcomes
+  readonly outcomes: Outcomes.Outcomes
 }
 
 /**
@@ -91,7 +92,10 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
       }
       const accepted = yield* queue.fail(task.id, task.leaseId, error, disposition)
       if (!accepted) yield* Effect.logWarning("failure refused: the task's lease is no longer held")
-      else yield* outcomes.record(disposition._tag.toLowerCase())
+      else {
+        yield* outcomes.record(disposition._tag.toLowerCase())
+        if (disposition._tag !== "Retry") yield* Outcomes.logTerminalFailure(task, disposition._tag, error)
+      }
       yield* Effect.logDebug("task attempt failed", { kind: error.kind, disposition: disposition._tag })
     }).pipe(
       Effect.catchAll((error) =>
@@ -249,9 +253,19 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
       return Effect.zipRight(enter, body).pipe(Effect.onExit((exit) => Effect.zipRight(settle(exit), restore)))
     })
     if (spans) {
+      // A child of the span that enqueued the task (stored with it), so one trace shows producer and execution.
       effect = Effect.withSpan(effect, "Worker.execute", {
         attributes: { taskId: task.id, task: task.name, attempt: task.attempt },
-        captureStackTrace: false
+        captureStackTrace: false,
+        ...(task.traceContext === undefined
+          ? {}
+          : {
+              parent: Tracer.externalSpan({
+                traceId: task.traceContext.traceId,
+                spanId: task.traceContext.spanId,
+                sampled: true
+              })
+            })
       })
     }
     return effect

@@ -13,6 +13,30 @@ export const tasksProcessed = Metric.counter("baton_worker_tasks_processed_total
   description: "Task attempts whose outcome a worker recorded"
 })
 
+/**
+ * The one warning a task that ends in failure logs (at the default level): out of attempts (`dead`) or failed
+ * permanently (`failed`: unknown task, undecodable payload). Carries the task's id, name, attempt and error.
+ */
+export const logTerminalFailure = (
+  task: { readonly id: string; readonly name: string; readonly attempt: number },
+  disposition: "Dead" | "Failed",
+  error: { readonly kind: string; readonly message: string }
+): Effect.Effect<void> =>
+  Effect.logWarning(
+    disposition === "Dead"
+      ? `task ${task.name} ${task.id} is dead after ${task.attempt} attempts: ${error.message}`
+      : `task ${task.name} ${task.id} failed permanently: ${error.message}`
+  ).pipe(
+    Effect.annotateLogs({
+      taskId: task.id,
+      task: task.name,
+      attempt: task.attempt,
+      outcome: disposition.toLowerCase(),
+      errorKind: error.kind,
+      error: error.message
+    })
+  )
+
 /** One worker's outcome counts. */
 export interface Outcomes {
   /** Outcomes recorded so far (succeeded, failed, dead, retried). */
