@@ -28,7 +28,8 @@ const scenarios: Record<string, () => Promise<Scenario>> = {
   "chord-fanin": async () => (await import("./scenarios/chord-fanin.js")).run,
   checkpoints: async () => (await import("./scenarios/checkpoints.js")).run,
   "completion-stream": async () => (await import("./scenarios/wrapped.js")).completionStream,
-  memory: async () => (await import("./scenarios/wrapped.js")).memory
+  memory: async () => (await import("./scenarios/wrapped.js")).memory,
+  faults: async () => (await import("./scenarios/faults.js")).run
 }
 
 const args = process.argv.slice(2)

@@ -50,7 +50,8 @@ const program = Effect.gen(function* () {
       spans: false,
       local,
       completions,
-      outcomes
+      outcomes,
+      leaseMs: 30_000
     })
     const tasks = Array.from({ length: n }, (_, i) => task(i))
     let taken = 0

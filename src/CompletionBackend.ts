@@ -28,11 +28,14 @@ import type * as Stream from "effect/Stream"
 import { type InvalidInput, TaskId } from "./TaskQueue.js"
 
 /**
- * What a log row records. `task`: a task reached a terminal state. The chord and checkpoint modules append the
- * others (in the transaction that decides them).
+ * What a log row records. `task`: a task reached a terminal state. `task.progress`: a running task's handler reported
+ * progress (`TaskContext.progress`; outcome `running`, with `progress` and `message`; not a completion: filter with
+ * `kinds: ["task"]` to see completions only). The chord and checkpoint modules append the others (in the
+ * transaction that decides them).
  */
 export const CompletionKind = Schema.Literal(
   "task",
+  "task.progress",
   "chord.completed",
   "chord.failed",
   "chord.callback.enqueued",
@@ -43,9 +46,10 @@ export const CompletionKind = Schema.Literal(
 export type CompletionKind = typeof CompletionKind.Type
 
 /**
- * How it ended. Tasks use all four; chord and checkpoint kinds use `succeeded` or `failed`.
+ * How it ended. Tasks use the first four; chord and checkpoint kinds use `succeeded` or `failed`; `task.progress`
+ * events (the task is still running) use `running`.
  */
-export const CompletionOutcome = Schema.Literal("succeeded", "failed", "dead", "cancelled")
+export const CompletionOutcome = Schema.Literal("succeeded", "failed", "dead", "cancelled", "running")
 /** How it ended. */
 export type CompletionOutcome = typeof CompletionOutcome.Type
 
@@ -72,6 +76,10 @@ export const CompletionEvent = Schema.Struct({
   outcome: CompletionOutcome,
   chordId: Schema.optional(Schema.String),
   runId: Schema.optional(Schema.String),
+  /** `task.progress` only: the reported fraction, 0 to 1. */
+  progress: Schema.optional(Schema.Number),
+  /** `task.progress` only: the reported message, if any. */
+  message: Schema.optional(Schema.String),
   /** When the state change was recorded (encoded as epoch milliseconds). */
   at: Schema.DateFromNumber
 })

@@ -23,6 +23,7 @@ import type * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import type { ChordId, ChordState } from "./ChordRegistry.js"
 import type { CompletionOutcome } from "./CompletionBackend.js"
+import type { WorkerInfo } from "./TaskQueue.js"
 
 /**
  * A stored checkpoint's state.
@@ -99,6 +100,32 @@ export interface CompletionCount {
 }
 
 /**
+ * The unfinished tasks (pending or running) of one run in one queue.
+ *
+ * @category models
+ */
+export interface RunWork {
+  readonly runId: string
+  readonly queue: string
+  readonly pending: number
+  readonly running: number
+}
+
+/**
+ * Whether the database's schema is what this code expects: every Baton migration it knows is applied.
+ *
+ * @category models
+ */
+export interface SchemaStatus {
+  /** True when no known migration is missing. */
+  readonly current: boolean
+  /** Names of the applied migrations this code knows, in order. */
+  readonly applied: ReadonlyArray<string>
+  /** Names of the known migrations not applied. */
+  readonly missing: ReadonlyArray<string>
+}
+
+/**
  * A page request.
  *
  * @category models
@@ -136,5 +163,11 @@ export class ReadModel extends Context.Tag("baton/ReadModel")<
       readonly since: Date
       readonly recentSince: Date
     }) => Effect.Effect<ReadonlyArray<CompletionCount>, SqlError>
+    /** The live workers (registered by `Worker.run`, heartbeat not expired), oldest first. */
+    readonly workers: Effect.Effect<ReadonlyArray<WorkerInfo>, SqlError>
+    /** Pending and running tasks of these runs, per run and queue (a run with none is absent). */
+    readonly runWork: (runIds: ReadonlyArray<string>) => Effect.Effect<ReadonlyArray<RunWork>, SqlError>
+    /** Which of Baton's migrations are applied (`/healthz`); fails only if the database cannot be read. */
+    readonly schemaStatus: Effect.Effect<SchemaStatus, SqlError>
   }
 >() {}

@@ -15,7 +15,7 @@
 import * as Context from "effect/Context"
 import { dual } from "effect/Function"
 import type * as Duration from "effect/Duration"
-import type * as Effect from "effect/Effect"
+import * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import * as Validate from "./internal/validate.js"
 
@@ -53,8 +53,20 @@ export class TaskContext extends Context.Tag("baton/TaskContext")<
     readonly maxAttempts: number
     readonly chordId: string | undefined
     readonly runId: string | undefined
+    /**
+     * Reports progress: `value` a fraction from 0 to 1 (0.42 is 42 %; clamped, a non-finite value counts as 0) and an
+     * optional short message (cut to 200 characters). Stored on the task (`TaskInfo.progress`) and emitted as a
+     * `task.progress` completion event. Never fails and never waits for the database: writes are throttled per task
+     * (at most one per `Worker` option `progressInterval`, default 100 ms; the last value wins), and the last value
+     * reported is written before the attempt's outcome is recorded.
+     */
+    readonly progress: (value: number, message?: string | undefined) => Effect.Effect<void>
   }
 >() {}
+
+/** Reports the running task's progress (a fraction 0..1 and an optional message): `TaskContext.progress`. */
+export const progress = (value: number, message?: string | undefined): Effect.Effect<void, never, TaskContext> =>
+  Effect.flatMap(TaskContext, (context) => context.progress(value, message))
 
 /**
  * What producers and workers agree on about a task: its name, its Schemas and its default options. Both a

@@ -10,16 +10,23 @@
  * - Execution is at-least-once: a lease can expire while a handler still runs. Completions are guarded by the
  *   lease token, so the second completion of a task that ran twice is refused and nothing counts twice.
  *
+ * - `await(id)`, `awaitResult(task, id)` and `awaitAll(ids)` (module functions) wait for tasks from any process,
+ *   driven by the completion stream (subscribe, then read, then wait: no lost wake-up, no polling); a task that ends
+ *   failed, dead or cancelled is a typed `TaskFailed`.
+ *
  * The implementation on `@effect/sql` (Postgres, SQLite file, SQLite memory) is in `SqlTaskQueue`.
  *
  * @since 0.1.0
  */
 import type { SqlError } from "@effect/sql/SqlError"
+import * as Chunk from "effect/Chunk"
 import * as Context from "effect/Context"
-import type * as Effect from "effect/Effect"
-import type * as Option from "effect/Option"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import type * as Stream from "effect/Stream"
+import * as Stream from "effect/Stream"
+import type { CompletionBackend, StreamError, SubscribeError } from "./CompletionBackend.js"
 import * as Validate from "./internal/validate.js"
 import type * as Task from "./Task.js"
 
@@ -83,6 +90,43 @@ export interface TaskInfo {
   readonly updatedAt: Date
   readonly startedAt: Date | undefined
   readonly finishedAt: Date | undefined
+  /** The last progress its handler reported (`TaskContext.progress`), kept after the task ends; none if never. */
+  readonly progress: TaskProgress | undefined
+}
+
+/** Progress reported by a running handler: a fraction 0..1 (0.42 is 42 %) and an optional short message. */
+export interface TaskProgress {
+  /** 0 to 1. */
+  readonly value: number
+  readonly message: string | undefined
+  /** When it was recorded. */
+  readonly at: Date
+}
+
+/** A live worker as it registered itself (`Worker.run`) and last heart-beat. */
+export interface WorkerInfo {
+  readonly id: string
+  readonly host: string
+  readonly pid: number
+  readonly queues: ReadonlyArray<string>
+  readonly concurrency: number
+  readonly startedAt: Date
+  readonly lastHeartbeat: Date
+  /** Without a heartbeat until then, the worker is gone (crashed, frozen or cut off from the database). */
+  readonly expiresAt: Date
+  /** Tasks it held (running or buffered) at its last heartbeat. */
+  readonly tasksInHand: number
+}
+
+/** What a worker records about itself when it starts. */
+export interface WorkerRegistration {
+  readonly id: string
+  readonly host: string
+  readonly pid: number
+  readonly queues: ReadonlyArray<string>
+  readonly concurrency: number
+  /** Considered gone this long after its last heartbeat. */
+  readonly ttlMs: number
 }
 
 /** Filters of `list`; every given field must match. */
@@ -227,6 +271,8 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
     ) => Effect.Effect<ReadonlyArray<TaskId>, InvalidPayload | InvalidInput | SqlError>
     /** Reads a task. */
     readonly get: (taskId: string) => Effect.Effect<TaskInfo, TaskNotFound | SqlError>
+    /** Reads many tasks (in chunks of 1,000 ids, no order); ids with no task are absent from the result. */
+    readonly getMany: (taskIds: Iterable<string>) => Effect.Effect<ReadonlyArray<TaskInfo>, SqlError>
     /** Reads a task's result decoded with the task's success Schema (None unless it succeeded). */
     readonly result: <T extends Task.Any>(
       task: T,
@@ -249,13 +295,19 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
     /** Number of tasks per state (all queues). */
     readonly counts: Effect.Effect<Readonly<Record<TaskState, number>>, SqlError>
 
-    /** Worker side: claims up to `limit` runnable tasks under one new lease. */
+    /**
+     * Worker side: claims up to `limit` runnable tasks under one new lease (`leaseId`, or a random one). A worker that
+     * picks the lease id can find a claim whose reply was lost with `claimed`.
+     */
     readonly claim: (options: {
       readonly queues: ReadonlyArray<string>
       readonly limit: number
       readonly leaseMs: number
       readonly workerId: string
+      readonly leaseId?: string | undefined
     }) => Effect.Effect<ReadonlyArray<ClaimedTask>, SqlError>
+    /** Worker side: the tasks still running under `leaseId` (recovers a committed claim whose reply was lost). */
+    readonly claimed: (leaseId: string) => Effect.Effect<ReadonlyArray<ClaimedTask>, SqlError>
     /** Worker side: extends the given leases; returns the ids of tasks whose lease is still held. */
     readonly heartbeat: (
       leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>,
@@ -283,9 +335,175 @@ export class TaskQueue extends Context.Tag("baton/TaskQueue")<
     ) => Effect.Effect<boolean, SqlError>
     /** Worker side: hands a running task back to the queue (shutdown), not counting the attempt. */
     readonly release: (id: string, leaseId: string, error: TaskError) => Effect.Effect<boolean, SqlError>
+    /**
+     * Worker side: records a running task's progress (`value` 0..1, clamped; `message` cut to 200 characters) and
+     * appends a `task.progress` event, in one transaction; false if the lease guard refused it (not running).
+     */
+    readonly progress: (
+      id: string,
+      leaseId: string,
+      value: number,
+      message: string | undefined
+    ) => Effect.Effect<boolean, SqlError>
+    /** Worker side: registers (or re-registers) a live worker; rows of workers gone for an hour are deleted. */
+    readonly registerWorker: (worker: WorkerRegistration) => Effect.Effect<void, SqlError>
+    /** Worker side: a worker's heartbeat (keeps it alive for `ttlMs` more); false if its row was gone (re-register). */
+    readonly heartbeatWorker: (id: string, tasksInHand: number, ttlMs: number) => Effect.Effect<boolean, SqlError>
+    /** Worker side: removes a worker at graceful shutdown. */
+    readonly deregisterWorker: (id: string) => Effect.Effect<void, SqlError>
+    /** The live workers (heartbeat not expired), oldest first. */
+    readonly workers: Effect.Effect<ReadonlyArray<WorkerInfo>, SqlError>
     /** Reconciler: returns tasks whose lease expired to the queue (or kills them if out of attempts). */
     readonly reclaimExpired: Effect.Effect<number, SqlError>
     /** Signals that work may be available on a queue (in-process enqueues; NOTIFY on Postgres). */
     readonly wakeups: Stream.Stream<string>
   }
 >() {}
+
+/**
+ * An awaited task ended without succeeding: `failed` (permanently, e.g. a bad payload), `dead` (retries exhausted) or
+ * `cancelled`. `error` is the recorded error of its last attempt (absent only if none was recorded).
+ */
+export class TaskFailed extends Schema.TaggedError<TaskFailed>()("TaskFailed", {
+  taskId: Schema.String,
+  taskName: Schema.String,
+  state: Schema.Literal("failed", "dead", "cancelled"),
+  error: Schema.optional(TaskError)
+}) {
+  override get message(): string {
+    return (
+      `task ${this.taskId} (${this.taskName}) ended ${this.state}` +
+      (this.error === undefined ? "" : `: ${this.error.message}`)
+    )
+  }
+}
+
+/** What waiting on tasks can fail with besides the tasks' own outcome: the subscription or a read failed. */
+export type AwaitError = SubscribeError | StreamError | SqlError
+
+/** How one awaited task ended: its `TaskInfo` if it succeeded, else `TaskFailed` (or `TaskNotFound`). */
+export type AwaitExit = Exit.Exit<TaskInfo, TaskFailed | TaskNotFound>
+
+// The CompletionBackend tag by its key: `CompletionBackend.ts` imports this module's schemas at load time, so a value
+// import of it here would be circular. Tags with the same key are the same service.
+const Completions = Context.GenericTag<CompletionBackend, CompletionBackend["Type"]>("baton/CompletionBackend")
+
+const settled = (info: TaskInfo): AwaitExit | undefined => {
+  switch (info.state) {
+    case "succeeded":
+      return Exit.succeed(info)
+    case "failed":
+    case "dead":
+    case "cancelled":
+      return Exit.fail(
+        new TaskFailed({
+          taskId: info.id,
+          taskName: info.name,
+          state: info.state,
+          ...(Option.isSome(info.error) ? { error: info.error.value } : {})
+        })
+      )
+    default:
+      return undefined
+  }
+}
+
+/**
+ * Waits for every id with one subscription: subscribe first, then read the current states (a completion that commits
+ * between the two is delivered by the subscription, so none is lost), then wait on the completion stream, re-reading
+ * (in one query per delivered chunk) only the tasks its events name. No polling.
+ */
+const waitAll = (
+  taskIds: ReadonlyArray<string>,
+  taskName?: string | undefined
+): Effect.Effect<ReadonlyMap<string, AwaitExit>, AwaitError, TaskQueue | CompletionBackend> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const queue = yield* TaskQueue
+      const backend = yield* Completions
+      const events = yield* backend.subscribe({
+        filter: taskName === undefined ? { kinds: ["task"] } : { kinds: ["task"], taskName }
+      })
+      const results = new Map<string, AwaitExit>()
+      const pending = new Set(taskIds)
+      const absorb = (infos: ReadonlyArray<TaskInfo>) => {
+        for (const info of infos) {
+          const exit = settled(info)
+          if (exit !== undefined && pending.delete(info.id)) results.set(info.id, exit)
+        }
+      }
+      const current = yield* queue.getMany(pending)
+      const found = new Set<string>(current.map((info) => info.id))
+      absorb(current)
+      for (const id of [...pending]) {
+        if (!found.has(id)) {
+          pending.delete(id)
+          results.set(id, Exit.fail(new TaskNotFound({ taskId: id })))
+        }
+      }
+      if (pending.size === 0) return results
+      yield* events.pipe(
+        Stream.mapChunksEffect((chunk) => {
+          const named = new Set<string>()
+          for (const event of chunk) {
+            if (event.taskId !== undefined && pending.has(event.taskId)) named.add(event.taskId)
+          }
+          if (named.size === 0) return Effect.succeed(Chunk.empty<number>())
+          // Re-read rather than trust the event: the row has the result and error (and a task retried since is
+          // waited for again).
+          return Effect.map(queue.getMany(named), (infos) => {
+            absorb(infos)
+            return Chunk.of(pending.size)
+          })
+        }),
+        Stream.takeUntil((left) => left === 0),
+        Stream.runDrain
+      )
+      return results
+    })
+  )
+
+/**
+ * Waits until the task is terminal, driven by the completion stream (no polling), from any process: succeeds with
+ * its `TaskInfo` (`result` encoded) if it succeeded, fails with `TaskFailed` if it ended failed, dead or cancelled,
+ * and with `TaskNotFound` if there is no such task. Needs `TaskQueue` and `CompletionBackend` (`Baton.layer*`).
+ */
+const await_ = (
+  taskId: string
+): Effect.Effect<TaskInfo, TaskFailed | TaskNotFound | AwaitError, TaskQueue | CompletionBackend> =>
+  Effect.flatMap(waitAll([taskId]), (results) => results.get(taskId)!).pipe(
+    Effect.withSpan("TaskQueue.await", { attributes: { taskId } })
+  )
+
+export { await_ as await }
+
+/**
+ * `await` with the result decoded by the task's success Schema (a stored result that does not decode is a defect):
+ * the typed way for a producer to wait for a task it enqueued, e.g.
+ * `TaskQueue.awaitResult(Resize, yield* queue.enqueue(Resize, payload))`.
+ */
+export const awaitResult = <T extends Task.Any>(
+  task: T,
+  taskId: string
+): Effect.Effect<Task.Success<T>, TaskFailed | TaskNotFound | AwaitError, TaskQueue | CompletionBackend> =>
+  Effect.flatMap(waitAll([taskId], task.name), (results) => results.get(taskId)!).pipe(
+    Effect.flatMap((info) =>
+      Schema.decodeUnknown(task.success as Schema.Schema<Task.Success<T>, unknown>)(Option.getOrUndefined(info.result))
+    ),
+    Effect.catchTag("ParseError", Effect.die),
+    Effect.withSpan("TaskQueue.awaitResult", { attributes: { taskId, task: task.name } })
+  )
+
+/**
+ * Waits until every task is terminal, with ONE subscription however many ids (tested with 10,000): an `Exit` per id,
+ * in input order — `Exit.succeed(info)` for a success, `Exit.fail(TaskFailed)` or `Exit.fail(TaskNotFound)`
+ * otherwise. Fails only if the subscription or a read fails.
+ */
+export const awaitAll = (
+  taskIds: Iterable<string>
+): Effect.Effect<ReadonlyArray<AwaitExit>, AwaitError, TaskQueue | CompletionBackend> => {
+  const ids = [...taskIds]
+  return Effect.map(waitAll(ids), (results) => ids.map((id) => results.get(id)!)).pipe(
+    Effect.withSpan("TaskQueue.awaitAll", { attributes: { count: ids.length } })
+  )
+}

@@ -29,6 +29,7 @@ import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Ref from "effect/Ref"
+import * as Os from "node:os"
 import type * as Scope from "effect/Scope"
 import * as Tracer from "effect/Tracer"
 import * as Attempt from "./internal/worker/attempt.js"
@@ -84,8 +85,13 @@ export interface WorkerOptions<Tasks extends ReadonlyArray<Task.AnyTask>> {
    * pass is skipped while a `Reconciler` running in this process has that step (`Baton.layer*` run one).
    */
   readonly reclaimInterval?: Duration.DurationInput | undefined
-  /** An id for logs, recorded on the tasks this worker claims (default random). */
+  /** An id for logs, recorded on the tasks this worker claims and in the live-workers table (default random). */
   readonly workerId?: string | undefined
+  /**
+   * Least time between two progress writes of one task (`TaskContext.progress`; default 100 ms): a handler reporting
+   * more often has only its latest value written, at most once per interval.
+   */
+  readonly progressInterval?: Duration.DurationInput | undefined
 }
 
 /**
@@ -149,10 +155,37 @@ export const run = <const Tasks extends ReadonlyArray<Task.AnyTask>>(
     const completions = yield* GroupCommit.make(concurrency)
     const leaseWrites = yield* Effect.makeSemaphore(1)
     const running = yield* FiberSet.make<void, never>()
-    const execute = Attempt.make({ queue, registry, workerId, spans, local, completions, outcomes })
+    const execute = Attempt.make({
+      queue,
+      registry,
+      workerId,
+      spans,
+      local,
+      completions,
+      outcomes,
+      leaseMs: settings.leaseMs,
+      progressMs: settings.progressMs
+    })
+
+    // Live workers: registered now, kept alive by the heartbeat below, removed at graceful shutdown (the last
+    // finalizer to run, after the group commit's flush), gone for readers once `leaseMs` passes without a heartbeat.
+    const presence: Lifecycle.Presence = {
+      registration: {
+        id: workerId,
+        host: Os.hostname(),
+        pid: process.pid,
+        queues,
+        concurrency,
+        ttlMs: settings.leaseMs
+      }
+    }
+    yield* Lifecycle.register(queue, presence)
+    yield* Effect.addFinalizer(() => annotate(Lifecycle.deregister(queue, presence)))
 
     // Finalizers run in reverse order: the last one added (shutdown) runs first, while the group commit still runs.
-    yield* Effect.forkScoped(annotate(GroupCommit.run({ queue, completions, local, leaseWrites, outcomes })))
+    yield* Effect.forkScoped(
+      annotate(GroupCommit.run({ queue, completions, local, leaseWrites, outcomes, leaseMs: settings.leaseMs }))
+    )
     yield* Effect.forkScoped(
       annotate(
         Lifecycle.heartbeat({
@@ -160,7 +193,8 @@ export const run = <const Tasks extends ReadonlyArray<Task.AnyTask>>(
           local,
           leaseWrites,
           leaseMs: settings.leaseMs,
-          heartbeatMs: settings.heartbeatMs
+          heartbeatMs: settings.heartbeatMs,
+          presence
         })
       )
     )
@@ -278,7 +312,8 @@ const checkOptions = (options: WorkerOptions<ReadonlyArray<Task.AnyTask>>) =>
     }
     const graceMs = yield* ms("shutdownGracePeriod", options.shutdownGracePeriod, 10_000, 0)
     const reclaimMs = yield* ms("reclaimInterval", options.reclaimInterval, 5000, 0)
-    return { concurrency, prefetch, leaseMs, heartbeatMs, pollMinMs, pollMaxMs, graceMs, reclaimMs }
+    const progressMs = yield* ms("progressInterval", options.progressInterval, 100, 0)
+    return { concurrency, prefetch, leaseMs, heartbeatMs, pollMinMs, pollMaxMs, graceMs, reclaimMs, progressMs }
   })
 
 /**

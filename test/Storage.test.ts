@@ -172,6 +172,10 @@ describe("Storage", () => {
         yield* sql`DELETE FROM baton_migrations WHERE name = 'chord_deadline'`
         yield* sql`ALTER TABLE baton_tasks DROP COLUMN trace_context`
         yield* sql`DELETE FROM baton_migrations WHERE name = 'trace_context'`
+        yield* sql`DROP TABLE baton_workers`
+        yield* sql`ALTER TABLE baton_tasks DROP COLUMN progress, DROP COLUMN progress_message, DROP COLUMN progress_at`
+        yield* sql`ALTER TABLE baton_completions DROP COLUMN progress, DROP COLUMN progress_message`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'progress_workers'`
         yield* sql`DROP INDEX baton_chords_parent`
         yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_id`
         yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_index`

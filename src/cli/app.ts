@@ -286,6 +286,18 @@ const worker = Command.make(
         "A module (.ts or .js) whose exported Task definitions this worker runs besides the workflow's"
       ),
       Options.optional
+    ),
+    metricsPort: Options.integer("metrics-port").pipe(
+      Options.withDescription("Serve /healthz and /metrics (Prometheus) on this port (0: any free port)"),
+      Options.filterMap(
+        (n) => (n >= 0 && n <= 65535 ? Option.some(n) : Option.none()),
+        "--metrics-port must be 0 to 65535"
+      ),
+      Options.optional
+    ),
+    metricsHost: Options.text("metrics-host").pipe(
+      Options.withDescription("Interface for --metrics-port (default 127.0.0.1; 0.0.0.0 for a remote scraper)"),
+      Options.withDefault("127.0.0.1")
     )
   },
   (options) =>
@@ -298,6 +310,7 @@ const worker = Command.make(
           leaseSeconds: options.lease,
           queues: options.queues,
           tasks: options.tasks,
+          metrics: Option.map(options.metricsPort, (port) => ({ port, host: options.metricsHost })),
           storage: storageText
         })
       )

@@ -17,6 +17,7 @@ import { ReadModel } from "../ReadModel.js"
 import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
 import { type Run, RunService, RunStateConflict } from "../RunService.js"
 import { type InvalidInput, TaskQueue } from "../TaskQueue.js"
+import * as Observability from "../Observability.js"
 import * as Worker from "../Worker.js"
 import * as DashboardServer from "../dashboard/server.js"
 import type { Corpus } from "./corpus.js"
@@ -310,8 +311,10 @@ export const worker = (options: {
   readonly leaseSeconds: number
   readonly queues: Option.Option<ReadonlyArray<string>>
   readonly tasks?: Option.Option<string> | undefined
+  /** Serve `/healthz` and `/metrics` on this port and host. */
+  readonly metrics?: Option.Option<{ readonly port: number; readonly host: string }> | undefined
   readonly storage: string
-}): Effect.Effect<void, TaskModuleError | InvalidInput, Services | Scope.Scope> =>
+}): Effect.Effect<void, TaskModuleError | InvalidInput | Observability.ObservabilityError, Services | Scope.Scope> =>
   Effect.gen(function* () {
     const file = options.tasks === undefined ? undefined : Option.getOrUndefined(options.tasks)
     const extra = file === undefined ? [] : yield* loadTaskModule(file)
@@ -338,6 +341,11 @@ export const worker = (options: {
       ...leaseOptions(options.leaseSeconds)
     })
     started = handle
+    const metrics = options.metrics === undefined ? undefined : Option.getOrUndefined(options.metrics)
+    if (metrics !== undefined) {
+      const served = yield* Observability.serve(metrics)
+      yield* print(`worker ${handle.workerId}: health on ${served.url}healthz, metrics on ${served.url}metrics`)
+    }
     yield* Effect.addFinalizer(() =>
       Effect.flatMap(handle.inFlight, (n) =>
         notice(`worker ${handle.workerId} stopping: letting ${n} in-flight task${n === 1 ? "" : "s"} finish…`)
@@ -405,7 +413,52 @@ export const statusReport = (limit: number) =>
     ).pipe(Effect.map((lists) => lists.flat()))
     const chords: Record<string, number> = { ...(yield* readModel.chordCounts) }
     const tasks = yield* queue.counts
-    return { runs: runsJson, pendingCheckpoints, chords, tasks: { ...tasks } }
+    const now = yield* Clock.currentTimeMillis
+    const workers = (yield* readModel.workers).map((worker) => ({
+      id: worker.id,
+      host: worker.host,
+      pid: worker.pid,
+      queues: worker.queues,
+      tasksInHand: worker.tasksInHand,
+      startedAt: worker.startedAt.toISOString(),
+      lastHeartbeat: worker.lastHeartbeat.toISOString(),
+      lastHeartbeatAgoMs: now - worker.lastHeartbeat.getTime()
+    }))
+    // Running tasks with their reported progress (the newest 20).
+    const runningPage = yield* queue.list({ state: "running" }, { limit: 20 })
+    const running = yield* Effect.forEach(runningPage.items, (summary) =>
+      Effect.map(Effect.option(queue.get(summary.id)), (info) => {
+        const progress = Option.flatMap(info, (i) => Option.fromNullable(i.progress))
+        return {
+          id: summary.id as string,
+          name: summary.name,
+          queue: summary.queue,
+          runId: summary.runId ?? null,
+          progress: Option.match(progress, {
+            onNone: () => null,
+            onSome: (p) => ({ value: p.value, message: p.message ?? null, at: p.at.toISOString() })
+          })
+        }
+      })
+    )
+    // A running run with unfinished tasks and no live worker for their queues makes no progress: "stalled".
+    const runIds = list.filter((run) => run.state === "running").map((run) => run.id as string)
+    const work = yield* readModel.runWork(runIds)
+    const served = new Set(workers.flatMap((worker) => worker.queues))
+    const stalled = new Set(
+      runIds.filter((id) => {
+        const rows = work.filter((row) => row.runId === id)
+        return rows.length > 0 && !rows.some((row) => served.has(row.queue))
+      })
+    )
+    return {
+      runs: runsJson.map((run) => ({ ...run, stalled: stalled.has(run.id) })),
+      pendingCheckpoints,
+      chords,
+      tasks: { ...tasks },
+      runningTasks: running,
+      workers
+    }
   })
 
 /** `baton status [--json]`. */
@@ -421,7 +474,7 @@ export const status = (options: { readonly json: boolean; readonly limit: number
       const rows = report.runs.map((run) => [
         run.id,
         run.kind,
-        run.state,
+        run.stalled ? "stalled (no live worker)" : run.state,
         `${run.completedBatches}/${run.totalBatches}`,
         "documentsDone" in run ? `${run.documentsDone}/${run.totalDocuments}` : "—",
         String(run.attempt),
@@ -453,6 +506,25 @@ export const status = (options: { readonly json: boolean; readonly limit: number
         .map(([state, n]) => `${state} ${n}`)
         .join(" · ")}`
     )
+    for (const task of report.runningTasks) {
+      if (task.progress === null) continue
+      const percent = `${Math.round(task.progress.value * 100)}%`
+      yield* print(
+        `  running ${task.id} ${task.name}: ${percent}${task.progress.message === null ? "" : ` ${task.progress.message}`}`
+      )
+    }
+    yield* print()
+    if (report.workers.length === 0) yield* print("WORKERS none alive")
+    else {
+      yield* print(`WORKERS ${report.workers.length} alive`)
+      for (const worker of report.workers) {
+        yield* print(
+          `  ${worker.id}  ${worker.host} pid ${worker.pid}  queues ${worker.queues.join(",")}  ` +
+            `${worker.tasksInHand} task${worker.tasksInHand === 1 ? "" : "s"} in hand  ` +
+            `heartbeat ${(worker.lastHeartbeatAgoMs / 1000).toFixed(1)} s ago`
+        )
+      }
+    }
   })
 
 /** `baton export <runId>`. */

@@ -59,6 +59,12 @@ export const pageHtml = `<!doctype html>
       <th>Dead</th><th>Cancelled</th><th>Throughput</th><th>Oldest waiting</th></tr></thead><tbody></tbody></table>
   </section>
 
+  <section id="workers-section">
+    <h2>Workers <span id="worker-count" class="muted"></span></h2>
+    <table id="workers"><thead><tr><th>Worker</th><th>Host</th><th>PID</th><th>Queues</th><th>Tasks in hand</th>
+      <th>Started</th><th>Last heartbeat</th></tr></thead><tbody></tbody></table>
+  </section>
+
   <section id="tasks-section">
     <h2>Tasks</h2>
     <form id="task-filters" class="filters">
@@ -123,6 +129,7 @@ tbody tr.clickable:hover { background: var(--bg); }
 .state-failed, .state-dead { color: var(--bad); }
 .state-cancelled { color: var(--muted); }
 .bar { position: relative; height: 14px; background: #eaeef2; border-radius: 7px; overflow: hidden; min-width: 160px; }
+.pill.stalled { background: #b45309; color: #fff; }
 .bar > div { height: 100%; background: var(--run); transition: width .3s; }
 .bar.done > div { background: var(--ok); }
 .bar.failed > div { background: var(--bad); }
@@ -253,7 +260,12 @@ export const appJs = String.raw`"use strict";
       var docs = r.documents;
       var tr = el("tr", { className: "clickable", "data-run": r.id }, [
         el("td", { className: "mono", text: r.id }), td(r.kind), stateCell(r.state),
-        el("td", {}, [progressBar(docs ? docs.done : r.completedBatches, docs ? docs.total : r.totalBatches, r.state)]),
+        el("td", { className: "progress" }, [
+          r.stalled
+            ? el("span", { className: "pill stalled", text: "stalled: no live worker",
+                title: fmtNum(r.tasksPending) + " tasks pending, " + fmtNum(r.tasksRunning) + " running, and no live worker serves their queues" })
+            : progressBar(docs ? docs.done : r.completedBatches, docs ? docs.total : r.totalBatches, r.state)
+        ]),
         el("td", { className: "batches", text: r.completedBatches + "/" + r.totalBatches }),
         el("td", { className: "documents", text: docs ? fmtNum(docs.done) + "/" + fmtNum(docs.total) : "—" }),
         td(r.batchesPerSecond == null ? "—" : r.batchesPerSecond.toFixed(2) + " batches/s"),
@@ -364,6 +376,21 @@ export const appJs = String.raw`"use strict";
   }
   function loadQueues() { return api("/api/queues").then(renderQueues); }
 
+  // Workers (they register and heartbeat without completion events, so this list is also refreshed on a timer)
+  function renderWorkers(d) {
+    if (unchanged("workers", d.items)) return;
+    $("worker-count").textContent = d.items.length + " live";
+    var body = $("workers").tBodies[0]; clear(body);
+    if (d.items.length === 0) body.appendChild(el("tr", {}, [el("td", { text: "no live worker", colspan: "7", className: "muted" })]));
+    d.items.forEach(function (w) {
+      body.appendChild(el("tr", { "data-worker": w.id }, [
+        el("td", { className: "mono", text: w.id }), td(w.host), td(w.pid), el("td", { className: "mono", text: w.queues.join(", ") }),
+        td(fmtNum(w.tasksInHand) + " / " + fmtNum(w.concurrency)), td(fmtTime(w.startedAt)), td(fmtTime(w.lastHeartbeat))
+      ]));
+    });
+  }
+  function loadWorkers() { return api("/api/workers").then(fresh("workers")(renderWorkers)); }
+
   // Tasks
   function readFilters() {
     state.taskFilter = { state: $("f-state").value, queue: $("f-queue").value.trim(), q: $("f-q").value.trim(), run: $("f-run").value.trim() };
@@ -410,7 +437,8 @@ export const appJs = String.raw`"use strict";
       [["name", t.name], ["state", t.state], ["queue", t.queue], ["attempts", t.attempts + "/" + t.maxAttempts],
        ["namespace", t.namespace], ["tags", t.tags.join(", ") || "—"], ["run", t.runId || "—"], ["chord", t.chordId || "—"],
        ["created", fmtTime(t.createdAt)], ["started", fmtTime(t.startedAt)], ["finished", fmtTime(t.finishedAt)],
-       ["idempotency key", t.idempotencyKey || "—"]].forEach(function (p) {
+       ["idempotency key", t.idempotencyKey || "—"],
+       ["progress", t.progress ? Math.round(t.progress.value * 100) + "%" + (t.progress.message ? " · " + t.progress.message : "") + " (" + fmtTime(t.progress.at) + ")" : "—"]].forEach(function (p) {
         dl.appendChild(el("dt", { text: p[0] })); dl.appendChild(el("dd", { text: String(p[1]) }));
       });
       $("task-payload").textContent = pretty(t.payload);
@@ -427,7 +455,7 @@ export const appJs = String.raw`"use strict";
   function refreshAll() {
     if (inFlight) { again = true; return; }
     inFlight = true;
-    Promise.all([loadRuns(), loadRunDetail(), loadChords(), loadQueues(), loadTasks(), loadTaskDetail()])
+    Promise.all([loadRuns(), loadRunDetail(), loadChords(), loadQueues(), loadTasks(), loadTaskDetail(), loadWorkers()])
       .catch(function (e) { console.error(e); })
       .then(function () { inFlight = false; if (again) { again = false; refreshAll(); } });
   }
@@ -453,7 +481,11 @@ export const appJs = String.raw`"use strict";
       var mode = $("mode");
       mode.textContent = c.allowActions ? "actions allowed" : "read-only";
       mode.className = c.allowActions ? "pill" : "pill ro";
-    }).catch(function () {}).then(function () { refreshAll(); connect(); });
+    }).catch(function () {}).then(function () {
+      refreshAll(); connect();
+      // Workers come and go (and runs become stalled) without a completion event.
+      setInterval(function () { loadWorkers().catch(function () {}); loadRuns().catch(function () {}); }, 10000);
+    });
   });
 })();
 `

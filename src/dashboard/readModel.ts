@@ -92,7 +92,33 @@ export const make = Effect.gen(function* () {
       return { batchesPerSecond, etaMs }
     })
 
-  const runJson = (run: Run) =>
+  /**
+   * Per run: its unfinished tasks and whether it is stalled — running, with tasks pending or running, and no live
+   * worker serving any of their queues (nothing will make progress until one starts).
+   */
+  const liveness = (list: ReadonlyArray<Run>) =>
+    Effect.gen(function* () {
+      const running = list.filter((run) => run.state === "running").map((run) => run.id as string)
+      const result = new Map<string, { pending: number; running: number; stalled: boolean }>()
+      if (running.length === 0) return result
+      const work = yield* readModel.runWork(running)
+      if (work.length === 0) return result
+      const served = new Set((yield* readModel.workers).flatMap((worker) => worker.queues))
+      const byRun = new Map<string, { pending: number; running: number; served: boolean }>()
+      for (const row of work) {
+        const entry = byRun.get(row.runId) ?? { pending: 0, running: 0, served: false }
+        entry.pending += row.pending
+        entry.running += row.running
+        entry.served ||= served.has(row.queue)
+        byRun.set(row.runId, entry)
+      }
+      for (const [runId, entry] of byRun) {
+        result.set(runId, { pending: entry.pending, running: entry.running, stalled: !entry.served })
+      }
+      return result
+    })
+
+  const runJson = (run: Run, live?: { pending: number; running: number; stalled: boolean } | undefined) =>
     Effect.gen(function* () {
       const { batchesPerSecond, etaMs } = yield* rateOf(run)
       const documents =
@@ -117,7 +143,11 @@ export const make = Effect.gen(function* () {
         etaMs,
         createdAt: run.createdAt.getTime(),
         updatedAt: run.updatedAt.getTime(),
-        finishedAt: run.finishedAt?.getTime() ?? null
+        finishedAt: run.finishedAt?.getTime() ?? null,
+        // Unfinished tasks of a running run, and "stalled": work waiting and no live worker for its queues.
+        tasksPending: live?.pending ?? 0,
+        tasksRunning: live?.running ?? 0,
+        stalled: live?.stalled ?? false
       }
     })
 
@@ -125,14 +155,14 @@ export const make = Effect.gen(function* () {
   const listRuns = (options: { readonly state?: RunState | undefined; readonly limit: number }) =>
     Effect.flatMap(
       runs.listRuns({ states: options.state === undefined ? undefined : [options.state], limit: options.limit }),
-      (list) => Effect.forEach(list, runJson)
+      (list) => Effect.flatMap(liveness(list), (live) => Effect.forEach(list, (run) => runJson(run, live.get(run.id))))
     ).pipe(Effect.withSpan("Dashboard.listRuns"))
 
   /** One run and a page of its batches (checkpoints in every scope, batch order), with the batch's chord. */
   const runDetail = (runId: string, page: Page) =>
     Effect.gen(function* () {
       const run = yield* runs.getRun(runId)
-      const json = yield* runJson(run)
+      const json = yield* runJson(run, (yield* liveness([run])).get(run.id))
       const page_ = yield* readModel.checkpoints(run.checkpointScopes, page)
       // The extraction workflow keys each batch's chord `extract:<scope>:<batch>` (see ExtractionWorkflow).
       const keyOf = (scope: string, batchIndex: number) => `extract:${scope}:${batchIndex}`
@@ -296,14 +326,33 @@ export const make = Effect.gen(function* () {
         updatedAt: info.updatedAt.getTime(),
         startedAt: info.startedAt?.getTime() ?? null,
         finishedAt: info.finishedAt?.getTime() ?? null,
+        progress:
+          info.progress === undefined
+            ? null
+            : { value: info.progress.value, message: info.progress.message ?? null, at: info.progress.at.getTime() },
         retryable: (info.state === "dead" || info.state === "failed") && info.chordId === undefined
       }
     }).pipe(Effect.withSpan("Dashboard.taskDetail"))
 
+  /** The live workers: id, host, pid, queues, tasks in hand, heartbeats. */
+  const workers = Effect.map(readModel.workers, (list) => ({
+    items: list.map((worker) => ({
+      id: worker.id,
+      host: worker.host,
+      pid: worker.pid,
+      queues: worker.queues,
+      concurrency: worker.concurrency,
+      tasksInHand: worker.tasksInHand,
+      startedAt: worker.startedAt.getTime(),
+      lastHeartbeat: worker.lastHeartbeat.getTime(),
+      expiresAt: worker.expiresAt.getTime()
+    }))
+  })).pipe(Effect.withSpan("Dashboard.workers"))
+
   /** Retries a dead or failed task (see `TaskQueue.retry`). */
   const retryTask = (taskId: string) => queue.retry(taskId)
 
-  return { listRuns, runDetail, listChords, chordDetail, queues, listTasks, taskDetail, retryTask } as const
+  return { listRuns, runDetail, listChords, chordDetail, queues, listTasks, taskDetail, retryTask, workers } as const
 })
 
 /**

@@ -29,6 +29,7 @@ import * as Stream from "effect/Stream"
 import * as crypto from "node:crypto"
 import * as http from "node:http"
 import { CompletionBackend, type CompletionEvent } from "../CompletionBackend.js"
+import * as Observability from "../Observability.js"
 import { appCss, appJs, pageHtml } from "./assets.js"
 import type { TaskListFilter } from "../TaskQueue.js"
 import * as ReadModel from "./readModel.js"
@@ -335,7 +336,18 @@ export const serve = (options: DashboardOptions) =>
       HttpRouter.get("/api/tasks", api(tasks)),
       HttpRouter.get("/api/tasks/:id", api(task)),
       HttpRouter.post("/api/tasks/:id/retry", api(retry)),
-      HttpRouter.get("/api/events", api(events))
+      HttpRouter.get("/api/events", api(events)),
+      HttpRouter.get("/api/workers", api(model.workers.pipe(Effect.map((w) => json(w))))),
+      // Health needs no token (it shows no data, and load balancers probe without one); metrics are behind it.
+      HttpRouter.get("/healthz", Effect.map(Observability.health, Observability.healthResponse)),
+      HttpRouter.get(
+        "/metrics",
+        api(
+          Effect.map(Observability.metricsText, (text) =>
+            HttpServerResponse.text(text, { contentType: Observability.contentType })
+          )
+        )
+      )
     )
 
     const app = router.pipe(

@@ -329,7 +329,7 @@ export const completionBackendSuite = (backend: Backend) =>
           assert.strictEqual(pattern._tag === "FilterUnsupported" && pattern.field, "namespace")
           const emptyKinds = yield* refuse({ kinds: [] })
           assert.strictEqual(emptyKinds._tag === "FilterUnsupported" && emptyKinds.field, "kinds")
-          const unknownKind = yield* refuse({ kinds: ["task.progress"] })
+          const unknownKind = yield* refuse({ kinds: ["task.started"] })
           assert.strictEqual(unknownKind._tag === "FilterUnsupported" && unknownKind.field, "kinds")
           const badTags = yield* refuse({ tags: "x" })
           assert.strictEqual(badTags._tag === "FilterUnsupported" && badTags.field, "tags")

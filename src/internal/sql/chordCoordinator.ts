@@ -311,7 +311,8 @@ export const makeCoordinator = (
         for (const event of events) {
           if (event.chordId === undefined) continue
           if (event.kind === "task") bodies.add(event.chordId)
-          else if (watched.has(event.chordId)) wake = true
+          // A body task's progress decides nothing about its chord.
+          else if (event.kind !== "task.progress" && watched.has(event.chordId)) wake = true
         }
         if (wake) yield* Queue.offer(wakeWatcher, undefined)
         if (bodies.size === 0) return

@@ -148,6 +148,8 @@ interface LogRow {
   readonly chord_id: string | null
   readonly run_id: string | null
   readonly at: number | null
+  readonly progress?: number | null
+  readonly progress_message?: string | null
 }
 
 interface ReadRow extends LogRow {
@@ -240,11 +242,15 @@ const toEvent = (row: LogRow, cursor: Cursor): CompletionEvent => ({
   outcome: row.outcome as CompletionEvent["outcome"],
   chordId: row.chord_id ?? undefined,
   runId: row.run_id ?? undefined,
+  // `task.progress` events only (NULL on every other row).
+  ...(row.progress == null ? {} : { progress: num(row.progress) }),
+  ...(row.progress_message == null ? {} : { message: row.progress_message }),
   at: new Date(num(row.at))
 })
 
 const columns =
-  "c.seq, c.kind, c.task_id, c.task_name, c.queue, c.namespace, c.tags, c.outcome, c.chord_id, c.run_id, c.at"
+  "c.seq, c.kind, c.task_id, c.task_name, c.queue, c.namespace, c.tags, c.outcome, c.chord_id, c.run_id, c.at, " +
+  "c.progress, c.progress_message"
 
 // -- Postgres snapshots in cursors (`xmin:xmax:xip,…`, the text form of pg_snapshot) ---------------------------------
 

@@ -23,6 +23,9 @@ export interface LogEntry {
   readonly chord_id: string | null
   readonly run_id: string | null
   readonly at: number
+  /** `task.progress` entries only. */
+  readonly progress?: number | undefined
+  readonly progress_message?: string | null | undefined
 }
 
 /** Appends entries to the log (and NOTIFYs on Postgres, delivered at commit). Must run inside a transaction. */
@@ -36,8 +39,9 @@ export const makeAppendLog = (sql: SqlClient.SqlClient, dialect: Dialect, channe
       // One round trip: insert and notify with ids only (never payloads: NOTIFY is limited to 8000 bytes).
       return (entries) =>
         sql`WITH ins AS (
-          INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at)
-          SELECT kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at
+          INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at,
+            progress, progress_message)
+          SELECT kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at, progress, progress_message
           FROM json_populate_recordset(NULL::baton_completions, ${JSON.stringify(entries)}::json)
           RETURNING seq
         ) SELECT pg_notify(${channel}, (SELECT max(seq) FROM ins)::text)`.pipe(Effect.asVoid)

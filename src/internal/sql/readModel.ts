@@ -9,7 +9,12 @@ import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
 import { type ChordId, ChordState } from "../../ChordRegistry.js"
 import type { CompletionOutcome } from "../../CompletionBackend.js"
+import * as Clock from "effect/Clock"
 import { type CheckpointState, type ChordByKey, ReadModel } from "../../ReadModel.js"
+import { migrationsTable } from "../../Storage.js"
+import { pgMigrations } from "./migrations/pg.js"
+import { sqliteMigrations } from "./migrations/sqlite.js"
+import { liveWorkers } from "./workerRows.js"
 
 const num = (value: unknown): number => Number(value)
 const dateOrUndefined = (value: unknown): Date | undefined =>
@@ -127,7 +132,55 @@ export const make = Effect.gen(function* () {
     }))
   })
 
+  const workers = Effect.flatMap(Clock.currentTimeMillis, (now) => liveWorkers(sql, now)).pipe(
+    Effect.withSpan("ReadModel.workers")
+  )
+
+  const runWork = Effect.fn("ReadModel.runWork")(function* (runIds: ReadonlyArray<string>) {
+    if (runIds.length === 0) return []
+    const rows = yield* sql<{ run_id: string; queue: string; state: string; n: number }>`
+      SELECT run_id, queue, state, count(*) AS n FROM baton_tasks
+      WHERE state IN ('pending', 'running') AND run_id IN ${sql.in(runIds)} GROUP BY run_id, queue, state`
+    const byKey = new Map<string, { runId: string; queue: string; pending: number; running: number }>()
+    for (const row of rows) {
+      const key = JSON.stringify([row.run_id, row.queue])
+      const entry = byKey.get(key) ?? { runId: row.run_id, queue: row.queue, pending: 0, running: 0 }
+      if (row.state === "pending") entry.pending += num(row.n)
+      else entry.running += num(row.n)
+      byKey.set(key, entry)
+    }
+    return [...byKey.values()]
+  })
+
+  // The migrations this code knows, for the dialect of the client in context.
+  const known = Object.keys(sql.onDialectOrElse({ pg: () => pgMigrations, orElse: () => sqliteMigrations })).sort()
+  const schemaStatus = Effect.gen(function* () {
+    const exists = yield* sql.onDialectOrElse({
+      pg: () =>
+        sql<{ t: string | null }>`SELECT to_regclass(${migrationsTable})::text AS t`.pipe(
+          Effect.map((rows) => rows[0]?.t != null)
+        ),
+      orElse: () =>
+        sql<{
+          n: number
+        }>`SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ${migrationsTable}`.pipe(
+          Effect.map((rows) => num(rows[0]?.n ?? 0) > 0)
+        )
+    })
+    const ids = exists
+      ? new Set(
+          (yield* sql<{ id: number }>`SELECT migration_id AS id FROM ${sql(migrationsTable)}`).map((row) => num(row.id))
+        )
+      : new Set<number>()
+    const applied = known.filter((name) => ids.has(parseInt(name, 10)))
+    const missing = known.filter((name) => !ids.has(parseInt(name, 10)))
+    return { current: missing.length === 0, applied, missing }
+  }).pipe(Effect.withSpan("ReadModel.schemaStatus"))
+
   return ReadModel.of({
+    workers,
+    runWork,
+    schemaStatus,
     checkpointStats,
     checkpoints,
     chordsByKey,

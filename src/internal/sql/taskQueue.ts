@@ -29,15 +29,18 @@ import {
   type RawEnqueue,
   type TaskError,
   TaskId,
+  type TaskInfo,
   type TaskListFilter,
   TaskNotFound,
   type TaskPage,
   TaskQueue,
-  type TaskState
+  type TaskState,
+  type WorkerRegistration
 } from "../../TaskQueue.js"
 import { checkRequest, encodeCall } from "../request.js"
 import { makeLedgerContext } from "./chordLedger.js"
 import { byDialect } from "./dialect.js"
+import { makeAppendLog } from "./completionLog.js"
 import { makeFinishPath } from "./finishPath.js"
 import * as PgListener from "./pgListener.js"
 import {
@@ -55,6 +58,7 @@ import {
   currentTraceContext
 } from "./taskRows.js"
 import { onEnqueued, tasksChannel } from "./wakes.js"
+import { liveWorkers } from "./workerRows.js"
 
 /** Builds the service. Requires the `SqlClient` and `Storage` of a storage layer. */
 export const make = Effect.gen(function* () {
@@ -142,6 +146,18 @@ export const make = Effect.gen(function* () {
     )
 
   const get = (taskId: string) => Effect.map(findRow(taskId), toInfo).pipe(Effect.withSpan("TaskQueue.get"))
+
+  // Chunks of 1,000 ids: far below either dialect's bound-parameter limit, one round trip each.
+  const getMany = (taskIds: Iterable<string>) =>
+    Effect.gen(function* () {
+      const ids = [...new Set(taskIds)]
+      const infos: Array<TaskInfo> = []
+      for (let i = 0; i < ids.length; i += 1000) {
+        const rows = yield* sql<TaskRow>`SELECT * FROM baton_tasks WHERE id IN ${sql.in(ids.slice(i, i + 1000))}`
+        for (const row of rows) infos.push(toInfo(row))
+      }
+      return infos
+    }).pipe(Effect.withSpan("TaskQueue.getMany"))
 
   const result = <T extends Task.Any>(task: T, taskId: string) =>
     Effect.gen(function* () {
@@ -299,11 +315,12 @@ export const make = Effect.gen(function* () {
     readonly limit: number
     readonly leaseMs: number
     readonly workerId: string
+    readonly leaseId?: string | undefined
   }) =>
     Effect.gen(function* () {
       if (options.limit <= 0 || options.queues.length === 0) return []
       const now = yield* Clock.currentTimeMillis
-      const leaseId = crypto.randomUUID()
+      const leaseId = options.leaseId ?? crypto.randomUUID()
       const expires = now + options.leaseMs
       const set = sql`state = 'running', attempts = attempts + 1, lease_id = ${leaseId},
         lease_expires_at = ${expires}, worker_id = ${options.workerId}, started_at = COALESCE(started_at, ${now}),
@@ -314,6 +331,16 @@ export const make = Effect.gen(function* () {
         .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.run_at) - Number(b.run_at))
         .map(toClaimed)
     })
+
+  const claimed = (leaseId: string) =>
+    sql<TaskRow>`SELECT ${sql.literal(claimedColumns)} FROM baton_tasks
+      WHERE lease_id = ${leaseId} AND state = 'running'`.pipe(
+      Effect.map((rows) =>
+        [...rows]
+          .sort((a, b) => Number(b.priority) - Number(a.priority) || Number(a.run_at) - Number(b.run_at))
+          .map(toClaimed)
+      )
+    )
 
   const heartbeat = (leases: ReadonlyArray<{ readonly id: string; readonly leaseId: string }>, leaseMs: number) =>
     Effect.gen(function* () {
@@ -416,11 +443,93 @@ export const make = Effect.gen(function* () {
     )
   }).pipe(Effect.withSpan("TaskQueue.reclaimExpired"))
 
+  // -- progress and live workers (migration 0010) ----------------------------------------------------------------
+
+  const appendLog = makeAppendLog(sql, storage.dialect, storage.channelPrefix)
+  const progress = (id: string, leaseId: string, value: number, message: string | undefined) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const fraction = Number.isFinite(value) ? Math.min(1, Math.max(0, value)) : 0
+      const text = message === undefined ? null : message.slice(0, maxProgressMessage)
+      // The guarded update and its event in one transaction: an event exists only for progress that was stored, and
+      // only while the attempt holding this lease is running (a late report after completion is refused).
+      return yield* sql.withTransaction(
+        Effect.gen(function* () {
+          const rows = yield* sql<{
+            id: string
+            name: string
+            queue: string
+            namespace: string
+            tags: string
+            chord_id: string | null
+            run_id: string | null
+          }>`UPDATE baton_tasks SET progress = ${fraction}, progress_message = ${text}, progress_at = ${now}
+            WHERE id = ${id} AND lease_id = ${leaseId} AND state = 'running'
+            RETURNING id, name, queue, namespace, tags, chord_id, run_id`
+          const row = rows[0]
+          if (row === undefined) return false
+          yield* appendLog([
+            {
+              kind: "task.progress",
+              task_id: row.id,
+              task_name: row.name,
+              queue: row.queue,
+              namespace: row.namespace,
+              tags: row.tags,
+              outcome: "running",
+              chord_id: row.chord_id,
+              run_id: row.run_id,
+              at: now,
+              progress: fraction,
+              progress_message: text
+            }
+          ])
+          return true
+        })
+      )
+    }).pipe(Effect.withSpan("TaskQueue.progress", { attributes: { taskId: id } }))
+
+  const registerWorker = (worker: WorkerRegistration) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const queues = JSON.stringify(worker.queues)
+      // Housekeeping: rows of workers gone (no heartbeat) for an hour.
+      yield* sql`DELETE FROM baton_workers WHERE expires_at < ${now - 3_600_000}`
+      yield* sql`INSERT INTO baton_workers (id, host, pid, queues, concurrency, started_at, last_heartbeat, expires_at,
+          tasks_in_hand)
+        VALUES (${worker.id}, ${worker.host}, ${worker.pid}, ${queues}, ${worker.concurrency}, ${now}, ${now},
+          ${now + worker.ttlMs}, 0)
+        ON CONFLICT (id) DO UPDATE SET host = excluded.host, pid = excluded.pid, queues = excluded.queues,
+          concurrency = excluded.concurrency, last_heartbeat = excluded.last_heartbeat,
+          expires_at = excluded.expires_at`
+    }).pipe(Effect.withSpan("TaskQueue.registerWorker", { attributes: { workerId: worker.id } }))
+
+  const heartbeatWorker = (id: string, tasksInHand: number, ttlMs: number) =>
+    Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const rows = yield* sql<{ id: string }>`UPDATE baton_workers SET last_heartbeat = ${now},
+        expires_at = ${now + ttlMs}, tasks_in_hand = ${tasksInHand} WHERE id = ${id} RETURNING id`
+      return rows.length > 0
+    })
+
+  const deregisterWorker = (id: string) => Effect.asVoid(sql`DELETE FROM baton_workers WHERE id = ${id}`)
+
+  const workers = Effect.gen(function* () {
+    const now = yield* Clock.currentTimeMillis
+    return yield* liveWorkers(sql, now)
+  }).pipe(Effect.withSpan("TaskQueue.workers"))
+
   return TaskQueue.of({
+    progress,
+    registerWorker,
+    heartbeatWorker,
+    deregisterWorker,
+    workers,
     enqueue,
     enqueueMany,
     enqueueRaw,
     get,
+    getMany,
     result,
     cancel,
     retry,
@@ -428,6 +537,7 @@ export const make = Effect.gen(function* () {
     queueStats,
     counts,
     claim,
+    claimed,
     heartbeat,
     complete,
     fail,
@@ -441,6 +551,9 @@ export const make = Effect.gen(function* () {
         : Stream.merge(Stream.fromPubSub(wakeHub), PgListener.payloads(storage.pg, tasksChannel(storage.channelPrefix)))
   })
 })
+
+/** Longest progress message stored (longer ones are cut). */
+export const maxProgressMessage = 200
 
 type ClaimedDisposition = Parameters<TaskQueue["Type"]["fail"]>[3]
 

@@ -55,6 +55,10 @@ export interface TaskRow {
   readonly started_at: number | null
   readonly finished_at: number | null
   readonly trace_context: string | null
+  /** Migration 0010: the last reported progress (`progress_at` NULL: none). */
+  readonly progress?: number | null
+  readonly progress_message?: string | null
+  readonly progress_at?: number | null
 }
 
 // What a worker needs of a claimed task (fewer columns to send and parse than `*`, per task, on the hot path).
@@ -112,7 +116,15 @@ export const toInfo = (row: TaskRow): TaskInfo => ({
   createdAt: new Date(Number(row.created_at)),
   updatedAt: new Date(Number(row.updated_at)),
   startedAt: toDate(row.started_at),
-  finishedAt: toDate(row.finished_at)
+  finishedAt: toDate(row.finished_at),
+  progress:
+    row.progress_at == null
+      ? undefined
+      : {
+          value: Number(row.progress ?? 0),
+          message: row.progress_message ?? undefined,
+          at: new Date(Number(row.progress_at))
+        }
 })
 
 export const toClaimed = (row: TaskRow): ClaimedTask => {

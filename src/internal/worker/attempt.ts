@@ -8,7 +8,8 @@
  * - unknown task name, undecodable payload, or a result that does not encode: `failed` at once (no retry);
  * - interruption by the worker (shutdown): the task is released, the attempt not counted.
  * Whatever happens, the slot frees (`active`, `finished`, `held` in the `LocalQueue`) and the claim loop is asked
- * for work. Recording a failure that itself fails is logged; the lease then expires and the task runs again.
+ * for work. Recording a failure that itself fails is retried on a fresh connection while the lease is held
+ * (`retry.ts`); only if it keeps failing is it logged and left to the lease's expiry (the task then runs again).
  *
  * @since 0.1.0
  */
@@ -19,6 +20,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as FiberRef from "effect/FiberRef"
 import * as HashMap from "effect/HashMap"
 import * as ParseResult from "effect/ParseResult"
@@ -30,6 +32,7 @@ import type { ClaimedTask, FailureDisposition, TaskError, TaskQueue } from "../.
 import * as GroupCommit from "./groupCommit.js"
 import * as LocalQueue from "./localQueue.js"
 import * as Outcomes from "./outcomes.js"
+import * as Retry from "./retry.js"
 
 /** Delay before retry number `attempt` (1-based) with exponential backoff, computed with `Schedule`. */
 export const retryDelay = (
@@ -54,6 +57,23 @@ export interface AttemptContext {
   readonly local: LocalQueue.LocalQueue
   readonly completions: GroupCommit.Completions
   readonly outcomes: Outcomes.Outcomes
+  /** The lease duration: how long a failed outcome record is retried (the heartbeat extends the lease meanwhile). */
+  readonly leaseMs: number
+  /** Least time between two progress writes of one task (ms). */
+  readonly progressMs: number
+}
+
+/** One attempt's progress reports waiting to be written (created at its first report). */
+interface ProgressState {
+  /** The newest value not yet written. */
+  latest: { readonly value: number; readonly message: string | undefined } | undefined
+  /** When the last write ended (ms). */
+  lastAt: number
+  /** A writer fiber is running (or starting). */
+  writing: boolean
+  fiber: Fiber.RuntimeFiber<void> | undefined
+  /** The attempt is over: reports are ignored. */
+  ended: boolean
 }
 
 /**
@@ -61,7 +81,7 @@ export interface AttemptContext {
  * returned effect (the worker's slots are forked from `Worker.run`'s fiber, which has `Task.Requirements<Tasks>`).
  */
 export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Effect<void>) => {
-  const { completions, local, outcomes, queue, registry, spans, workerId } = context
+  const { completions, leaseMs, local, outcomes, progressMs, queue, registry, spans, workerId } = context
 
   // Payload decoders and result encoders compiled once per task definition, not once per attempt.
   const codecs = new Map<string, Codecs>()
@@ -90,8 +110,26 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
         const now = yield* Clock.currentTimeMillis
         disposition = { _tag: "Retry", runAt: now + (yield* retryDelay(task.backoff, task.attempt)) }
       }
-      const accepted = yield* queue.fail(task.id, task.leaseId, error, disposition)
-      if (!accepted) yield* Effect.logWarning("failure refused: the task's lease is no longer held")
+      // Retried on a fresh connection while the lease is held (the lease guard makes it idempotent; the task stays
+      // in `held`, so the heartbeat extends its lease meanwhile).
+      let retried = false
+      const accepted = yield* Retry.retrying(
+        "recording a task outcome",
+        queue.fail(task.id, task.leaseId, error, disposition),
+        Duration.millis(leaseMs),
+        Effect.sync(() => {
+          retried = true
+          local.retrying.add(task.id)
+        })
+      ).pipe(
+        Effect.ensuring(
+          Effect.sync(() => {
+            if (retried) local.retrying.delete(task.id)
+          })
+        )
+      )
+      if (!accepted && retried) yield* Effect.logDebug("failure refused after a retry (recorded by the earlier try?)")
+      else if (!accepted) yield* Effect.logWarning("failure refused: the task's lease is no longer held")
       else {
         yield* outcomes.record(disposition._tag.toLowerCase())
         if (disposition._tag !== "Retry") yield* Outcomes.logTerminalFailure(task, disposition._tag, error)
@@ -110,6 +148,63 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
     const base = { attempt: task.attempt }
     // Set once the success is queued for the group commit, which then owns the lease.
     let handedOver = false
+
+    // Progress: the handler's reports are throttled (one write per `progressMs`, the last value wins) by one writer
+    // fiber, started at the first report. Tasks that never report pay nothing.
+    let progress: ProgressState | undefined
+    const writeLatest = (state: ProgressState): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const entry = state.latest
+        if (entry === undefined) return Effect.void
+        return queue.progress(task.id, task.leaseId, entry.value, entry.message).pipe(
+          Effect.catchAll((error) => Effect.logWarning("recording task progress failed", { error: error.message })),
+          Effect.zipRight(Clock.currentTimeMillis),
+          Effect.map((now) => {
+            if (state.latest === entry) state.latest = undefined
+            state.lastAt = now
+          }),
+          // A write in flight finishes (or the value stays `latest` for the final flush): never a half-done one.
+          Effect.uninterruptible
+        )
+      })
+    const writer = (state: ProgressState): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        if (state.latest === undefined || state.ended) {
+          state.writing = false
+          return Effect.void
+        }
+        return Effect.flatMap(Clock.currentTimeMillis, (now) => {
+          const wait = state.lastAt + progressMs - now
+          return (wait > 0 ? Effect.sleep(Duration.millis(wait)) : Effect.void).pipe(
+            Effect.zipRight(writeLatest(state)),
+            Effect.zipRight(writer(state))
+          )
+        })
+      })
+    const report = (value: number, message?: string | undefined): Effect.Effect<void> =>
+      Effect.suspend(() => {
+        const state = (progress ??= { latest: undefined, lastAt: 0, writing: false, fiber: undefined, ended: false })
+        if (state.ended) return Effect.void
+        state.latest = { value, message }
+        if (state.writing) return Effect.void
+        state.writing = true
+        return Effect.map(Effect.forkDaemon(writer(state)), (fiber) => {
+          state.fiber = fiber
+        })
+      })
+    // The attempt's last reported value is written before its outcome (its event precedes the completion's).
+    const flushProgress = Effect.suspend(() => {
+      const state = progress
+      if (state === undefined || state.ended) return Effect.void
+      state.ended = true
+      return Effect.zipRight(state.fiber === undefined ? Effect.void : Fiber.interrupt(state.fiber), writeLatest(state))
+    })
+    const stopProgress = Effect.suspend(() => {
+      const state = progress
+      if (state === undefined) return Effect.void
+      state.ended = true
+      return state.fiber === undefined ? Effect.void : Effect.asVoid(Fiber.interrupt(state.fiber))
+    })
     const body = Effect.gen(function* () {
       if (definition === undefined) {
         return yield* recordFailure(
@@ -147,6 +242,7 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
         )
       }
       const exit = yield* Effect.exit(handler)
+      if (progress !== undefined) yield* flushProgress
       if (Exit.isSuccess(exit)) {
         const encoded = yield* codec.encodeSuccess(exit.value)
         if (encoded._tag === "Left") {
@@ -196,6 +292,10 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
       local.active--
       local.finished++
       LocalQueue.askForWork(local)
+      if (progress !== undefined) return Effect.zipRight(stopProgress, settleOutcome(exit))
+      return settleOutcome(exit)
+    }
+    const settleOutcome = (exit: Exit.Exit<void>): Effect.Effect<void> => {
       if (Exit.isSuccess(exit)) return Effect.void
       if (Cause.isInterruptedOnly(exit.cause)) {
         return handedOver
@@ -245,7 +345,8 @@ export const make = (context: AttemptContext): ((task: ClaimedTask) => Effect.Ef
               attempt: task.attempt,
               maxAttempts: task.maxAttempts,
               chordId: task.chordId,
-              runId: task.runId
+              runId: task.runId,
+              progress: report
             })
           )
         )

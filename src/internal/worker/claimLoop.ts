@@ -6,7 +6,9 @@
  *   more than `maxPrefetch`). It claims again when a claim of at least `minClaim` fits (`needWork`), waits for new
  *   work (`wake`) or the shortest poll after a partial claim, and polls with exponential backoff when idle.
  * - A claimed batch enters `held` and `ready` without an interruption point after the claim, so a shutdown that
- *   interrupts the loop never strands a claimed task outside them.
+ *   interrupts the loop never strands a claimed task outside them. The worker picks each claim's lease id: a claim
+ *   that fails (a dropped connection) is looked up by it on a fresh connection (`TaskQueue.claimed`, retried with
+ *   backoff), so a claim that committed before its reply was lost does not strand its tasks until the lease expires.
  * - `concurrency` long-lived slot fibers take tasks from `ready` one after another (no fiber per task) until they
  *   take a `stop` marker.
  *
@@ -19,6 +21,7 @@ import * as Queue from "effect/Queue"
 import * as Stream from "effect/Stream"
 import type { ClaimedTask, TaskQueue } from "../../TaskQueue.js"
 import * as LocalQueue from "./localQueue.js"
+import * as Retry from "./retry.js"
 
 /** The claim loop (runs until interrupted). */
 export const run = (options: {
@@ -54,10 +57,20 @@ export const run = (options: {
       }
       // Claim and buffer without an interruption point in between, so a shutdown never strands a claimed task
       // outside `held` (the shutdown releases what is still buffered).
+      // The worker picks the lease id, so a claim that committed but whose reply was lost (a dropped connection)
+      // is found again by it, instead of stranding its tasks until the lease expires.
+      const leaseId = crypto.randomUUID()
       const claimed = yield* Effect.uninterruptible(
-        queue.claim({ queues, limit: free, leaseMs, workerId }).pipe(
+        queue.claim({ queues, limit: free, leaseMs, workerId, leaseId }).pipe(
           Effect.catchAll((error) =>
-            Effect.as(Effect.logWarning("claim failed; backing off", { error: error.message }), [])
+            Effect.zipRight(
+              Effect.logWarning("claim failed; looking for its lease on a fresh connection", { error: error.message }),
+              Retry.retrying("recovering a failed claim", queue.claimed(leaseId), Duration.millis(leaseMs)).pipe(
+                Effect.catchAll((error) =>
+                  Effect.as(Effect.logWarning("claim recovery failed; backing off", { error: error.message }), [])
+                )
+              )
+            )
           ),
           Effect.tap((claimed) =>
             Effect.sync(() => {

@@ -5,8 +5,10 @@
  * Guarantees:
  * - the queue of completions is bounded, so when commits fall behind, finished handlers wait before their slot frees
  *   (backpressure), and a completion waits behind at most one or two batches;
- * - once a batch is taken, its tasks leave `held` (the heartbeat stops extending them): the commit decides, and a
- *   failed commit leaves them to expire and be reclaimed;
+ * - a batch's tasks stay in `held` until its commit succeeded, and a failed commit (a dropped connection) is retried
+ *   on a fresh connection with backoff while the heartbeat keeps extending their leases (`retry.ts`): the lease
+ *   guard makes the retry idempotent, so a dropped connection costs no finished work; only a commit that keeps
+ *   failing for a whole lease duration leaves its tasks to expire and be reclaimed;
  * - a completion refused by the lease guard (the task ran twice) is logged and not counted;
  * - `flush` returns once every completion queued before it is committed (or its commit failed).
  *
@@ -14,13 +16,14 @@
  */
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Queue from "effect/Queue"
 import type { ClaimedTask, TaskQueue } from "../../TaskQueue.js"
 import type { LocalQueue } from "./localQueue.js"
 import type { Outcomes } from "./outcomes.js"
+import * as Retry from "./retry.js"
 
 /** An entry of the group commit's queue: a success to commit, or a marker resolved once what precedes it is. */
 export type Completion =
@@ -60,8 +63,10 @@ export const run = (options: {
   readonly local: LocalQueue
   readonly leaseWrites: Effect.Semaphore
   readonly outcomes: Outcomes
+  /** The lease duration: how long a failed commit is retried (its leases are extended meanwhile). */
+  readonly leaseMs: number
 }): Effect.Effect<never> => {
-  const { completions, leaseWrites, local, outcomes, queue } = options
+  const { completions, leaseMs, leaseWrites, local, outcomes, queue } = options
   return Effect.gen(function* () {
     const batch = yield* Queue.takeBetween(completions, 1, 1000)
     const items: Array<Extract<Completion, { _tag: "Complete" }>> = []
@@ -71,34 +76,56 @@ export const run = (options: {
       else flushes.push(item.done)
     }
     if (items.length > 0) {
-      // From here the group commit decides: the heartbeat stops extending these leases (a failed commit leaves
-      // them to expire and be reclaimed), and a heartbeat racing the commit does not report them as lost.
-      for (const item of items) local.held.delete(item.task.id)
-      const exit = yield* Effect.exit(
-        leaseWrites.withPermits(1)(
-          queue.complete(
-            items.map((item) => ({
-              id: item.task.id,
-              leaseId: item.task.leaseId,
-              result: item.result,
-              chordId: item.task.chordId
-            }))
-          )
+      const ids = items.map((item) => item.task.id)
+      const request = items.map((item) => ({
+        id: item.task.id,
+        leaseId: item.task.leaseId,
+        result: item.result,
+        chordId: item.task.chordId
+      }))
+      // The tasks leave `held` in the same permit as a successful commit, so the heartbeat (which takes turns with
+      // this on `leaseWrites`) neither extends nor reports a task whose completion committed. After a failed
+      // commit they stay held (extended) while it is retried; `retrying` tells the heartbeat that a task gone from
+      // `running` may be this batch's own commit whose reply was lost.
+      const commit = leaseWrites.withPermits(1)(
+        Effect.tap(queue.complete(request), () =>
+          Effect.sync(() => {
+            for (const id of ids) local.held.delete(id)
+          })
         )
       )
+      let retried = false
+      const exit = yield* Effect.exit(
+        Retry.retrying(
+          "completing a batch",
+          commit,
+          Duration.millis(leaseMs),
+          Effect.sync(() => {
+            retried = true
+            for (const id of ids) local.retrying.add(id)
+          })
+        )
+      )
+      if (retried) for (const id of ids) local.retrying.delete(id)
+      if (Exit.isFailure(exit)) for (const id of ids) local.held.delete(id)
       let accepted = 0
       if (Exit.isSuccess(exit)) {
         for (let i = 0; i < items.length; i++) {
           const task = items[i]!.task
           if (exit.value[i] === true) accepted++
-          else {
+          else if (retried) {
+            // Refused after a retry: most likely the first try committed before its reply was lost.
+            yield* Effect.logDebug("completion refused after a retried commit (committed by the earlier try?)").pipe(
+              Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt) })
+            )
+          } else {
             yield* Effect.logWarning("completion refused: the task's lease is no longer held (it ran twice)").pipe(
               Effect.annotateLogs({ taskId: task.id, task: task.name, attempt: String(task.attempt) })
             )
           }
         }
       } else {
-        yield* Effect.logWarning("completing a batch failed; the tasks will be reclaimed when their leases expire", {
+        yield* Effect.logError("completing a batch kept failing for a lease duration; the tasks will be reclaimed", {
           cause: Cause.pretty(exit.cause)
         })
       }

@@ -1,8 +1,9 @@
 /**
  * Keeping leases alive, reclaiming dead workers' leases, and stopping gracefully.
  *
- * - Heartbeat: every `heartbeatMs` (first after one period) extends the lease of every task in `held`; a lease found
- *   lost (another worker may run the task) is logged, unless the group commit took the task meanwhile.
+ * - Heartbeat: every `heartbeatMs` (first after one period) extends the lease of every task in `held` (a failed
+ *   heartbeat is retried with backoff within the period, `retry.ts`); a lease found lost (another worker may run
+ *   the task) is logged, unless the task's outcome write is being retried (it may have committed).
  * - Reclaim: every `reclaimEvery`, hands back tasks whose leases expired (their worker died), unless a `Reconciler`
  *   running in this process covers that step.
  * - Shutdown: stops claiming, releases buffered tasks at once (attempt not counted), lets running handlers finish
@@ -20,29 +21,65 @@ import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import * as Schedule from "effect/Schedule"
 import * as Reconciler from "../../Reconciler.js"
-import type { ClaimedTask, TaskQueue } from "../../TaskQueue.js"
+import type { ClaimedTask, TaskQueue, WorkerRegistration } from "../../TaskQueue.js"
 import * as GroupCommit from "./groupCommit.js"
 import * as LocalQueue from "./localQueue.js"
+import * as Retry from "./retry.js"
 
-/** The heartbeat loop. `leaseWrites` serialises it with the group commit (see `GroupCommit.run`). */
+/** The worker's row in the live-workers table (`TaskQueue.registerWorker`). */
+export interface Presence {
+  readonly registration: WorkerRegistration
+}
+
+/** Registers the worker as live; a failure is logged, not fatal (the worker runs, unlisted, and retries at heartbeats). */
+export const register = (queue: TaskQueue["Type"], presence: Presence): Effect.Effect<void> =>
+  queue
+    .registerWorker(presence.registration)
+    .pipe(Effect.catchAll((error) => Effect.logWarning("registering the worker failed", { error: error.message })))
+
+/** Removes the worker's row (graceful shutdown); a failure is logged and the row expires on its own. */
+export const deregister = (queue: TaskQueue["Type"], presence: Presence): Effect.Effect<void> =>
+  queue
+    .deregisterWorker(presence.registration.id)
+    .pipe(Effect.catchAll((error) => Effect.logWarning("deregistering the worker failed", { error: error.message })))
+
+/**
+ * The heartbeat loop: the worker's live-workers row (re-registered if it was removed), then the leases it holds.
+ * `leaseWrites` serialises the lease part with the group commit (see `GroupCommit.run`).
+ */
 export const heartbeat = (options: {
   readonly queue: TaskQueue["Type"]
   readonly local: LocalQueue.LocalQueue
   readonly leaseWrites: Effect.Semaphore
   readonly leaseMs: number
   readonly heartbeatMs: number
+  readonly presence?: Presence | undefined
 }): Effect.Effect<unknown> => {
-  const { heartbeatMs, leaseMs, leaseWrites, local, queue } = options
-  return Effect.gen(function* () {
+  const { heartbeatMs, leaseMs, leaseWrites, local, presence, queue } = options
+  const alive =
+    presence === undefined
+      ? Effect.void
+      : Effect.suspend(() =>
+          queue.heartbeatWorker(presence.registration.id, local.held.size, presence.registration.ttlMs)
+        ).pipe(
+          Effect.flatMap((found) => (found ? Effect.void : register(queue, presence))),
+          Effect.catchAll((error) => Effect.logWarning("worker heartbeat failed", { error: error.message }))
+        )
+  const beat = Effect.gen(function* () {
+    yield* alive
     const leases = [...local.held.values()].map((task) => ({ id: task.id, leaseId: task.leaseId }))
     if (leases.length === 0) return
     const stillHeld = yield* leaseWrites.withPermits(1)(queue.heartbeat(leases, leaseMs))
     for (const lease of leases) {
-      if (!stillHeld.has(lease.id) && local.held.has(lease.id)) {
+      // A task whose outcome write is being retried may be gone from `running` because that write committed.
+      if (!stillHeld.has(lease.id) && local.held.has(lease.id) && !local.retrying.has(lease.id)) {
         yield* Effect.logWarning("lease lost; the task may run again elsewhere", { taskId: lease.id })
       }
     }
-  }).pipe(
+  })
+  // A failed heartbeat (a dropped connection) is retried at once with backoff, for up to one period, rather than
+  // waiting a whole period with the leases unextended; each try re-reads `held`.
+  return Retry.retrying("heartbeat", beat, Duration.millis(heartbeatMs)).pipe(
     Effect.catchAll((error) => Effect.logWarning("heartbeat failed", { error: error.message })),
     Effect.repeat(Schedule.spaced(Duration.millis(heartbeatMs))),
     Effect.delay(Duration.millis(heartbeatMs))

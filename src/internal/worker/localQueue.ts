@@ -25,6 +25,11 @@ export interface LocalQueue {
   readonly maxPrefetch: number
   /** Every task whose lease this worker holds: buffered, running, or waiting for its completion to commit. */
   readonly held: Map<string, ClaimedTask>
+  /**
+   * Tasks whose outcome write failed and is being retried (`retry.ts`): the heartbeat does not report them lost, as
+   * the failed try may have committed before its reply was lost.
+   */
+  readonly retrying: Set<string>
   /** Claimed tasks waiting for a free handler slot, and `stop` markers at shutdown. */
   readonly ready: Queue.Queue<ClaimedTask | typeof stop>
   /** Signalled when enough slots and buffer room freed for a claim (sliding, size 1). */
@@ -50,6 +55,7 @@ export const make = (concurrency: number, maxPrefetch: number): Effect.Effect<Lo
       concurrency,
       maxPrefetch,
       held: new Map(),
+      retrying: new Set(),
       ready: yield* Queue.unbounded<ClaimedTask | typeof stop>(),
       needWork: yield* Queue.sliding<void>(1),
       wake: yield* Queue.sliding<void>(1),

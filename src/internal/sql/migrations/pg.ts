@@ -7,6 +7,7 @@ import m0005 from "./pg/0005_runs_extracts.js"
 import m0006 from "./pg/0006_lean_task_indexes.js"
 import m0007 from "./pg/0007_chord_deadline.js"
 import m0008 from "./pg/0008_trace_context.js"
+import m0010 from "./pg/0010_progress_workers.js"
 import m0011 from "./pg/0011_nested_chords.js"
 
 export const pgMigrations = {
@@ -18,5 +19,6 @@ export const pgMigrations = {
   "0006_lean_task_indexes": m0006,
   "0007_chord_deadline": m0007,
   "0008_trace_context": m0008,
+  "0010_progress_workers": m0010,
   "0011_nested_chords": m0011
 }

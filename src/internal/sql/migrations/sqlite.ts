@@ -7,6 +7,7 @@ import m0005 from "./sqlite/0005_runs_extracts.js"
 import m0006 from "./sqlite/0006_lean_task_indexes.js"
 import m0007 from "./sqlite/0007_chord_deadline.js"
 import m0008 from "./sqlite/0008_trace_context.js"
+import m0010 from "./sqlite/0010_progress_workers.js"
 import m0011 from "./sqlite/0011_nested_chords.js"
 
 export const sqliteMigrations = {
@@ -18,5 +19,6 @@ export const sqliteMigrations = {
   "0006_lean_task_indexes": m0006,
   "0007_chord_deadline": m0007,
   "0008_trace_context": m0008,
+  "0010_progress_workers": m0010,
   "0011_nested_chords": m0011
 }
