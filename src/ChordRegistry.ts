@@ -16,6 +16,11 @@
  *   `errorPayload`), and the failure is readable through `get` and raised by `await` as `ChordFailed`.
  * - `cancel` ends a running chord: body tasks cancelled, neither callback nor `onError` enqueued.
  * - An empty body dispatches the callback at once (in the creating transaction) with `results: []`.
+ * - Chords of chords: a body entry may be an inner chord (`nested(spec)`), created in the same transaction; its callback
+ *   task is the outer chord's body task at that position, so the outer callback gets the inner callbacks' results and
+ *   each level dispatches exactly once. An inner chord that fails (or is cancelled, or misses its deadline) fails its
+ *   body slot, and so the outer chord (policy `fail`: reason `inner_failed`, `innerChordId` naming it); an outer chord
+ *   that fails or is cancelled cancels its running inner chords.
  * - `get` and `await` work from any process; `await` subscribes before it reads, so a chord that ends between the two
  *   is not missed.
  *
@@ -62,10 +67,10 @@ export const FailurePolicy = Schema.Literal("fail", "continue")
 export type FailurePolicy = typeof FailurePolicy.Type
 
 /**
- * Why a chord failed: one of its body tasks failed for good, the chord was cancelled, or its body was not done by its
- * `deadline`.
+ * Why a chord failed: one of its body tasks failed for good, the chord was cancelled, its body was not done by its
+ * `deadline`, or one of its inner chords (`nested`) failed or was cancelled.
  */
-export const FailureReason = Schema.Literal("body_failed", "cancelled", "deadline")
+export const FailureReason = Schema.Literal("body_failed", "cancelled", "deadline", "inner_failed")
 /** Why a chord failed. */
 export type FailureReason = typeof FailureReason.Type
 
@@ -81,8 +86,13 @@ export const ChordFailure = Schema.Struct({
   index: Schema.optional(Schema.Number),
   /** Its state when it ended: failed, dead or cancelled. */
   taskState: Schema.optional(Schema.String),
-  /** Its last recorded error (the typed failure, encoded, is in `error.error`). */
-  error: Schema.optional(TaskError)
+  /**
+   * Its last recorded error (the typed failure, encoded, is in `error.error`). For `inner_failed`, the inner chord's
+   * `ChordFailure` is in `error.error`.
+   */
+  error: Schema.optional(TaskError),
+  /** The inner chord (`nested`) that filled the failing body slot, if that slot was one. */
+  innerChordId: Schema.optional(Schema.String)
 })
 /** What is known about a chord's failure. */
 export type ChordFailure = typeof ChordFailure.Type
@@ -92,6 +102,10 @@ export class ChordFailed extends Schema.TaggedError<ChordFailed>()("ChordFailed"
   override get message(): string {
     if (this.reason === "cancelled") return `chord ${this.chordId} was cancelled`
     if (this.reason === "deadline") return `chord ${this.chordId} failed: its body was not done by its deadline`
+    if (this.reason === "inner_failed") {
+      const why = this.error === undefined ? "" : `: ${this.error.message}`
+      return `chord ${this.chordId} failed: inner chord ${this.innerChordId ?? "?"} (body ${this.index ?? "?"}) ended ${this.taskState ?? "failed"}${why}`
+    }
     const where = `body task ${this.index ?? "?"} (${this.taskName ?? "?"} ${this.taskId ?? "?"})`
     const why = this.error === undefined ? "" : `: ${this.error.kind}: ${this.error.message}`
     return `chord ${this.chordId} failed: ${where} ended ${this.taskState ?? "failed"}${why}`
@@ -172,14 +186,51 @@ export const onError = <T extends Task.Any>(
   options: Task.EnqueueOptions = {}
 ): ErrorCall<T> => ({ _tag: "ChordErrorCallback", task, args, options })
 
+/**
+ * An inner chord as one entry of an outer chord's body (a chord of chords). Build it with `nested`. Its `task` is its
+ * callback task: the callback's result is the outer body result at that position.
+ */
+export interface ChordCall<CB extends Task.Any = Task.Any> {
+  readonly _tag: "ChordCall"
+  /** The inner chord's callback task (its success type is what the outer callback receives). */
+  readonly task: CB
+  readonly spec: ChordSpec<ReadonlyArray<BodyEntry>, Task.Any, Task.Any, FailurePolicy>
+}
+
+/** One entry of a chord's body: a task call, or an inner chord (`nested`). */
+export type BodyEntry = Task.TaskCall | ChordCall
+
+/**
+ * An inner chord, for an outer chord's body: created in the outer chord's transaction, its callback task becomes the
+ * outer body task at this position (so the outer callback gets the inner callback's result). The inner chord's own
+ * `idempotencyKey` and its callback's are ignored (the outer chord's key makes creation idempotent); its namespace
+ * defaults to the outer chord's and the outer chord's tags are added to its own. It can have its own `onError`,
+ * `failurePolicy` and `deadline`, and its body may hold inner chords in turn.
+ */
+export const nested = <
+  Body extends ReadonlyArray<BodyEntry>,
+  CB extends Task.Any,
+  EB extends Task.Any = never,
+  P extends FailurePolicy = "fail"
+>(
+  spec: ChordSpec<Body, CB, EB, P> & CheckSpec<Body, CB, EB, P>
+): ChordCall<CB> => ({
+  _tag: "ChordCall",
+  task: spec.callback.task,
+  spec: spec as unknown as ChordCall<CB>["spec"]
+})
+
 /** What a chord is made of, and how it behaves. */
 export interface ChordSpec<
-  Body extends ReadonlyArray<Task.TaskCall>,
+  Body extends ReadonlyArray<BodyEntry>,
   CB extends Task.Any,
   EB extends Task.Any,
   P extends FailurePolicy
 > {
-  /** The body tasks, in order; body task i's result becomes `results[i]`. Their own idempotency keys are ignored. */
+  /**
+   * The body tasks, in order; body task i's result becomes `results[i]`. Their own idempotency keys are ignored. An
+   * entry may be an inner chord (`nested`): its callback's result becomes `results[i]`.
+   */
   readonly body: Body
   /** Enqueued exactly once when the body is complete (policy `fail`: all succeeded). */
   readonly callback: CallbackCall<CB>
@@ -202,12 +253,12 @@ export interface ChordSpec<
 }
 
 /** The task type(s) of a body. */
-export type BodyTasks<Body extends ReadonlyArray<Task.TaskCall>> = Body[number]["task"]
+export type BodyTasks<Body extends ReadonlyArray<BodyEntry>> = Body[number]["task"]
 
-type Expected<Body extends ReadonlyArray<Task.TaskCall>, P> = P extends "continue"
+type Expected<Body extends ReadonlyArray<BodyEntry>, P> = P extends "continue"
   ? BodyOutcome<Task.Success<BodyTasks<Body>>>
   : Task.Success<BodyTasks<Body>>
-type ExpectedEncoded<Body extends ReadonlyArray<Task.TaskCall>, P> = P extends "continue"
+type ExpectedEncoded<Body extends ReadonlyArray<BodyEntry>, P> = P extends "continue"
   ? BodyOutcome<SuccessEncoded<BodyTasks<Body>>>
   : SuccessEncoded<BodyTasks<Body>>
 
@@ -216,7 +267,7 @@ type ExpectedEncoded<Body extends ReadonlyArray<Task.TaskCall>, P> = P extends "
  * `onError` task takes a `failure`. A mismatch turns into a required property naming the problem.
  */
 export type CheckSpec<
-  Body extends ReadonlyArray<Task.TaskCall>,
+  Body extends ReadonlyArray<BodyEntry>,
   CB extends Task.Any,
   EB extends Task.Any,
   P extends FailurePolicy
@@ -262,6 +313,10 @@ export interface ChordInfo {
   readonly dispatchedAt: Date | undefined
   /** The fan-in deadline, if it has one. */
   readonly deadlineAt: Date | undefined
+  /** For an inner chord (`nested`): the outer chord whose body slot it fills. */
+  readonly parentChordId: ChordId | undefined
+  /** For an inner chord: its position in the outer chord's body. */
+  readonly parentIndex: number | undefined
 }
 
 /** Options of `list`. */
@@ -272,6 +327,8 @@ export interface ListOptions {
   readonly limit?: number | undefined
   /** Chords to skip (default 0). */
   readonly offset?: number | undefined
+  /** Only the inner chords of this outer chord (`nested`), in body order instead of newest first. */
+  readonly parent?: string | undefined
 }
 
 /** A page of chords, newest first, with the number of chords in each state. */
@@ -300,7 +357,7 @@ export class ChordRegistry extends Context.Tag("baton/ChordRegistry")<
   {
     /** Writes the chord and its body tasks in one transaction (joins the caller's); same key → the existing chord. */
     readonly chord: <
-      Body extends ReadonlyArray<Task.TaskCall>,
+      Body extends ReadonlyArray<BodyEntry>,
       CB extends Task.Any,
       EB extends Task.Any = never,
       P extends FailurePolicy = "fail"

@@ -42,7 +42,13 @@ describe("chord deadline (in process)", () => {
     Effect.gen(function* () {
       const registry = yield* ChordRegistry.ChordRegistry
       const queue = yield* TaskQueue
-      yield* Worker.run({ tasks: allTasks, concurrency: 4, pollInterval: { min: "1 millis", max: "10 millis" } })
+      // No grace period: the hanging handler would hold the worker's shutdown for the default 10 s.
+      yield* Worker.run({
+        tasks: allTasks,
+        concurrency: 4,
+        pollInterval: { min: "1 millis", max: "10 millis" },
+        shutdownGracePeriod: 0
+      })
       const before = (yield* Metric.value(ChordRegistry.timeToCallback)).count
       const handle = yield* registry.chord({
         body: [Task.call(Square, { n: 2 }), Task.call(Hang, { n: 1 })],
@@ -54,7 +60,8 @@ describe("chord deadline (in process)", () => {
       const inTime = yield* registry.chord({
         body: [Task.call(Square, { n: 3 })],
         callback: ChordRegistry.callback(Sum, { label: "in-time" }),
-        deadline: "400 millis"
+        // Far enough that a loaded machine still finishes it in time (a 400 ms one missed it at load 26).
+        deadline: "30 seconds"
       })
       const exits = yield* ChordRegistry.awaitAll([handle, inTime], { mode: "exit" })
       assert.isTrue(Exit.isFailure(exits[0]!))
@@ -115,55 +122,59 @@ describe("chord deadline (in process)", () => {
 const kind: "pg" | "sqlite" = pgAvailable() ? "pg" : "sqlite"
 
 describe(`chord deadline across three worker processes [${kind}]`, () => {
-  it.live("a body that never finishes fails at the deadline once; onError runs once", () => {
-    const shared = sharedStorage(kind)
-    return Effect.gen(function* () {
-      const registry = yield* ChordRegistry.ChordRegistry
-      const queue = yield* TaskQueue
-      // argv: workerId, concurrency, reconcile interval (ms), lease (ms), reclaim (ms), prefetch
-      const workers = [1, 2, 3].map((i) =>
-        spawnFixture("chord-worker.ts", shared.descriptor, {}, [`w${i}`, "2", "300", "30000", "5000", "0"])
-      )
-      try {
-        yield* Effect.promise(() => Promise.all(workers.map((w, i) => w.waitForLine(`ready w${i + 1}`))))
-        const handle = yield* registry.chord({
-          body: [Task.call(Hang, { n: 1 }), Task.call(Square, { n: 4 })],
-          callback: ChordRegistry.callback(Sum, { label: "procs" }),
-          onError: ChordRegistry.onError(OnError, { label: "procs" }),
-          deadline: "1500 millis"
-        })
-        const failed = yield* Effect.flip(handle.await)
-        assert.strictEqual(failed.reason, "deadline")
-        const info = yield* registry.get(handle.chordId)
-        assert.isAtLeast(info.dispatchedAt!.getTime(), info.deadlineAt!.getTime())
-        // The onError task runs (in some worker process), once.
-        yield* eventually(
-          Effect.map(queue.get(info.errorTaskId!), (t) => t.state === "succeeded"),
-          "the onError task to succeed"
+  it.live(
+    "a body that never finishes fails at the deadline once; onError runs once",
+    () => {
+      const shared = sharedStorage(kind)
+      return Effect.gen(function* () {
+        const registry = yield* ChordRegistry.ChordRegistry
+        const queue = yield* TaskQueue
+        // argv: workerId, concurrency, reconcile interval (ms), lease (ms), reclaim (ms), prefetch
+        const workers = [1, 2, 3].map((i) =>
+          spawnFixture("chord-worker.ts", shared.descriptor, {}, [`w${i}`, "2", "300", "30000", "5000", "0"])
         )
-        const onError = yield* queue.get(info.errorTaskId!)
-        assert.strictEqual(onError.attempts, 1)
-        assert.deepStrictEqual(onError.result, Option.some("procs: deadline"))
-        // Let every coordinator make further passes, then count: one failure, one onError, no callback.
-        yield* Effect.sleep("800 millis")
-        const onErrors = yield* rows(
-          (sql) => sql<{ id: string }>`SELECT id FROM baton_tasks WHERE name = 'chord-on-error'`
-        )
-        assert.strictEqual(onErrors.length, 1)
-        const events = yield* rows(
-          (sql) => sql<{ kind: string }>`SELECT kind FROM baton_completions
+        try {
+          yield* Effect.promise(() => Promise.all(workers.map((w, i) => w.waitForLine(`ready w${i + 1}`, 90_000))))
+          const handle = yield* registry.chord({
+            body: [Task.call(Hang, { n: 1 }), Task.call(Square, { n: 4 })],
+            callback: ChordRegistry.callback(Sum, { label: "procs" }),
+            onError: ChordRegistry.onError(OnError, { label: "procs" }),
+            deadline: "1500 millis"
+          })
+          const failed = yield* Effect.flip(handle.await)
+          assert.strictEqual(failed.reason, "deadline")
+          const info = yield* registry.get(handle.chordId)
+          assert.isAtLeast(info.dispatchedAt!.getTime(), info.deadlineAt!.getTime())
+          // The onError task runs (in some worker process), once.
+          yield* eventually(
+            Effect.map(queue.get(info.errorTaskId!), (t) => t.state === "succeeded"),
+            "the onError task to succeed"
+          )
+          const onError = yield* queue.get(info.errorTaskId!)
+          assert.strictEqual(onError.attempts, 1)
+          assert.deepStrictEqual(onError.result, Option.some("procs: deadline"))
+          // Let every coordinator make further passes, then count: one failure, one onError, no callback.
+          yield* Effect.sleep("800 millis")
+          const onErrors = yield* rows(
+            (sql) => sql<{ id: string }>`SELECT id FROM baton_tasks WHERE name = 'chord-on-error'`
+          )
+          assert.strictEqual(onErrors.length, 1)
+          const events = yield* rows(
+            (sql) => sql<{ kind: string }>`SELECT kind FROM baton_completions
             WHERE chord_id = ${handle.chordId} AND kind <> 'task' ORDER BY seq`
-        )
-        assert.deepStrictEqual(
-          events.map((e) => e.kind),
-          ["chord.failed", "chord.callback.enqueued"]
-        )
-        assert.strictEqual((yield* queue.list({ name: "chord-sum" })).total, 0)
-        const hang = (yield* queue.list({ chordId: handle.chordId, name: "chord-hang" })).items[0]!
-        assert.strictEqual(hang.state, "cancelled")
-      } finally {
-        for (const worker of workers) worker.kill("SIGKILL")
-      }
-    }).pipe(Effect.scoped, Effect.provide(layerOn(shared.layer, { reconcileInterval: 0 })))
-  })
+          )
+          assert.deepStrictEqual(
+            events.map((e) => e.kind),
+            ["chord.failed", "chord.callback.enqueued"]
+          )
+          assert.strictEqual((yield* queue.list({ name: "chord-sum" })).total, 0)
+          const hang = (yield* queue.list({ chordId: handle.chordId, name: "chord-hang" })).items[0]!
+          assert.strictEqual(hang.state, "cancelled")
+        } finally {
+          for (const worker of workers) worker.kill("SIGKILL")
+        }
+      }).pipe(Effect.scoped, Effect.provide(layerOn(shared.layer, { reconcileInterval: 0 })))
+    },
+    120_000
+  )
 })

@@ -6,15 +6,14 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as Effect from "effect/Effect"
-import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import type { AddressInfo } from "node:net"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Storage from "../src/Storage.js"
+import { exitOrKill, root, seededRandom, startScript } from "./support/cli.js"
 
-const root = path.resolve(import.meta.dirname, "..")
 const main = path.join(root, "examples/page-titles/main.ts")
 
 // Pages of different sizes, some without a title, answered after a short delay so that batches take a while.
@@ -35,28 +34,7 @@ const startServer = () =>
     )
   })
 
-const runMain = (args: ReadonlyArray<string>) => {
-  const child = spawn(process.execPath, ["--import", "tsx", main, ...args], {
-    cwd: root,
-    stdio: ["ignore", "pipe", "pipe"]
-  })
-  let stdout = ""
-  let stderr = ""
-  let onLine: (() => void) | undefined
-  child.stdout.on("data", (chunk: Buffer) => {
-    stdout += chunk.toString()
-    onLine?.()
-  })
-  child.stderr.on("data", (chunk: Buffer) => (stderr += chunk.toString()))
-  const done = new Promise<{ code: number | string; stdout: string; stderr: string }>((resolve) =>
-    child.on("exit", (code, signal) => resolve({ code: code ?? signal ?? -1, stdout, stderr }))
-  )
-  const ready = new Promise<void>((resolve, reject) => {
-    onLine = () => stdout.includes("workers ready") && resolve()
-    void done.then(() => reject(new Error(`exited before its workers were ready:\n${stdout}\n${stderr}`)))
-  })
-  return { child, done, ready }
-}
+const runMain = (args: ReadonlyArray<string>) => startScript(main, args)
 
 const read = (filename: string, runId: string) =>
   Effect.runPromise(
@@ -90,33 +68,18 @@ describe("examples/page-titles", () => {
       assert.strictEqual(expected.batches.length, pageCount / 5)
 
       // Seeded kill points, the seed printed first: BATON_TEST_SEED=<seed> replays a failure.
-      const seed = Number(process.env.BATON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31))
-      console.log(`page-titles SIGKILL delays: seed ${seed} (replay with BATON_TEST_SEED=${seed})`)
-      let state = seed >>> 0
-      const random = () => {
-        // mulberry32
-        state = (state + 0x6d2b79f5) >>> 0
-        let t = state
-        t = Math.imul(t ^ (t >>> 15), t | 1)
-        t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-        return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-      }
+      const { random, seed } = seededRandom("page-titles SIGKILL delays")
       let kills = 0
       let finished = false
       for (let i = 0; i < 4 && !finished; i++) {
         const running = runMain([db, "victim", ...urls])
-        await running.ready
-        const delay = Math.floor(random() * 500)
-        const exited = await Promise.race([
-          running.done.then(() => true),
-          new Promise<false>((resolve) => setTimeout(() => resolve(false), delay))
-        ])
-        if (exited) {
-          finished = (await running.done).code === 0
+        await running.waitFor("workers ready")
+        const { killed, result } = await exitOrKill(running, Math.floor(random() * 500))
+        if (!killed) {
+          finished = result.code === 0
           continue
         }
-        running.child.kill("SIGKILL")
-        assert.strictEqual((await running.done).code, "SIGKILL")
+        assert.strictEqual(result.code, "SIGKILL")
         kills++
       }
       if (!finished) {

@@ -183,6 +183,10 @@ describe("Storage", () => {
         yield* sql`DROP INDEX baton_tasks_finished`
         yield* sql`DROP TABLE baton_queues`
         yield* sql`DELETE FROM baton_migrations WHERE name = 'ops'`
+        yield* sql`DROP INDEX baton_chords_parent`
+        yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_id`
+        yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_index`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'nested_chords'`
         yield* oldRows(sql)
       }).pipe(Effect.provide(storage()))
       yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>

@@ -16,7 +16,7 @@ import * as path from "node:path"
 import { extractDocument, mergeBatch } from "../src/extraction/Extract.js"
 import { corpusDocuments, writeCorpus } from "./fixtures/workflow-corpus.js"
 import * as Backends from "./support/backends.js"
-import { type Result, startCli } from "./support/cli.js"
+import { exitOrKill, type Result, seededRandom, startCli } from "./support/cli.js"
 
 const start = startCli
 
@@ -227,17 +227,7 @@ describe("baton CLI", () => {
     assert.strictEqual(reference.code, 0, reference.stderr)
 
     // Seeded kill points, the seed printed first, so that a failure can be replayed: BATON_TEST_SEED=<seed>.
-    const seed = Number(process.env.BATON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31))
-    console.log(`SIGKILL delays: seed ${seed} (replay with BATON_TEST_SEED=${seed})`)
-    let state = seed >>> 0
-    const random = () => {
-      // mulberry32
-      state = (state + 0x6d2b79f5) >>> 0
-      let t = state
-      t = Math.imul(t ^ (t >>> 15), t | 1)
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-      return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-    }
+    const { random, seed } = seededRandom("SIGKILL delays")
     let kills = 0
     let finished = false
     const killedAt: Array<string> = []
@@ -250,16 +240,11 @@ describe("baton CLI", () => {
       await running.waitFor("workers")
       // A random point: before the run exists, mid-batch, between save and progress, …
       const delay = Math.floor(random() * 400)
-      const exited = await Promise.race([
-        running.done.then(() => true),
-        new Promise<false>((resolve) => setTimeout(() => resolve(false), delay))
-      ])
-      if (exited) {
-        finished = (await running.done).code === 0
+      const { killed, result } = await exitOrKill(running, delay)
+      if (!killed) {
+        finished = result.code === 0
         continue
       }
-      running.child.kill("SIGKILL")
-      const result = await running.done
       assert.strictEqual(result.code, "SIGKILL")
       kills++
       const confirmed = result.stdout

@@ -40,6 +40,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
+import * as Struct from "effect/Struct"
 import type { CheckpointCoordinator } from "../CheckpointCoordinator.js"
 import * as ChordRegistry from "../ChordRegistry.js"
 import type { CompletionBackend } from "../CompletionBackend.js"
@@ -199,16 +200,17 @@ export interface SavedBatch {
 
 /**
  * The run failed at a batch (a document that failed for good, the merge, or the save); progress stays before it.
+ * The builder's `BatchWorkflow.BatchFailed` under this workflow's own tag: the same fields and message.
  *
  * @category errors
  */
-export class ExtractionFailed extends Schema.TaggedError<ExtractionFailed>()("ExtractionFailed", {
-  runId: Schema.String,
-  batchIndex: Schema.Number,
-  reason: Schema.String
-}) {
+export class ExtractionFailed extends Schema.TaggedError<ExtractionFailed>()(
+  "ExtractionFailed",
+  Struct.omit(BatchWorkflow.BatchFailed.fields, "_tag")
+) {
   override get message(): string {
-    return `run ${this.runId} failed at batch ${this.batchIndex}: ${this.reason}`
+    return new BatchWorkflow.BatchFailed({ runId: this.runId, batchIndex: this.batchIndex, reason: this.reason })
+      .message
   }
 }
 

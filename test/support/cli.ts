@@ -1,7 +1,8 @@
 /**
- * The real `baton` CLI as a child process (dist/bin.js), for tests that claim something about what a user runs:
- * output captured, `waitFor` a line, `done` with the exit code. Storage variables of the outer environment are cleared
- * so each test chooses its own storage.
+ * Child processes for tests that claim something about what a user runs — the real `baton` CLI (dist/bin.js,
+ * `startCli`) or a TypeScript program such as an example's main (`startScript`): output captured, `waitFor` a line,
+ * `done` with the exit code. Storage variables of the outer environment are cleared so each test chooses its own
+ * storage. Also the seeded generator of random kill points (`seededRandom`) and `exitOrKill`.
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
@@ -28,10 +29,14 @@ export interface Running {
 
 const cleared = ["DATABASE_URL", "BATON_PG_SCHEMA", "BATON_DB", "BATON_DASHBOARD_TOKEN"]
 
-export const startCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Running => {
+/**
+ * Spawns `node <argv>` in the repository root with output captured. The storage variables of the outer environment
+ * are cleared, so each test chooses its own storage.
+ */
+export const startNode = (argv: ReadonlyArray<string>, env: Record<string, string> = {}): Running => {
   const base = { ...process.env }
   for (const name of cleared) delete base[name]
-  const child = spawn(process.execPath, [bin, ...args], {
+  const child = spawn(process.execPath, [...argv], {
     cwd: root,
     env: { ...base, ...env },
     stdio: ["ignore", "pipe", "pipe"]
@@ -81,4 +86,46 @@ export const startCli = (args: ReadonlyArray<string>, env: Record<string, string
       check()
     })
   return { child, output, done, waitFor }
+}
+
+/** The real `baton` CLI (bin/baton.js) with these arguments. */
+export const startCli = (args: ReadonlyArray<string>, env: Record<string, string> = {}): Running =>
+  startNode([bin, ...args], env)
+
+/** A TypeScript program (run through tsx, e.g. an example's main.ts) with these arguments. */
+export const startScript = (script: string, args: ReadonlyArray<string>, env: Record<string, string> = {}): Running =>
+  startNode(["--import", "tsx", script, ...args], env)
+
+/**
+ * A seeded generator of numbers in [0, 1) (mulberry32) for random kill points: the seed is BATON_TEST_SEED when set,
+ * else random, and is printed first (with `label`) so that a failure can be replayed.
+ */
+export const seededRandom = (label: string): { readonly seed: number; readonly random: () => number } => {
+  const seed = Number(process.env.BATON_TEST_SEED ?? Math.floor(Math.random() * 2 ** 31))
+  console.log(`${label}: seed ${seed} (replay with BATON_TEST_SEED=${seed})`)
+  let state = seed >>> 0
+  const random = () => {
+    state = (state + 0x6d2b79f5) >>> 0
+    let t = state
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+  return { seed, random }
+}
+
+/**
+ * Lets a process run for `delayMs` (a random kill point): if it has not exited by then, SIGKILLs it. How it ended, and
+ * whether it was killed.
+ */
+export const exitOrKill = async (
+  running: Running,
+  delayMs: number
+): Promise<{ readonly killed: boolean; readonly result: Result }> => {
+  const exited = await Promise.race([
+    running.done.then(() => true),
+    new Promise<false>((resolve) => setTimeout(() => resolve(false), delayMs))
+  ])
+  if (!exited) running.child.kill("SIGKILL")
+  return { killed: !exited, result: await running.done }
 }

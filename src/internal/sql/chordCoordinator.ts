@@ -285,11 +285,13 @@ export const makeCoordinator = (
       const due = yield* sql<{ id: string }>`SELECT id FROM baton_chords WHERE state = 'running'
         AND (succeeded + failed + cancelled >= expected OR (failure_policy = 'fail' AND failed + cancelled > 0))
         ORDER BY created_at LIMIT ${batch}`
-      // 2. No body progress for a while and no live body task: the counters missed something; recount and settle.
+      // 2. No body progress for a while and no live body task (nor running inner chord): the counters missed something;
+      // recount and settle.
       const stale = yield* sql<{ id: string }>`SELECT c.id FROM baton_chords c WHERE c.state = 'running'
         AND COALESCE(c.last_body_at, c.created_at) < ${now - staleMs}
         AND c.succeeded + c.failed + c.cancelled < c.expected
         AND NOT EXISTS (SELECT 1 FROM baton_tasks t WHERE t.chord_id = c.id AND t.state IN ('pending', 'running'))
+        AND NOT EXISTS (SELECT 1 FROM baton_chords k WHERE k.parent_id = c.id AND k.state = 'running')
         ORDER BY c.created_at LIMIT ${batch}`
       const healed = yield* healAll([...new Set([...due, ...stale].map((row) => row.id))])
       // 3. Failed / cancelled chords whose body still had live tasks (rows another transaction held at the time).

@@ -18,6 +18,12 @@
  *    'running' AND dispatched_at IS NULL RETURNING id` and the INSERT of the callback task run in that same
  *    transaction: the mark and the task commit together or not at all. The reconciler uses the same function, under
  *    the same guard, after locking the row, so a chord is dispatched once whoever gets there.
+ * 4. Chords of chords. An inner chord (`parent_id`, `parent_index`) inserts its callback task as the outer chord's body
+ *    task at `parent_index` (`sealedRow`), so its completion counts for the outer chord by step 1, level by level. An
+ *    inner chord that ends without its callback (failed, cancelled, past its deadline) ends its outer body slot in the
+ *    same transaction (`endSlot`: a body task row inserted and moved to `failed` / `cancelled` through the guarded
+ *    transition, then counted by `recordBodies`), so the outer chord fails under the same guard. An outer chord that
+ *    fails or is cancelled cancels its running inner chords (`cancelBody`).
  */
 import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
@@ -42,6 +48,7 @@ import {
   findByIdempotencyKey,
   type FinishedTask,
   finishedColumns,
+  guardedFinish,
   type InsertRow,
   type InsertTasks,
   insertRecordPg,
@@ -86,6 +93,8 @@ interface LedgerStatements {
     at: number,
     healed: boolean
   ) => Effect.Effect<{ readonly id: string; readonly queue: string } | undefined, SqlError>
+  /** Locks the running inner chords of a chord (skipping rows another transaction holds: the sweep retries). */
+  readonly lockInner: (chordId: string) => Effect.Effect<ReadonlyArray<ChordRow>, SqlError>
   /** Moves the body tasks still pending or running to cancelled; the rows moved. */
   readonly cancelBodyRows: (
     chordId: string,
@@ -127,6 +136,9 @@ export interface ChordRow {
   readonly dispatched_at: number | null
   /** Epoch ms; null: no deadline (undefined only in rows read before the column existed in a test's hand-made row). */
   readonly deadline_at?: number | null
+  /** An inner chord's outer chord and body position (null: a top-level chord; undefined in rows read before 0011). */
+  readonly parent_id?: string | null
+  readonly parent_index?: number | null
 }
 
 interface BodyRow {
@@ -135,6 +147,9 @@ interface BodyRow {
   readonly chord_index: number
   readonly state: string
   readonly error: string | null
+  /** The inner chord that filled this body slot, if it was one, and its state. */
+  readonly inner_id?: string | null
+  readonly inner_state?: string | null
 }
 
 const done = (row: Pick<ChordRow, "succeeded" | "failed" | "cancelled">): number =>
@@ -248,12 +263,13 @@ const readBody = (ctx: LedgerContext, chordId: string, results: "fail" | "contin
   )
 }
 
-/** The body task that failed first (earliest finish, then lowest index). */
+/** The body task that failed first (earliest finish, then lowest index), with the inner chord of its slot if any. */
 const firstFailure = (ctx: LedgerContext, chordId: string) =>
   Effect.map(
-    ctx.sql<BodyRow>`SELECT id, name, chord_index, state, error FROM baton_tasks
-      WHERE chord_id = ${chordId} AND state IN ('failed', 'dead', 'cancelled')
-      ORDER BY finished_at, chord_index LIMIT 1`,
+    ctx.sql<BodyRow>`SELECT t.id, t.name, t.chord_index, t.state, t.error, c.id AS inner_id, c.state AS inner_state
+      FROM baton_tasks t LEFT JOIN baton_chords c ON c.parent_id = t.chord_id AND c.parent_index = t.chord_index
+      WHERE t.chord_id = ${chordId} AND t.state IN ('failed', 'dead', 'cancelled')
+      ORDER BY t.finished_at, t.chord_index LIMIT 1`,
     (rows) => rows[0]
   )
 
@@ -316,16 +332,25 @@ const payloadText = (args: Readonly<Record<string, unknown>>, field: string, val
   return `{${JSON.stringify(field)}:${valueJson}${rest === "{}" ? "" : `,${rest.slice(1, -1)}`}}`
 }
 
-/** The task row of a sealed call (callback or onError) with its payload. */
-const sealedRow = (sealed: SealedCall, payload: string, now: number): InsertRow => {
+/**
+ * The task row of a sealed call (callback or onError) with its payload. An inner chord's callback (`slot` given) is
+ * the outer chord's body task at the inner chord's position.
+ */
+const sealedRow = (
+  sealed: SealedCall,
+  payload: string,
+  now: number,
+  slot?: Pick<ChordRow, "parent_id" | "parent_index">
+): InsertRow => {
   const request = sealed.request
+  const parent = slot?.parent_id ?? undefined
   return {
     ...toInsertRow(
       {
         ...request,
         payload: null,
-        chordId: undefined,
-        chordIndex: undefined,
+        chordId: parent,
+        chordIndex: parent === undefined ? undefined : Number(slot?.parent_index ?? 0),
         runAt: request.runAt ?? now + (sealed.delayMs ?? 0)
       },
       now
@@ -343,9 +368,15 @@ const existingTask = (ctx: LedgerContext, row: InsertRow) =>
   )
 
 /** Inserts a task for a sealed call (callback or onError); returns its id (an existing task's on a key conflict). */
-const insertSealed = (ctx: LedgerContext, sealed: SealedCall, payload: string, now: number) =>
+const insertSealed = (
+  ctx: LedgerContext,
+  sealed: SealedCall,
+  payload: string,
+  now: number,
+  slot?: Pick<ChordRow, "parent_id" | "parent_index">
+) =>
   Effect.gen(function* () {
-    const row = sealedRow(sealed, payload, now)
+    const row = sealedRow(sealed, payload, now, slot)
     const inserted = yield* ctx.insertTasks([row])
     yield* ctx.statements.wakeInserted([row.queue])
     if (inserted[0] !== undefined) return { id: inserted[0], queue: row.queue }
@@ -422,11 +453,63 @@ const cancelBody = (ctx: LedgerContext, chordId: string, message: string, now: n
       finished_at = ${now}, updated_at = ${now}`
     const rows = yield* ctx.statements.cancelBodyRows(chordId, set)
     yield* ctx.append(taskEntries(rows, "cancelled", now))
-    yield* sql`UPDATE baton_chords SET cancelled = cancelled + ${rows.length},
-      body_open = CASE WHEN EXISTS (SELECT 1 FROM baton_tasks WHERE chord_id = ${chordId}
-        AND state IN ('pending', 'running')) THEN 1 ELSE 0 END
+    yield* sql`UPDATE baton_chords SET cancelled = cancelled + ${rows.length} WHERE id = ${chordId}`
+    // Its running inner chords are cancelled too (each ends its slot here, counted as cancelled).
+    for (const inner of yield* ctx.statements.lockInner(chordId)) yield* cancelLocked(ctx, inner, now)
+    yield* sql`UPDATE baton_chords SET body_open = CASE
+        WHEN EXISTS (SELECT 1 FROM baton_tasks WHERE chord_id = ${chordId} AND state IN ('pending', 'running'))
+          OR EXISTS (SELECT 1 FROM baton_chords WHERE parent_id = ${chordId} AND state = 'running')
+        THEN 1 ELSE 0 END
       WHERE id = ${chordId}`
     return rows.length
+  })
+
+/**
+ * An inner chord ended without its callback (failed or cancelled, in this transaction): ends the outer chord's body
+ * slot it fills with a task row moved to `failed` (or `cancelled`) through the guarded transition, its error naming
+ * the inner chord (its `ChordFailure` in `error.error`), logged and counted like any body task — which fails the outer
+ * chord (policy `fail`) under the dispatch guard, or becomes its `Failure` outcome (policy `continue`).
+ */
+const endSlot = (
+  ctx: LedgerContext,
+  chord: ChordRow,
+  failure: ChordFailure,
+  state: "failed" | "cancelled",
+  now: number
+): Effect.Effect<void, SqlError> =>
+  Effect.gen(function* () {
+    if (chord.parent_id === null || chord.parent_id === undefined) return
+    const { sql } = ctx
+    const sealed = JSON.parse(chord.callback) as SealedCall
+    const row = sealedRow({ ...sealed, request: { ...sealed.request, idempotencyKey: undefined } }, "null", now, chord)
+    yield* ctx.insertTasks([{ ...row, run_at: now }])
+    const error = JSON.stringify({
+      kind: state === "cancelled" ? "cancelled" : "failure",
+      message: `inner chord ${chord.id} ${state === "cancelled" ? "was cancelled" : `failed (${failure.reason})`}`,
+      attempt: 0,
+      error: failure
+    })
+    const rows = yield* guardedFinish(
+      sql,
+      sql`state = ${state}, error = ${error}, finished_at = ${now}, updated_at = ${now}`,
+      sql`id = ${row.id} AND state = 'pending'`
+    )
+    yield* ctx.append(taskEntries(rows, state, now))
+    yield* recordBodies(ctx, rows, state, now)
+  })
+
+/** Cancels a running chord whose row this transaction holds (its body and inner chords too); its slot if inner. */
+const cancelLocked = (ctx: LedgerContext, chord: ChordRow, now: number): Effect.Effect<boolean, SqlError> =>
+  Effect.gen(function* () {
+    const failure: ChordFailure = { chordId: chord.id, reason: "cancelled" }
+    const won = yield* ctx.sql<{ id: string }>`UPDATE baton_chords SET state = 'cancelled', dispatched_at = ${now},
+      failure = ${JSON.stringify(failure)}
+      WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id`
+    if (won.length === 0) return false
+    yield* cancelBody(ctx, chord.id, `chord ${chord.id} cancelled`, now)
+    yield* ctx.append([chordEntry(chord, "chord.failed", "cancelled", now)])
+    yield* endSlot(ctx, chord, failure, "cancelled", now)
+    return true
   })
 
 const failChord = (
@@ -441,17 +524,22 @@ const failChord = (
     const at = Math.max(now, yield* Clock.currentTimeMillis)
     const error = failing === undefined ? undefined : parseTaskError(failing.error)
     // No failing body task: the chord failed at its deadline.
+    const innerFailed =
+      failing?.inner_id !== null &&
+      failing?.inner_id !== undefined &&
+      (failing.inner_state === "failed" || failing.inner_state === "cancelled")
     const failure: ChordFailure =
       failing === undefined
         ? { chordId: chord.id, reason: "deadline" }
         : {
             chordId: chord.id,
-            reason: "body_failed",
+            reason: innerFailed ? "inner_failed" : "body_failed",
             taskId: failing.id,
             taskName: failing.name,
             index: Number(failing.chord_index),
             taskState: failing.state,
-            ...(error === undefined ? {} : { error })
+            ...(error === undefined ? {} : { error }),
+            ...(failing.inner_id === null || failing.inner_id === undefined ? {} : { innerChordId: failing.inner_id })
           }
     const failureJson = JSON.stringify(failure)
     const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'failed', dispatched_at = ${at},
@@ -479,6 +567,8 @@ const failChord = (
     yield* ctx.append(entries)
     yield* Metric.increment(failing === undefined ? chordsExpired : chordsFailed)
     yield* recordDispatch(chord, at, healed)
+    // An inner chord: its outer body slot fails with it (level by level, in this transaction).
+    yield* endSlot(ctx, chord, failure, "failed", at)
     return true
   }).pipe(
     Effect.withSpan("ChordRegistry.fail", {
@@ -509,17 +599,9 @@ export const expireChord = (ctx: LedgerContext, chord: ChordRow, now: number): E
 
 /** Cancels a running chord under the dispatch guard; true if this call cancelled it. */
 export const cancelChord = (ctx: LedgerContext, chordId: string, now: number): Effect.Effect<boolean, SqlError> =>
-  Effect.gen(function* () {
-    const failure: ChordFailure = { chordId, reason: "cancelled" }
-    const won = yield* ctx.sql<ChordRow>`UPDATE baton_chords SET state = 'cancelled', dispatched_at = ${now},
-      failure = ${JSON.stringify(failure)}
-      WHERE id = ${chordId} AND state = 'running' AND dispatched_at IS NULL RETURNING *`
-    const chord = won[0]
-    if (chord === undefined) return false
-    yield* cancelBody(ctx, chordId, `chord ${chordId} cancelled`, now)
-    yield* ctx.append([chordEntry(chord, "chord.failed", "cancelled", now)])
-    return true
-  })
+  Effect.flatMap(lockRunning(ctx, chordId), (chord) =>
+    chord === undefined ? Effect.succeed(false) : cancelLocked(ctx, chord, now)
+  )
 
 /** Cancels what is left of a failed or cancelled chord's body; true once nothing is left. */
 export const sweepBody = (ctx: LedgerContext, chordId: string, now: number): Effect.Effect<boolean, SqlError> =>
@@ -549,7 +631,7 @@ const pgStatements = (sql: SqlClient.SqlClient, channel: string): LedgerStatemen
     Effect.gen(function* () {
       // The guard, the callback's insert (only if the guard won), its wake-up and the chord's pointer to it in ONE
       // statement: this transaction holds the chord row, so its round trips are on the fan-in's critical path.
-      const row = sealedRow(sealed, payload, at)
+      const row = sealedRow(sealed, payload, at, chord)
       const [outcome] = yield* sql<{ won: number; inserted: string | null }>`WITH won AS (
           UPDATE baton_chords SET state = 'completed', dispatched_at = ${at}, healed = ${healed ? 1 : 0},
             callback_task_id = ${row.id}
@@ -568,6 +650,8 @@ const pgStatements = (sql: SqlClient.SqlClient, channel: string): LedgerStatemen
       yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
       return task
     }),
+  lockInner: (chordId) => sql<ChordRow>`SELECT * FROM baton_chords WHERE parent_id = ${chordId} AND state = 'running'
+    ORDER BY id FOR UPDATE SKIP LOCKED`,
   cancelBodyRows: (chordId, set) => sql<FinishedTask>`UPDATE baton_tasks SET ${set} WHERE id IN (
       SELECT id FROM baton_tasks WHERE chord_id = ${chordId} AND state IN ('pending', 'running')
       FOR UPDATE SKIP LOCKED) RETURNING ${sql.literal(finishedColumns)}`
@@ -585,10 +669,12 @@ const sqliteStatements = (sql: SqlClient.SqlClient, wake: ReturnType<typeof make
       const won = yield* sql<{ id: string }>`UPDATE baton_chords SET state = 'completed', dispatched_at = ${at},
         healed = ${healed ? 1 : 0} WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id`
       if (won.length === 0) return undefined
-      const task = yield* insertSealed(ctx, sealed, payload, at)
+      const task = yield* insertSealed(ctx, sealed, payload, at, chord)
       yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
       return task
     }),
+  lockInner: (chordId) => sql<ChordRow>`SELECT * FROM baton_chords WHERE parent_id = ${chordId} AND state = 'running'
+    ORDER BY id`,
   cancelBodyRows: (chordId, set) => sql<FinishedTask>`UPDATE baton_tasks SET ${set}
     WHERE chord_id = ${chordId} AND state IN ('pending', 'running') RETURNING ${sql.literal(finishedColumns)}`
 })

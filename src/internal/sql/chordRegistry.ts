@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import {
+  type BodyEntry,
   ChordFailed,
   type ChordHandle,
   ChordId,
@@ -47,8 +48,10 @@ import {
 
 export { type Options, reconcileStepName } from "./chordCoordinator.js"
 
+type AnySpec = ChordSpec<ReadonlyArray<BodyEntry>, Task.Any, Task.Any, FailurePolicy>
+
 /** The chord's own fields (its body tasks and callbacks are checked when they are encoded and enqueued). */
-const checkSpec = (spec: ChordSpec<ReadonlyArray<Task.TaskCall>, Task.Any, Task.Any, FailurePolicy>) => {
+const checkSpec = (spec: AnySpec) => {
   const invalid = (field: string, message: string | undefined) =>
     message === undefined ? undefined : new InvalidInput({ field, message })
   if (!Array.isArray(spec.body))
@@ -99,12 +102,28 @@ const toInfo = (row: ChordRow): ChordInfo => ({
   createdAt: new Date(Number(row.created_at)),
   lastBodyAt: row.last_body_at === null ? undefined : new Date(Number(row.last_body_at)),
   dispatchedAt: row.dispatched_at === null ? undefined : new Date(Number(row.dispatched_at)),
-  deadlineAt: row.deadline_at === null || row.deadline_at === undefined ? undefined : new Date(Number(row.deadline_at))
+  deadlineAt: row.deadline_at === null || row.deadline_at === undefined ? undefined : new Date(Number(row.deadline_at)),
+  parentChordId: row.parent_id === null || row.parent_id === undefined ? undefined : ChordId.make(row.parent_id),
+  parentIndex: row.parent_index === null || row.parent_index === undefined ? undefined : Number(row.parent_index)
 })
+
+/** A chord ready to be written: its row, its body tasks, and its inner chords (written after it, in its transaction). */
+interface Plan {
+  readonly row: Record<string, unknown> & { readonly id: string; readonly idempotency_key: string | null }
+  readonly body: ReadonlyArray<RawEnqueue>
+  readonly inner: ReadonlyArray<Plan>
+  readonly deadlineAt: number | undefined
+}
+
+/** Every deadline of a plan and its inner chords. */
+const deadlines = (plan: Plan): ReadonlyArray<number> => [
+  ...(plan.deadlineAt === undefined ? [] : [plan.deadlineAt]),
+  ...plan.inner.flatMap(deadlines)
+]
 
 /** The chord's deadline as epoch ms (undefined: none), or why it is invalid. */
 const deadlineOf = (
-  deadline: ChordSpec<ReadonlyArray<Task.TaskCall>, Task.Any, Task.Any, FailurePolicy>["deadline"],
+  deadline: AnySpec["deadline"],
   now: number
 ): { readonly at: number | undefined; readonly problem?: undefined } | { readonly problem: InvalidInput } => {
   if (deadline === undefined) return { at: undefined }
@@ -205,48 +224,57 @@ export const make = (
         })
       )
 
-    const chord = <
-      Body extends ReadonlyArray<Task.TaskCall>,
-      CB extends Task.Any,
-      EB extends Task.Any,
-      P extends FailurePolicy
-    >(
-      spec: ChordSpec<Body, CB, EB, P>
-    ): Effect.Effect<ChordHandle, InvalidPayload | InvalidInput | SqlError> =>
+    /**
+     * Checks and encodes a chord and its inner chords, before any transaction: an invalid payload or option anywhere
+     * fails here and nothing is written. An inner chord's own idempotency key and its callback's are ignored.
+     */
+    const prepare = (
+      spec: AnySpec,
+      now: number,
+      parent:
+        | {
+            readonly chordId: string
+            readonly index: number
+            readonly namespace: string
+            readonly tags: ReadonlyArray<string>
+          }
+        | undefined
+    ): Effect.Effect<Plan, InvalidPayload | InvalidInput> =>
       Effect.gen(function* () {
-        const now = yield* Clock.currentTimeMillis
-        const namespace = spec.namespace ?? "default"
-        const tags = spec.tags ?? []
+        const namespace = spec.namespace ?? parent?.namespace ?? "default"
+        const tags = parent === undefined ? (spec.tags ?? []) : union(parent.tags, spec.tags)
         const policy: FailurePolicy = spec.failurePolicy ?? "fail"
         const problem = checkSpec(spec)
         if (problem !== undefined) return yield* problem
         const deadline = deadlineOf(spec.deadline, now)
         if (deadline.problem !== undefined) return yield* deadline.problem
         const chordId = crypto.randomUUID()
-        yield* Effect.annotateCurrentSpan({
-          chordId,
-          callback: spec.callback.task.name,
-          bodyTasks: [...new Set(spec.body.map((call) => call.task.name))].join(","),
-          size: spec.body.length
-        })
-        // Everything is encoded before the transaction: an invalid payload fails here and nothing is written.
-        const body = yield* Effect.forEach(spec.body, (call, index) =>
-          encodeCall(
-            call.task,
-            call.payload,
+        const body: Array<RawEnqueue> = []
+        const inner: Array<Plan> = []
+        for (let index = 0; index < spec.body.length; index++) {
+          const entry = spec.body[index]!
+          if (entry._tag === "ChordCall") {
+            inner.push(yield* prepare(entry.spec, now, { chordId, index, namespace, tags }))
+            continue
+          }
+          const request = yield* encodeCall(
+            entry.task,
+            entry.payload,
             {
-              ...call.options,
+              ...entry.options,
               idempotencyKey: undefined,
-              namespace: call.options.namespace ?? namespace,
-              tags: union(tags, call.options.tags)
+              namespace: entry.options.namespace ?? namespace,
+              tags: union(tags, entry.options.tags)
             },
             now
-          ).pipe(Effect.map((request): RawEnqueue => ({ ...request, chordId, chordIndex: index })))
-        )
+          )
+          body.push({ ...request, chordId, chordIndex: index })
+        }
         const callback = yield* seal(
           spec.callback.task,
           spec.callback.args,
-          spec.callback.options,
+          // An inner chord's callback is a body task of the outer chord: a key could resolve to a task outside it.
+          parent === undefined ? spec.callback.options : { ...spec.callback.options, idempotencyKey: undefined },
           "results",
           [],
           namespace,
@@ -270,10 +298,10 @@ export const make = (
           id: chordId,
           namespace,
           tags: JSON.stringify(tags),
-          idempotency_key: spec.idempotencyKey ?? null,
+          idempotency_key: parent === undefined ? (spec.idempotencyKey ?? null) : null,
           state: "running",
           failure_policy: policy,
-          expected: body.length,
+          expected: spec.body.length,
           succeeded: 0,
           failed: 0,
           cancelled: 0,
@@ -283,30 +311,62 @@ export const make = (
           healed: 0,
           body_open: 0,
           created_at: now,
-          deadline_at: deadline.at ?? null
+          deadline_at: deadline.at ?? null,
+          parent_id: parent?.chordId ?? null,
+          parent_index: parent?.index ?? null
         }
+        return { row, body, inner, deadlineAt: deadline.at }
+      })
+
+    /** After the chord row is inserted (same transaction): its body tasks, then its inner chords, recursively. */
+    const writeRest = (plan: Plan, now: number): Effect.Effect<void, InvalidPayload | InvalidInput | SqlError> =>
+      Effect.gen(function* () {
+        yield* queue.enqueueRaw(plan.body)
+        for (const inner of plan.inner) {
+          yield* sql`INSERT INTO baton_chords ${sql.insert(inner.row)}`
+          yield* writeRest(inner, now)
+        }
+        if (Number(plan.row.expected) === 0) {
+          const locked = yield* lockRunning(ctx, plan.row.id)
+          if (locked !== undefined) yield* settleChord(ctx, locked, now, false)
+        }
+      })
+
+    const chord = <
+      Body extends ReadonlyArray<Task.TaskCall>,
+      CB extends Task.Any,
+      EB extends Task.Any,
+      P extends FailurePolicy
+    >(
+      spec: ChordSpec<Body, CB, EB, P>
+    ): Effect.Effect<ChordHandle, InvalidPayload | InvalidInput | SqlError> =>
+      Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const plan = yield* prepare(spec, now, undefined)
+        yield* Effect.annotateCurrentSpan({
+          chordId: plan.row.id,
+          callback: spec.callback.task.name,
+          bodyTasks: [...new Set(spec.body.map((entry) => entry.task.name))].join(","),
+          size: spec.body.length
+        })
         const result = yield* sql.withTransaction(
           Effect.gen(function* () {
-            const inserted = yield* sql<{ id: string }>`INSERT INTO baton_chords ${sql.insert(row)}
+            const inserted = yield* sql<{ id: string }>`INSERT INTO baton_chords ${sql.insert(plan.row)}
               ON CONFLICT DO NOTHING RETURNING id`
             if (inserted.length === 0) {
               const existing = yield* sql<{ id: string }>`SELECT id FROM baton_chords
-                WHERE namespace = ${namespace} AND idempotency_key = ${row.idempotency_key}`
+                WHERE namespace = ${plan.row.namespace as string} AND idempotency_key = ${plan.row.idempotency_key}`
               if (existing[0] === undefined) {
-                return yield* Effect.dieMessage(`chord ${chordId} was neither inserted nor found`)
+                return yield* Effect.dieMessage(`chord ${plan.row.id} was neither inserted nor found`)
               }
               return { id: existing[0].id, created: false }
             }
-            yield* queue.enqueueRaw(body)
-            if (body.length === 0) {
-              const locked = yield* lockRunning(ctx, chordId)
-              if (locked !== undefined) yield* settleChord(ctx, locked, now, false)
-            }
-            return { id: chordId, created: true }
+            yield* writeRest(plan, now)
+            return { id: plan.row.id, created: true }
           })
         )
-        // The coordinator of this process times the deadline (others find it on their own schedule).
-        if (deadline.at !== undefined && result.created) yield* coordinator.deadlineAdded(deadline.at)
+        // The coordinator of this process times the deadlines (others find them on their own schedule).
+        if (result.created && deadlines(plan).length > 0) yield* coordinator.deadlineAdded(Math.min(...deadlines(plan)))
         const continuations = yield* coordinator.watch(result.id)
         return toHandle(result.id, result.created, continuations)
       }).pipe(Effect.withSpan("ChordRegistry.chord"))
@@ -323,11 +383,13 @@ export const make = (
       Effect.gen(function* () {
         const limit = pageLimit(options.limit)
         const offset = Math.max(0, Math.floor(options.offset ?? 0))
-        const where = options.state === undefined ? sql`1 = 1` : sql`state = ${options.state}`
-        const rows = yield* sql<ChordRow>`SELECT * FROM baton_chords WHERE ${where}
-          ORDER BY created_at DESC, id DESC LIMIT ${limit} OFFSET ${offset}`
+        const byState = options.state === undefined ? sql`1 = 1` : sql`state = ${options.state}`
+        const inParent = options.parent === undefined ? sql`1 = 1` : sql`parent_id = ${options.parent}`
+        const order = options.parent === undefined ? sql`created_at DESC, id DESC` : sql`parent_index`
+        const rows = yield* sql<ChordRow>`SELECT * FROM baton_chords WHERE ${byState} AND ${inParent}
+          ORDER BY ${order} LIMIT ${limit} OFFSET ${offset}`
         const countRows = yield* sql<{ state: ChordState; n: number }>`SELECT state, count(*) AS n FROM baton_chords
-          GROUP BY state`
+          WHERE ${inParent} GROUP BY state`
         const counts: Record<ChordState, number> = { running: 0, completed: 0, failed: 0, cancelled: 0 }
         for (const row of countRows) counts[row.state] = Number(row.n)
         const total =

@@ -9,6 +9,7 @@ import m0007 from "./pg/0007_chord_deadline.js"
 import m0008 from "./pg/0008_trace_context.js"
 import m0009 from "./pg/0009_ops.js"
 import m0010 from "./pg/0010_progress_workers.js"
+import m0011 from "./pg/0011_nested_chords.js"
 
 export const pgMigrations = {
   "0001_tasks": m0001,
@@ -20,5 +21,6 @@ export const pgMigrations = {
   "0007_chord_deadline": m0007,
   "0008_trace_context": m0008,
   "0009_ops": m0009,
-  "0010_progress_workers": m0010
+  "0010_progress_workers": m0010,
+  "0011_nested_chords": m0011
 }

@@ -9,6 +9,7 @@ import m0007 from "./sqlite/0007_chord_deadline.js"
 import m0008 from "./sqlite/0008_trace_context.js"
 import m0009 from "./sqlite/0009_ops.js"
 import m0010 from "./sqlite/0010_progress_workers.js"
+import m0011 from "./sqlite/0011_nested_chords.js"
 
 export const sqliteMigrations = {
   "0001_tasks": m0001,
@@ -20,5 +21,6 @@ export const sqliteMigrations = {
   "0007_chord_deadline": m0007,
   "0008_trace_context": m0008,
   "0009_ops": m0009,
-  "0010_progress_workers": m0010
+  "0010_progress_workers": m0010,
+  "0011_nested_chords": m0011
 }
