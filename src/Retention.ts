@@ -1,5 +1,5 @@
 /**
- * Retention: finished work is deleted after a while, so `baton_tasks` and the other tables stop growing forever.
+ * Retention: finished work is deleted after a while, so the task table and the other tables stop growing forever.
  *
  * What `prune` deletes (each kind by its own policy, see `Options` and `defaults`):
  * - finished tasks, per terminal state, older than `maxAge` (by finish time) and/or beyond the newest `maxCount` of
