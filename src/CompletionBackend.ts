@@ -25,7 +25,7 @@ import type * as Effect from "effect/Effect"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
-import { type InvalidInput, TaskId } from "./TaskQueue.js"
+import { type InvalidInput, TaskId } from "./internal/ids.js"
 
 /**
  * What a log row records. `task`: a task reached a terminal state. `task.progress`: a running task's handler reported

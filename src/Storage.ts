@@ -415,7 +415,9 @@ export const layerMemory: Layer.Layer<SqlClient.SqlClient | Storage, StorageErro
  * The Postgres migrations as one SQL script, for a DBA who applies schema changes by hand (`baton migrate --sql`):
  * each migration's statements exactly as `layerPg` would send them, followed by its `baton_migrations` row.
  */
-export const pgMigrationSql: Effect.Effect<string> = Effect.suspend(() => MigrationSql.pgMigrationScript)
+export const pgMigrationSql: Effect.Effect<string, StorageError> = Effect.flatMap(loadPg, ({ PgClient }) =>
+  MigrationSql.pgMigrationScript(PgClient.makeCompiler())
+)
 
 /** The names of the migrations of a dialect, in order (`0001_tasks`, …). */
 export const migrationNames = (dialect: Dialect): ReadonlyArray<string> =>

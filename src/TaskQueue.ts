@@ -26,14 +26,17 @@ import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
-import type { CompletionBackend, StreamError, SubscribeError } from "./CompletionBackend.js"
+import { CompletionBackend, type StreamError, type SubscribeError } from "./CompletionBackend.js"
+import { InvalidInput, TaskId } from "./internal/ids.js"
 import * as Validate from "./internal/validate.js"
 import type * as Task from "./Task.js"
 
-/** A task's id. */
-export const TaskId = Schema.String.pipe(Schema.brand("baton/TaskId"))
-/** A task's id. */
-export type TaskId = typeof TaskId.Type
+export {
+  /** An option or argument is out of range or malformed; `field` names it. Nothing was written. */
+  InvalidInput,
+  /** A task's id. */
+  TaskId
+}
 
 /** The states of a task. `failed`: failed permanently (e.g. bad payload); `dead`: retries exhausted. */
 export const TaskState = Schema.Literal("pending", "running", "succeeded", "failed", "dead", "cancelled")
@@ -176,15 +179,6 @@ export interface QueueStats {
  */
 export class InvalidPayload extends Schema.TaggedError<InvalidPayload>()("InvalidPayload", {
   task: Schema.String,
-  message: Schema.String
-}) {}
-
-/**
- * An option or argument is out of range or malformed (a negative delay, a NaN priority, a name with NUL or a lone
- * surrogate, too many tags, ...); `field` names it and `message` says what is allowed. Nothing was written.
- */
-export class InvalidInput extends Schema.TaggedError<InvalidInput>()("InvalidInput", {
-  field: Schema.String,
   message: Schema.String
 }) {}
 
@@ -388,10 +382,6 @@ export type AwaitError = SubscribeError | StreamError | SqlError
 /** How one awaited task ended: its `TaskInfo` if it succeeded, else `TaskFailed` (or `TaskNotFound`). */
 export type AwaitExit = Exit.Exit<TaskInfo, TaskFailed | TaskNotFound>
 
-// The CompletionBackend tag by its key: `CompletionBackend.ts` imports this module's schemas at load time, so a value
-// import of it here would be circular. Tags with the same key are the same service.
-const Completions = Context.GenericTag<CompletionBackend, CompletionBackend["Type"]>("baton/CompletionBackend")
-
 const settled = (info: TaskInfo): AwaitExit | undefined => {
   switch (info.state) {
     case "succeeded":
@@ -424,7 +414,7 @@ const waitAll = (
   Effect.scoped(
     Effect.gen(function* () {
       const queue = yield* TaskQueue
-      const backend = yield* Completions
+      const backend = yield* CompletionBackend
       const events = yield* backend.subscribe({
         filter: taskName === undefined ? { kinds: ["task"] } : { kinds: ["task"], taskName }
       })

@@ -8,9 +8,9 @@
  * is current for `Storage` too.
  */
 import * as Reactivity from "@effect/experimental/Reactivity"
-import * as PgClient from "@effect/sql-pg/PgClient"
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlConnection from "@effect/sql/SqlConnection"
+import type * as Statement from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
 import { pgMigrations } from "./migrations/pg.js"
 
@@ -39,56 +39,61 @@ const dedent = (text: string): string => {
 /** The names of the Postgres migrations, in order (`0001_tasks`, …). */
 export const pgMigrationNames: ReadonlyArray<string> = Object.keys(pgMigrations).sort()
 
-/** Every Postgres migration as one SQL script (one transaction), each section named after its migration. */
-export const pgMigrationScript: Effect.Effect<string> = Effect.gen(function* () {
-  const recorded: Array<string> = []
-  const record = (text: string, params: ReadonlyArray<unknown>) =>
-    Effect.sync(() => {
-      recorded.push(dedent(inline(text, params)))
-      return [] as Array<never>
-    })
-  const connection: SqlConnection.Connection = {
-    execute: record,
-    executeRaw: record,
-    executeUnprepared: record,
-    executeValues: (text, params) => Effect.as(record(text, params), []),
-    executeStream: () => Effect.dieMessage("not supported") as never
-  }
-  const client = yield* SqlClient.make({
-    acquirer: Effect.succeed(connection),
-    compiler: PgClient.makeCompiler(),
-    spanAttributes: []
-  }).pipe(Effect.provide(Reactivity.layer))
-  const sections: Array<string> = []
-  for (const name of pgMigrationNames) {
-    recorded.length = 0
-    yield* Effect.orDie(
-      Effect.provideService(pgMigrations[name as keyof typeof pgMigrations], SqlClient.SqlClient, client)
-    )
-    const id = parseInt(name, 10)
-    const label = name.slice(name.indexOf("_") + 1)
-    sections.push(
+/**
+ * Every Postgres migration as one SQL script (one transaction), each section named after its migration. `compiler` is
+ * `@effect/sql-pg`'s (`PgClient.makeCompiler()`), passed in because the Postgres driver is an optional peer that
+ * `Storage` loads only when asked.
+ */
+export const pgMigrationScript = (compiler: Statement.Compiler): Effect.Effect<string> =>
+  Effect.gen(function* () {
+    const recorded: Array<string> = []
+    const record = (text: string, params: ReadonlyArray<unknown>) =>
+      Effect.sync(() => {
+        recorded.push(dedent(inline(text, params)))
+        return [] as Array<never>
+      })
+    const connection: SqlConnection.Connection = {
+      execute: record,
+      executeRaw: record,
+      executeUnprepared: record,
+      executeValues: (text, params) => Effect.as(record(text, params), []),
+      executeStream: () => Effect.dieMessage("not supported") as never
+    }
+    const client = yield* SqlClient.make({
+      acquirer: Effect.succeed(connection),
+      compiler,
+      spanAttributes: []
+    }).pipe(Effect.provide(Reactivity.layer))
+    const sections: Array<string> = []
+    for (const name of pgMigrationNames) {
+      recorded.length = 0
+      yield* Effect.orDie(
+        Effect.provideService(pgMigrations[name as keyof typeof pgMigrations], SqlClient.SqlClient, client)
+      )
+      const id = parseInt(name, 10)
+      const label = name.slice(name.indexOf("_") + 1)
+      sections.push(
+        [
+          `-- ${name}`,
+          ...recorded.map((statement) => `${statement};`),
+          `INSERT INTO baton_migrations (migration_id, name) VALUES (${id}, ${literal(label)});`
+        ].join("\n")
+      )
+    }
+    return [
       [
-        `-- ${name}`,
-        ...recorded.map((statement) => `${statement};`),
-        `INSERT INTO baton_migrations (migration_id, name) VALUES (${id}, ${literal(label)});`
-      ].join("\n")
-    )
-  }
-  return [
-    [
-      `-- Baton's PostgreSQL migrations (${pgMigrationNames.length}), as applied by Storage.layerPg.`,
-      "-- Run in the target schema (SET search_path). On a database that already has some, apply only the sections",
-      "-- after the highest migration_id in baton_migrations.",
-      "BEGIN;"
-    ].join("\n"),
-    `CREATE TABLE IF NOT EXISTS baton_migrations (
+        `-- Baton's PostgreSQL migrations (${pgMigrationNames.length}), as applied by Storage.layerPg.`,
+        "-- Run in the target schema (SET search_path). On a database that already has some, apply only the sections",
+        "-- after the highest migration_id in baton_migrations.",
+        "BEGIN;"
+      ].join("\n"),
+      `CREATE TABLE IF NOT EXISTS baton_migrations (
   migration_id integer primary key,
   created_at timestamp with time zone not null default now(),
   name text not null
 );`,
-    ...sections,
-    "COMMIT;",
-    ""
-  ].join("\n\n")
-})
+      ...sections,
+      "COMMIT;",
+      ""
+    ].join("\n\n")
+  })
