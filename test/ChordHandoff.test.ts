@@ -13,6 +13,8 @@ import * as Option from "effect/Option"
 import * as ChordRegistry from "../src/ChordRegistry.js"
 import * as SqlChordRegistry from "../src/SqlChordRegistry.js"
 import * as SqlCompletionBackend from "../src/SqlCompletionBackend.js"
+import * as SqlQueueControl from "../src/SqlQueueControl.js"
+import { QueueControl } from "../src/QueueControl.js"
 import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
 import * as Task from "../src/Task.js"
 import { TaskQueue } from "../src/TaskQueue.js"
@@ -33,7 +35,7 @@ const shared = (kind: "sqlite" | "pg") => {
       pollInterval: { min: "1 millis", max: "20 millis" }
     }).pipe(
       Layer.provideMerge(SqlCompletionBackend.layerWith({ pollInterval: { min: "2 millis", max: "50 millis" } })),
-      Layer.provideMerge(SqlTaskQueue.layer),
+      Layer.provideMerge(Layer.merge(SqlTaskQueue.layer, SqlQueueControl.layer)),
       Layer.provideMerge(layer)
     )
   }
@@ -96,7 +98,7 @@ for (const kind of kinds) {
         assert.strictEqual(callback.worker_id, "w-handoff")
         assert.strictEqual(Number(callback.attempts), 1)
         assert.strictEqual((yield* handedOff) - before, 1)
-      }).pipe(Effect.provide(shared(kind).layer), Effect.scoped)
+      }).pipe(Effect.scoped, Effect.provide(shared(kind).layer))
     )
 
     it.live("a worker that does not claim from the callback's queue leaves the usual pending callback", () =>
@@ -113,7 +115,27 @@ for (const kind of kinds) {
         assert.strictEqual(callback.state, "pending")
         assert.isNull(callback.worker_id)
         assert.strictEqual((yield* handedOff) - before, 0)
-      }).pipe(Effect.provide(shared(kind).layer), Effect.scoped)
+      }).pipe(Effect.scoped, Effect.provide(shared(kind).layer))
+    )
+
+    it.live("a paused callback queue is not bypassed: the callback stays pending until resumed", () =>
+      Effect.gen(function* () {
+        const registry = yield* ChordRegistry.ChordRegistry
+        const control = yield* QueueControl
+        yield* control.pause("callbacks")
+        const before = yield* handedOff
+        const handle = yield* registry.chord({
+          body: [1, 2].map((n) => Task.call(Square, { n })),
+          callback: ChordRegistry.callback(Sum, { label: "paused" }, { queue: "callbacks" })
+        })
+        yield* Worker.run({ tasks: [Square, Sum], queues: ["default", "callbacks"], concurrency: 2, ...fast })
+        const callbackId = yield* handle.await
+        const callback = yield* row(callbackId)
+        assert.strictEqual(callback.state, "pending")
+        assert.strictEqual((yield* handedOff) - before, 0)
+        yield* control.resume("callbacks")
+        yield* waitState(callbackId, "succeeded")
+      }).pipe(Effect.scoped, Effect.provide(shared(kind).layer))
     )
 
     it.live(
@@ -158,7 +180,7 @@ for (const kind of kinds) {
             b.lines.filter((l) => l.startsWith(`callback ${callbackId}`)),
             1
           )
-        }).pipe(Effect.provide(layer), Effect.scoped)
+        }).pipe(Effect.scoped, Effect.provide(layer))
       },
       60_000
     )

@@ -558,21 +558,23 @@ const pgStatements = (sql: SqlClient.SqlClient, channel: string): LedgerStatemen
       const row = sealedRow(sealed, payload, at)
       // The hand-off (`handoff.ts`): inserted already leased to the committing worker, without a wake-up.
       const lease = takeLease(yield* FiberRef.get(currentHandoff), row, at)
-      const [outcome] = yield* sql<{ won: number; inserted: string | null }>`WITH won AS (
+      const [outcome] = yield* sql<{ won: number; inserted: string | null; state: string | null }>`WITH won AS (
           UPDATE baton_chords SET state = 'completed', dispatched_at = ${at}, healed = ${healed ? 1 : 0},
             callback_task_id = ${row.id}
           WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id
         ), ins AS (
           ${lease === undefined ? insertRecordPg(sql, row) : insertLeasedPg(sql, row, lease)}
           WHERE EXISTS (SELECT 1 FROM won)
-          ON CONFLICT DO NOTHING RETURNING id, queue
+          ON CONFLICT DO NOTHING RETURNING id, queue, state
         )
         SELECT (SELECT count(*) FROM won) AS won, (SELECT id FROM ins) AS inserted,
-          ${lease === undefined ? sql`(SELECT count(pg_notify(${channel}, queue)) FROM ins)` : sql`0`} AS notified`
-      if (lease !== undefined && (outcome === undefined || outcome.inserted === null)) lease.offer.free++
+          (SELECT state FROM ins) AS state,
+          (SELECT count(pg_notify(${channel}, queue)) FROM ins WHERE state = 'pending') AS notified`
+      const handed = lease !== undefined && outcome?.inserted != null && outcome.state === "running"
+      if (lease !== undefined && !handed) lease.offer.free++
       if (outcome === undefined || Number(outcome.won) === 0) return undefined
       if (outcome.inserted !== null) {
-        if (lease !== undefined) handOver(row, lease)
+        if (handed) handOver(row, lease)
         return { id: outcome.inserted, queue: row.queue }
       }
       // The callback's idempotency key named an existing task: point the chord at that one.

@@ -88,20 +88,31 @@ export const handOver = (row: InsertRow, lease: HandoffLease): void => {
 
 /**
  * SQLite (one writer: no round trip saved by folding it into the insert): leases a task this transaction just
- * inserted, if it is still pending; the claimed task, or undefined.
+ * inserted, if it is still pending and its queue has no setting (paused, limited); the claimed task, if leased.
  */
 export const leaseInserted = (sql: SqlClient.SqlClient, id: string, lease: HandoffLease) =>
   sql<TaskRow>`UPDATE baton_tasks SET state = 'running', attempts = attempts + 1, lease_id = ${lease.leaseId},
       lease_expires_at = ${lease.expiresAt}, worker_id = ${lease.workerId}, started_at = ${lease.now},
       updated_at = ${lease.now}
-    WHERE id = ${id} AND state = 'pending' RETURNING ${sql.literal(claimedColumns)}`
+    WHERE id = ${id} AND state = 'pending' AND queue NOT IN (SELECT queue FROM baton_queues)
+    RETURNING ${sql.literal(claimedColumns)}`
 
 /**
  * Postgres: the one-row insert of `insertRecordPg`, already leased (the row and its lease columns), for the guarded
- * dispatch statement.
+ * dispatch statement. A queue with a setting (paused, limited: a row in `baton_queues`) gets the plain pending row
+ * instead, so the hand-off never bypasses a pause or a limit; `RETURNING state` tells which it was.
  */
 export const insertLeasedPg = (sql: SqlClient.SqlClient, row: InsertRow, lease: HandoffLease) => {
-  const columns = sql.literal([...insertColumns, ...leaseColumns].join(", "))
-  return sql`INSERT INTO baton_tasks (${columns}) SELECT ${columns}
-    FROM json_populate_record(NULL::baton_tasks, ${JSON.stringify(leasedRecord(row, lease))}::json)`
+  const controlled = "EXISTS (SELECT 1 FROM baton_queues c WHERE c.queue = r.queue)"
+  const pending: Record<string, string> = { state: "'pending'", attempts: "0" }
+  const select = [...insertColumns, ...leaseColumns]
+    .map((column) =>
+      column in pending || (leaseColumns as ReadonlyArray<string>).includes(column)
+        ? `CASE WHEN ${controlled} THEN ${pending[column] ?? "NULL"} ELSE r.${column} END`
+        : `r.${column}`
+    )
+    .join(", ")
+  return sql`INSERT INTO baton_tasks (${sql.literal([...insertColumns, ...leaseColumns].join(", "))})
+    SELECT ${sql.literal(select)}
+    FROM json_populate_record(NULL::baton_tasks, ${JSON.stringify(leasedRecord(row, lease))}::json) AS r`
 }

@@ -5,8 +5,8 @@
  *
  * A handed-off task enters `held` (the heartbeat extends its lease) and `ready` like a claimed one, so a free slot
  * starts it at once: no NOTIFY, no claim round trip. A worker that stops accepting (shutdown) offers nothing; a task
- * handed over by a commit that was in flight when shutdown began is handed back like any buffered task if the
- * shutdown has not yet drained the local queue, else its lease expires and it is reclaimed like any task.
+ * handed over by a commit that was in flight when shutdown began is not taken: its lease expires and it is reclaimed
+ * like any task.
  *
  * @since 0.1.0
  */
@@ -45,7 +45,8 @@ export const offer = (options: {
 
 /** After the commit: the handed-over tasks into `held` and `ready` (no interruption point in between). */
 export const accept = (local: LocalQueue.LocalQueue, offer: HandoffOffer | undefined): Effect.Effect<void> =>
-  offer === undefined || offer.handed.length === 0
+  // Shutdown began while the commit was in flight: the slots may be gone, so the tasks are left to their lease.
+  offer === undefined || offer.handed.length === 0 || !local.accepting
     ? Effect.void
     : Effect.suspend(() => {
         for (const task of offer.handed) {
