@@ -76,11 +76,7 @@ export const run = (options: {
 }): Effect.Effect<never> => {
   const { completions, leaseMs, leaseWrites, local, outcomes, queue } = options
   return Effect.gen(function* () {
-    // Take one, yield once, then drain what queued meanwhile: handlers that end in the same instant as the first
-    // (a chord's last bodies) join this batch instead of waiting behind its commit.
-    const first = yield* Queue.take(completions)
-    yield* Effect.yieldNow()
-    const batch = [first, ...(yield* Queue.takeUpTo(completions, 999))]
+    const batch = yield* Queue.takeBetween(completions, 1, 1000)
     const items: Array<Extract<Completion, { _tag: "Complete" }>> = []
     const flushes: Array<Deferred.Deferred<void>> = []
     for (const item of batch) {
