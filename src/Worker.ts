@@ -35,6 +35,7 @@ import * as Tracer from "effect/Tracer"
 import * as Attempt from "./internal/worker/attempt.js"
 import * as ClaimLoop from "./internal/worker/claimLoop.js"
 import * as GroupCommit from "./internal/worker/groupCommit.js"
+import * as Handoff from "./internal/worker/handoff.js"
 import * as Lifecycle from "./internal/worker/lifecycle.js"
 import * as LocalQueue from "./internal/worker/localQueue.js"
 import * as Outcomes from "./internal/worker/outcomes.js"
@@ -115,6 +116,14 @@ export interface WorkerHandle {
 export const tasksProcessed = Outcomes.tasksProcessed
 
 /**
+ * Counter of tasks a worker started without a claim: chord callbacks its own completing transaction dispatched and
+ * inserted already leased to it (docs/chords.md, "The callback hand-off").
+ *
+ * @category metrics
+ */
+export const tasksHandedOff = Handoff.tasksHandedOff
+
+/**
  * Delay before retry number `attempt` (1-based) with exponential backoff, computed with `Schedule`.
  *
  * @category retries
@@ -184,7 +193,17 @@ export const run = <const Tasks extends ReadonlyArray<Task.AnyTask>>(
 
     // Finalizers run in reverse order: the last one added (shutdown) runs first, while the group commit still runs.
     yield* Effect.forkScoped(
-      annotate(GroupCommit.run({ queue, completions, local, leaseWrites, outcomes, leaseMs: settings.leaseMs }))
+      annotate(
+        GroupCommit.run({
+          queue,
+          completions,
+          local,
+          leaseWrites,
+          outcomes,
+          leaseMs: settings.leaseMs,
+          handoff: { workerId, names: new Set(registry.keys()), queues: new Set(queues) }
+        })
+      )
     )
     yield* Effect.forkScoped(
       annotate(

@@ -1,7 +1,8 @@
 /**
  * Baton's chords as a benchmark agent (see bench/lib/agent.ts), the counterpart of bench/peers/bullmq.ts: a chord of
- * `size` no-op body tasks on queue "bodies" (one `Worker.run`, concurrency 10) and a callback on queue "callbacks"
- * (another `Worker.run`, concurrency 1), like BullMQ's children and parent workers. Everything else is Baton's
+ * `size` no-op body tasks on queue "bodies" (one `Worker.run`, concurrency 10, which also runs the callback task and
+ * claims "callbacks", so the callback can be handed off to it) and a callback on queue "callbacks" (another
+ * `Worker.run`, concurrency 1), like BullMQ's children and parent workers. Everything else is Baton's
  * defaults: `SqlChordRegistry.layer` + `SqlCompletionBackend.layer` + `SqlTaskQueue.layer` on `Storage.layerPg`.
  *
  * Instants, all on the host's monotonic clock (`nowMs`, this process):
@@ -64,7 +65,10 @@ const startWorkers = async () => {
   await rt().runPromise(
     Effect.all(
       [
-        Worker.run({ tasks: [Body], queues: ["bodies"], concurrency: 10 }),
+        // The body worker also runs the callback task and claims its queue, so the worker that completes the last
+        // body task can start the callback itself (the hand-off, docs/chords.md); the callback worker stays, as
+        // BullMQ's parent worker.
+        Worker.run({ tasks: [Body, Callback], queues: ["bodies", "callbacks"], concurrency: 10 }),
         Worker.run({ tasks: [Callback], queues: ["callbacks"], concurrency: 1 })
       ],
       { discard: true }

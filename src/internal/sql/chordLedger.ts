@@ -30,6 +30,7 @@ import type { SqlError } from "@effect/sql/SqlError"
 import type * as Statement from "@effect/sql/Statement"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import * as Metric from "effect/Metric"
 import {
   type ChordFailure,
@@ -44,6 +45,7 @@ import type { Dialect } from "../../Storage.js"
 import type { RawEnqueue } from "../../TaskQueue.js"
 import { type AppendLog, type LogEntry, makeAppendLog, taskEntries } from "./completionLog.js"
 import { byDialect } from "./dialect.js"
+import { currentHandoff, handOver, insertLeasedPg, leaseInserted, takeLease } from "./handoff.js"
 import {
   findByIdempotencyKey,
   type FinishedTask,
@@ -53,6 +55,7 @@ import {
   type InsertTasks,
   insertRecordPg,
   makeInsertTasks,
+  toClaimed,
   toInsertRow
 } from "./taskRows.js"
 import { makeWakeQueues, tasksChannel } from "./wakes.js"
@@ -367,7 +370,10 @@ const existingTask = (ctx: LedgerContext, row: InsertRow) =>
       : Effect.succeed({ id, queue: row.queue })
   )
 
-/** Inserts a task for a sealed call (callback or onError); returns its id (an existing task's on a key conflict). */
+/**
+ * Inserts a task for a sealed call (callback or onError); returns its id (an existing task's on a key conflict) and
+ * the row when this call inserted it.
+ */
 const insertSealed = (
   ctx: LedgerContext,
   sealed: SealedCall,
@@ -379,8 +385,8 @@ const insertSealed = (
     const row = sealedRow(sealed, payload, now, slot)
     const inserted = yield* ctx.insertTasks([row])
     yield* ctx.statements.wakeInserted([row.queue])
-    if (inserted[0] !== undefined) return { id: inserted[0], queue: row.queue }
-    return yield* existingTask(ctx, row)
+    if (inserted[0] !== undefined) return { id: inserted[0], queue: row.queue, row: row as InsertRow | undefined }
+    return { ...(yield* existingTask(ctx, row)), row: undefined }
   })
 
 const chordEntry = (
@@ -632,19 +638,27 @@ const pgStatements = (sql: SqlClient.SqlClient, channel: string): LedgerStatemen
       // The guard, the callback's insert (only if the guard won), its wake-up and the chord's pointer to it in ONE
       // statement: this transaction holds the chord row, so its round trips are on the fan-in's critical path.
       const row = sealedRow(sealed, payload, at, chord)
-      const [outcome] = yield* sql<{ won: number; inserted: string | null }>`WITH won AS (
+      // The hand-off (`handoff.ts`): inserted already leased to the committing worker, without a wake-up.
+      const lease = takeLease(yield* FiberRef.get(currentHandoff), row, at)
+      const [outcome] = yield* sql<{ won: number; inserted: string | null; state: string | null }>`WITH won AS (
           UPDATE baton_chords SET state = 'completed', dispatched_at = ${at}, healed = ${healed ? 1 : 0},
             callback_task_id = ${row.id}
           WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id
         ), ins AS (
-          ${insertRecordPg(sql, row)}
+          ${lease === undefined ? insertRecordPg(sql, row) : insertLeasedPg(sql, row, lease)}
           WHERE EXISTS (SELECT 1 FROM won)
-          ON CONFLICT DO NOTHING RETURNING id, queue
+          ON CONFLICT DO NOTHING RETURNING id, queue, state
         )
         SELECT (SELECT count(*) FROM won) AS won, (SELECT id FROM ins) AS inserted,
-          (SELECT count(pg_notify(${channel}, queue)) FROM ins) AS notified`
+          (SELECT state FROM ins) AS state,
+          (SELECT count(pg_notify(${channel}, queue)) FROM ins WHERE state = 'pending') AS notified`
+      const handed = lease !== undefined && outcome?.inserted != null && outcome.state === "running"
+      if (lease !== undefined && !handed) lease.offer.free++
       if (outcome === undefined || Number(outcome.won) === 0) return undefined
-      if (outcome.inserted !== null) return { id: outcome.inserted, queue: row.queue }
+      if (outcome.inserted !== null) {
+        if (handed) handOver(row, lease)
+        return { id: outcome.inserted, queue: row.queue }
+      }
       // The callback's idempotency key named an existing task: point the chord at that one.
       const task = yield* existingTask(ctx, row)
       yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
@@ -671,7 +685,14 @@ const sqliteStatements = (sql: SqlClient.SqlClient, wake: ReturnType<typeof make
       if (won.length === 0) return undefined
       const task = yield* insertSealed(ctx, sealed, payload, at, chord)
       yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
-      return task
+      // The hand-off (`handoff.ts`): the callback this call inserted, leased to the committing worker.
+      const lease = task.row === undefined ? undefined : takeLease(yield* FiberRef.get(currentHandoff), task.row, at)
+      if (lease !== undefined) {
+        const [leased] = yield* leaseInserted(sql, task.id, lease)
+        if (leased === undefined) lease.offer.free++
+        else lease.offer.handed.push(toClaimed(leased))
+      }
+      return { id: task.id, queue: task.queue }
     }),
   lockInner: (chordId) => sql<ChordRow>`SELECT * FROM baton_chords WHERE parent_id = ${chordId} AND state = 'running'
     ORDER BY id`,

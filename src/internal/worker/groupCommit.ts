@@ -21,6 +21,8 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Queue from "effect/Queue"
 import type { ClaimedTask, TaskQueue } from "../../TaskQueue.js"
+import { currentHandoff } from "../sql/handoff.js"
+import * as Handoff from "./handoff.js"
 import type { LocalQueue } from "./localQueue.js"
 import type { Outcomes } from "./outcomes.js"
 import * as Retry from "./retry.js"
@@ -65,6 +67,12 @@ export const run = (options: {
   readonly outcomes: Outcomes
   /** The lease duration: how long a failed commit is retried (its leases are extended meanwhile). */
   readonly leaseMs: number
+  /** The chord callback hand-off (`handoff.ts`): who this worker is, what it runs, where it claims. */
+  readonly handoff: {
+    readonly workerId: string
+    readonly names: ReadonlySet<string>
+    readonly queues: ReadonlySet<string>
+  }
 }): Effect.Effect<never> => {
   const { completions, leaseMs, leaseWrites, local, outcomes, queue } = options
   return Effect.gen(function* () {
@@ -87,13 +95,21 @@ export const run = (options: {
       // this on `leaseWrites`) neither extends nor reports a task whose completion committed. After a failed
       // commit they stay held (extended) while it is retried; `retrying` tells the heartbeat that a task gone from
       // `running` may be this batch's own commit whose reply was lost.
-      const commit = leaseWrites.withPermits(1)(
-        Effect.tap(queue.complete(request), () =>
-          Effect.sync(() => {
-            for (const id of ids) local.held.delete(id)
-          })
+      // A fresh hand-off offer for each try: a callback the transaction dispatches may come back leased to this
+      // worker, and enters the local queue only after the commit succeeded.
+      const commit = Effect.suspend(() => {
+        const offer = Handoff.offer({ ...options.handoff, local, leaseMs })
+        return leaseWrites.withPermits(1)(
+          Effect.tap(Effect.locally(queue.complete(request), currentHandoff, offer), () =>
+            Effect.zipRight(
+              Effect.sync(() => {
+                for (const id of ids) local.held.delete(id)
+              }),
+              Handoff.accept(local, offer)
+            )
+          )
         )
-      )
+      })
       let retried = false
       const exit = yield* Effect.exit(
         Retry.retrying(
