@@ -40,8 +40,8 @@ const dedent = (text: string): string => {
 export const pgMigrationNames: ReadonlyArray<string> = Object.keys(pgMigrations).sort()
 
 /**
- * Every Postgres migration as one SQL script (one transaction), each section named after its migration. `compiler` is
- * `@effect/sql-pg`'s (`PgClient.makeCompiler()`), passed in because the Postgres driver is an optional peer that
+ * Every Postgres migration as one SQL script (one transaction), each section named after its migration. `compiler` is the
+ * Postgres client's (`PgClient.makeCompiler()`), passed in because the Postgres driver is an optional peer that
  * `Storage` loads only when asked.
  */
 export const pgMigrationScript = (compiler: Statement.Compiler): Effect.Effect<string> =>
