@@ -355,18 +355,23 @@ export const makeCoordinator = (
           consume
         )
       )
+      let streamFailures = 0
       yield* Effect.forkScoped(
         Effect.gen(function* () {
           if (Either.isRight(first)) yield* consume(first.right)
           else yield* Effect.fail(first.left)
         }).pipe(
+          // A stream that ends or fails once is routine (a dropped LISTEN connection, or the storage closing while
+          // the process shuts down, before this fiber is interrupted): debug. Three failures in a row: a warning.
           Effect.catchAllCause((cause) =>
-            Effect.logWarning("chord coordinator: completion stream ended; resubscribing", Cause.pretty(cause))
+            Effect.logDebug("chord coordinator: completion stream ended; resubscribing", Cause.pretty(cause))
           ),
           Effect.zipRight(
             Effect.suspend(() => resubscribe).pipe(
               Effect.tapErrorCause((cause) =>
-                Effect.logWarning("chord coordinator: completion stream failed; resubscribing", Cause.pretty(cause))
+                ++streamFailures >= 3
+                  ? Effect.logWarning("chord coordinator: completion stream failed; resubscribing", Cause.pretty(cause))
+                  : Effect.logDebug("chord coordinator: completion stream failed; resubscribing", Cause.pretty(cause))
               ),
               Effect.retry(
                 Schedule.exponential(Duration.millis(100)).pipe(Schedule.union(Schedule.spaced("5 seconds")))
