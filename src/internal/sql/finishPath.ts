@@ -10,6 +10,8 @@
  * 4. when a count decides its chord, the dispatch under the guard (callback insert, or failure and onError) in that
  *    same transaction (`chordLedger.settleChord`).
  *
+ * A batch's log rows follow the order of its request (the order its handlers finished in).
+ *
  * The dialects differ only in how many statements that takes: on Postgres a success is steps 1 and 2 in ONE statement
  * (and, for a batch without chord body tasks, one autocommitted statement); on SQLite each step is its own statement.
  * The strategy is chosen once, when the task queue is built. Callers own the transaction.
@@ -58,6 +60,20 @@ export interface FinishPath {
 const successesJson = (successes: ReadonlyArray<Success>) =>
   JSON.stringify(successes.map((s) => ({ id: s.id, lease_id: s.leaseId, result: JSON.stringify(s.result ?? null) })))
 
+/**
+ * The rows in the order of the request (RETURNING gives no order): a batch's log rows, and so its completion events,
+ * follow the order its handlers finished in.
+ */
+const inRequestOrder = (
+  rows: ReadonlyArray<FinishedTask>,
+  successes: ReadonlyArray<Success>
+): ReadonlyArray<FinishedTask> => {
+  if (rows.length < 2) return rows
+  const position = new Map<string, number>()
+  for (let i = 0; i < successes.length; i++) position.set(successes[i]!.id, i)
+  return [...rows].sort((a, b) => position.get(a.id)! - position.get(b.id)!)
+}
+
 /** Builds the finish path (the dialect's statements chosen once). */
 export const makeFinishPath = (
   sql: SqlClient.SqlClient,
@@ -89,18 +105,21 @@ export const makeFinishPath = (
         sql<FinishedTask>`WITH done AS (
             UPDATE baton_tasks t SET state = 'succeeded', result = v.result,
               lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
-            FROM json_to_recordset(${successesJson(successes)}::json) AS v(id text, lease_id text, result text)
+            FROM ROWS FROM (json_to_recordset(${successesJson(successes)}::json) AS (id text, lease_id text, result text))
+              WITH ORDINALITY AS v(id, lease_id, result, ord)
             WHERE t.id = v.id AND t.lease_id = v.lease_id AND t.state = 'running'
               ${plainOnly ? sql`AND t.chord_id IS NULL` : sql``}
-            RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id
+            RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id, v.ord
           ), log AS (
             INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at)
             SELECT 'task', id, name, queue, namespace, tags, 'succeeded', chord_id, run_id, ${now}::bigint FROM done
+            ORDER BY ord
             RETURNING seq
           ), notified AS (
             SELECT pg_notify(${channel}, max(seq)::text) AS n FROM log HAVING count(*) > 0
           )
-          SELECT done.*, (SELECT count(*) FROM notified) AS notified FROM done`
+          SELECT id, name, queue, namespace, tags, chord_id, chord_index, run_id,
+            (SELECT count(*) FROM notified) AS notified FROM done`
       return {
         succeed: (successes, now) =>
           Effect.tap(updateAndLog(successes, now, false), (rows) => countChordBodies(rows, "succeeded", now)),
@@ -118,7 +137,11 @@ export const makeFinishPath = (
           RETURNING baton_tasks.id, baton_tasks.name, baton_tasks.queue, baton_tasks.namespace,
             baton_tasks.tags, baton_tasks.chord_id, baton_tasks.chord_index, baton_tasks.run_id`
       return {
-        succeed: (successes, now) => Effect.tap(update(successes, now), (rows) => afterUpdate(rows, "succeeded", now)),
+        succeed: (successes, now) =>
+          Effect.tap(
+            Effect.map(update(successes, now), (rows) => inRequestOrder(rows, successes)),
+            (rows) => afterUpdate(rows, "succeeded", now)
+          ),
         succeedPlain: undefined,
         finish
       }

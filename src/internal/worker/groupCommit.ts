@@ -76,7 +76,12 @@ export const run = (options: {
 }): Effect.Effect<never> => {
   const { completions, leaseMs, leaseWrites, local, outcomes, queue } = options
   return Effect.gen(function* () {
-    const batch = yield* Queue.takeBetween(completions, 1, 1000)
+    // Take one, yield once, then drain what queued meanwhile: handlers that end in the same instant as the first (a
+    // chord's last bodies, a concurrency-1 worker's next task) join its batch instead of waiting behind its commit.
+    const first = yield* Queue.take(completions)
+    yield* Effect.yieldNow()
+    const rest = yield* Queue.takeUpTo(completions, 999)
+    const batch = [first, ...rest]
     const items: Array<Extract<Completion, { _tag: "Complete" }>> = []
     const flushes: Array<Deferred.Deferred<void>> = []
     for (const item of batch) {
