@@ -61,6 +61,21 @@ const successesJson = (successes: ReadonlyArray<Success>) =>
   JSON.stringify(successes.map((s) => ({ id: s.id, lease_id: s.leaseId, result: JSON.stringify(s.result ?? null) })))
 
 /**
+ * The request as one JSON object keyed by task id: the position of its first entry (`o`), and each lease it is
+ * completed under with that entry's encoded result (`l`: lease id → result). A task can appear twice in a batch
+ * (its lease expired and it ran again): only the entry whose lease the row still holds moves it.
+ */
+const requestJson = (successes: ReadonlyArray<Success>) => {
+  const request: Record<string, { o: number; l: Record<string, string> }> = {}
+  for (let i = 0; i < successes.length; i++) {
+    const s = successes[i]!
+    const entry = (request[s.id] ??= { o: i, l: {} })
+    entry.l[s.leaseId] ??= JSON.stringify(s.result ?? null)
+  }
+  return JSON.stringify(request)
+}
+
+/**
  * The rows in the order of the request (RETURNING gives no order): a batch's log rows, and so its completion events,
  * follow the order its handlers finished in.
  */
@@ -101,20 +116,24 @@ export const makeFinishPath = (
       // Steps 1 and 2 as ONE statement: the guarded UPDATE, its completions-log rows and their NOTIFY. (The NOTIFY is
       // a column of the result on purpose: a join the result does not read from is removed by the planner, and its
       // NOTIFY with it.) `plainOnly` leaves chord body tasks alone.
-      // The guard compares `state` with a subquery's value, not a constant, on purpose: with a constant, the partial
-      // lease index (`WHERE state = 'running'`) matches it, and since statistics see few running rows the planner drove
-      // the join from a bitmap scan of that index (whose entries for finished tasks linger until vacuum: 20,000 in a
-      // 20,000-task drain), re-reading the JSON rows for each running task: 21 ms for a batch of 251 (EXPLAIN ANALYZE)
-      // against 4.5 ms through the primary key, which this form leaves as the only way in.
+      // The plan must reach the tasks through the primary key whatever the statistics say (a table that grew from
+      // empty a second ago has none yet: autovacuum analyzes it a minute later). So there is no join for the planner
+      // to order: the request is one JSON object keyed by task id (`requestJson`), the tasks are picked by
+      // an `IN` list of their ids, and the guard's `state = 'running'` is compared with a subquery's value, not a
+      // constant (a constant matches the partial lease index, whose entries for finished tasks linger until vacuum).
+      // Joining a JSON recordset instead, with a stale estimate of one matching task, the planner drove a nested loop
+      // from the tasks side and re-read every request row for each task: auto_explain in a 20,000-task drain showed
+      // 9–34 ms per batch of 160–251 rows.
       const updateAndLog = (successes: ReadonlyArray<Success>, now: number, plainOnly: boolean) =>
-        sql<FinishedTask>`WITH done AS (
-            UPDATE baton_tasks t SET state = 'succeeded', result = v.result,
+        sql<FinishedTask>`WITH req AS (SELECT ${requestJson(successes)}::jsonb AS m), done AS (
+            UPDATE baton_tasks t SET state = 'succeeded', result = req.m -> t.id -> 'l' ->> t.lease_id,
               lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
-            FROM ROWS FROM (json_to_recordset(${successesJson(successes)}::json) AS (id text, lease_id text, result text))
-              WITH ORDINALITY AS v(id, lease_id, result, ord)
-            WHERE t.id = v.id AND t.lease_id = v.lease_id AND t.state = (SELECT 'running')
+            FROM req
+            WHERE t.id IN ${sql.in([...new Set(successes.map((s) => s.id))])}
+              AND (req.m -> t.id -> 'l' ->> t.lease_id) IS NOT NULL AND t.state = (SELECT 'running')
               ${plainOnly ? sql`AND t.chord_id IS NULL` : sql``}
-            RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id, v.ord
+            RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id,
+              (req.m -> t.id ->> 'o')::int AS ord
           ), log AS (
             INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at)
             SELECT 'task', id, name, queue, namespace, tags, 'succeeded', chord_id, run_id, ${now}::bigint FROM done
