@@ -58,7 +58,7 @@ const program = Effect.gen(function* () {
     const drainer = yield* Effect.fork(
       Effect.whileLoop({
         while: () => taken < n,
-        body: () => Queue.takeBetween(completions, 1, 1000),
+        body: () => Queue.takeBetween(completions.queue, 1, 1000),
         step: (chunk) => {
           taken += chunk.length
         }

@@ -162,7 +162,7 @@ export const run = <const Tasks extends ReadonlyArray<Task.AnyTask>>(
     const local = yield* LocalQueue.make(concurrency, settings.prefetch)
     const outcomes = yield* Outcomes.make
     const completions = yield* GroupCommit.make(concurrency)
-    const leaseWrites = yield* Effect.makeSemaphore(1)
+    const leaseWrites = yield* Effect.makeSemaphore(GroupCommit.maxInFlight)
     const running = yield* FiberSet.make<void, never>()
     const execute = Attempt.make({
       queue,

@@ -10,7 +10,12 @@
  *   guard makes the retry idempotent, so a dropped connection costs no finished work; only a commit that keeps
  *   failing for a whole lease duration leaves its tasks to expire and be reclaimed;
  * - a completion refused by the lease guard (the task ran twice) is logged and not counted;
- * - `flush` returns once every completion queued before it is committed (or its commit failed).
+ * - `flush` returns once every completion queued before it is committed (or its commit failed);
+ * - while a batch commits, the next one starts at once only when a backlog of `pipelineMin` completions has built up
+ *   (at most `maxInFlight` batches at a time, on separate connections), so under load one batch's round trip,
+ *   planning and WAL flush overlap the next one's; otherwise it waits for the commit in flight, so at light load a
+ *   worker's batches commit one after another, their completion events logged in the order its handlers finished.
+ *   Batches committing at once lock disjoint task rows, and chord rows in id order: they cannot deadlock each other.
  *
  * @since 0.1.0
  */
@@ -19,6 +24,7 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type { ClaimedTask, TaskQueue } from "../../TaskQueue.js"
 import { currentHandoff } from "../sql/handoff.js"
@@ -32,8 +38,22 @@ export type Completion =
   | { readonly _tag: "Complete"; readonly task: ClaimedTask; readonly result: unknown }
   | { readonly _tag: "Flush"; readonly done: Deferred.Deferred<void> }
 
-/** The bounded queue of completions waiting for the group commit. */
-export type Completions = Queue.Queue<Completion>
+/** The bounded queue of completions waiting for the group commit, and what the commit loop waits on. */
+export interface Completions {
+  readonly queue: Queue.Queue<Completion>
+  /** Offered when a commit ends, and when a backlog of `pipelineMin` builds while `awaitingBacklog` (sliding). */
+  readonly changed: Queue.Queue<void>
+  /** Set while the loop waits for a commit in flight: submitters then signal a backlog. */
+  awaitingBacklog: boolean
+  /** Batches committing now. */
+  inFlight: number
+}
+
+/** Batches committing at once, at most (also the permits of the `leaseWrites` lock: the heartbeat takes them all). */
+export const maxInFlight = 2
+
+/** Completions waiting that start a batch while another commits. */
+export const pipelineMin = 64
 
 /**
  * The completions queue for a worker with `concurrency` slots. Bounded by a few handler slots' worth (at least 250),
@@ -43,7 +63,14 @@ export type Completions = Queue.Queue<Completion>
  * contend for one chord row (measured at 100).
  */
 export const make = (concurrency: number): Effect.Effect<Completions> =>
-  Queue.bounded<Completion>(Math.max(250, concurrency * 4))
+  Effect.gen(function* () {
+    return {
+      queue: yield* Queue.bounded<Completion>(Math.max(250, concurrency * 4)),
+      changed: yield* Queue.sliding<void>(1),
+      awaitingBacklog: false,
+      inFlight: 0
+    }
+  })
 
 /**
  * Queues a success for the next group commit; the returned effect waits only when the queue was full
@@ -52,12 +79,18 @@ export const make = (concurrency: number): Effect.Effect<Completions> =>
  */
 export const submit = (completions: Completions, task: ClaimedTask, result: unknown): Effect.Effect<void> => {
   const completion: Completion = { _tag: "Complete", task, result }
-  return Queue.unsafeOffer(completions, completion) ? Effect.void : Queue.offer(completions, completion)
+  if (!Queue.unsafeOffer(completions.queue, completion)) return Queue.offer(completions.queue, completion)
+  if (completions.awaitingBacklog && Option.getOrElse(completions.queue.unsafeSize(), () => 0) >= pipelineMin) {
+    completions.awaitingBacklog = false
+    Queue.unsafeOffer(completions.changed, undefined)
+  }
+  return Effect.void
 }
 
 /**
- * The group-commit loop (runs forever). `leaseWrites` serialises it with the heartbeat: both lock many of this
- * worker's task rows in no common order, and run together they deadlock each other (seen under load).
+ * The group-commit loop (runs forever). `leaseWrites` (`maxInFlight` permits: a commit takes one, the heartbeat all
+ * of them) keeps the heartbeat apart from the commits: both lock many of this worker's task rows in no common order,
+ * and run together they deadlocked each other (seen under load).
  */
 export const run = (options: {
   readonly queue: TaskQueue["Type"]
@@ -75,20 +108,8 @@ export const run = (options: {
   }
 }): Effect.Effect<never> => {
   const { completions, leaseMs, leaseWrites, local, outcomes, queue } = options
-  return Effect.gen(function* () {
-    // Take one, yield once, then drain what queued meanwhile: handlers that end in the same instant as the first (a
-    // chord's last bodies, a concurrency-1 worker's next task) join its batch instead of waiting behind its commit.
-    const first = yield* Queue.take(completions)
-    yield* Effect.yieldNow()
-    const rest = yield* Queue.takeUpTo(completions, 999)
-    const batch = [first, ...rest]
-    const items: Array<Extract<Completion, { _tag: "Complete" }>> = []
-    const flushes: Array<Deferred.Deferred<void>> = []
-    for (const item of batch) {
-      if (item._tag === "Complete") items.push(item)
-      else flushes.push(item.done)
-    }
-    if (items.length > 0) {
+  const commitBatch = (items: ReadonlyArray<Extract<Completion, { _tag: "Complete" }>>) =>
+    Effect.gen(function* () {
       const ids = items.map((item) => item.task.id)
       const request = items.map((item) => ({
         id: item.task.id,
@@ -151,7 +172,39 @@ export const run = (options: {
         })
       }
       if (accepted > 0) yield* outcomes.record("succeeded", accepted)
+    })
+  const ended = Effect.sync(() => {
+    completions.inFlight--
+    Queue.unsafeOffer(completions.changed, undefined)
+  })
+  return Effect.gen(function* () {
+    // Take one, yield once, then drain what queued meanwhile: handlers that end in the same instant as the first (a
+    // chord's last bodies, a concurrency-1 worker's next task) join its batch instead of waiting behind its commit.
+    const first = yield* Queue.take(completions.queue)
+    // A batch in flight: wait for its commit, or for a backlog worth a second commit at once.
+    while (
+      completions.inFlight >= maxInFlight ||
+      (completions.inFlight > 0 && Option.getOrElse(completions.queue.unsafeSize(), () => 0) + 1 < pipelineMin)
+    ) {
+      completions.awaitingBacklog = completions.inFlight < maxInFlight
+      yield* Queue.take(completions.changed)
     }
+    completions.awaitingBacklog = false
+    yield* Effect.yieldNow()
+    const rest = yield* Queue.takeUpTo(completions.queue, 999)
+    const batch = [first, ...rest]
+    const items: Array<Extract<Completion, { _tag: "Complete" }>> = []
+    const flushes: Array<Deferred.Deferred<void>> = []
+    for (const item of batch) {
+      if (item._tag === "Complete") items.push(item)
+      else flushes.push(item.done)
+    }
+    if (items.length > 0) {
+      completions.inFlight++
+      yield* Effect.fork(Effect.ensuring(commitBatch(items), ended))
+    }
+    // Everything queued before the markers is in the batches in flight (or this one): wait for all of them.
+    if (flushes.length > 0) while (completions.inFlight > 0) yield* Queue.take(completions.changed)
     for (const done of flushes) yield* Deferred.succeed(done, undefined)
   }).pipe(Effect.forever)
 }
@@ -163,7 +216,7 @@ export const run = (options: {
 export const flush = (completions: Completions, timeout: Duration.Duration): Effect.Effect<void> =>
   Effect.gen(function* () {
     const flushed = yield* Deferred.make<void>()
-    yield* Queue.offer(completions, { _tag: "Flush", done: flushed })
+    yield* Queue.offer(completions.queue, { _tag: "Flush", done: flushed })
     // Finalizers run uninterruptibly: the wait must be made interruptible for its timeout to fire.
     yield* Deferred.await(flushed).pipe(Effect.interruptible, Effect.timeout(timeout), Effect.ignore)
   })

@@ -45,7 +45,7 @@ export const deregister = (queue: TaskQueue["Type"], presence: Presence): Effect
 
 /**
  * The heartbeat loop: the worker's live-workers row (re-registered if it was removed), then the leases it holds.
- * `leaseWrites` serialises the lease part with the group commit (see `GroupCommit.run`).
+ * `leaseWrites` keeps the lease part apart from the group commits (it takes every permit; see `GroupCommit.run`).
  */
 export const heartbeat = (options: {
   readonly queue: TaskQueue["Type"]
@@ -69,7 +69,7 @@ export const heartbeat = (options: {
     yield* alive
     const leases = [...local.held.values()].map((task) => ({ id: task.id, leaseId: task.leaseId }))
     if (leases.length === 0) return
-    const stillHeld = yield* leaseWrites.withPermits(1)(queue.heartbeat(leases, leaseMs))
+    const stillHeld = yield* leaseWrites.withPermits(GroupCommit.maxInFlight)(queue.heartbeat(leases, leaseMs))
     for (const lease of leases) {
       // A task whose outcome write is being retried may be gone from `running` because that write committed.
       if (!stillHeld.has(lease.id) && local.held.has(lease.id) && !local.retrying.has(lease.id)) {
