@@ -58,7 +58,7 @@ import {
   toClaimed,
   toInsertRow
 } from "./taskRows.js"
-import { makeWakeQueues, tasksChannel } from "./wakes.js"
+import { completionsChannel, makeWakeQueues, tasksChannel } from "./wakes.js"
 
 /**
  * What the ledger works with, built once per layer (`makeLedgerContext`): the client, the log writer, the task insert,
@@ -94,8 +94,9 @@ interface LedgerStatements {
     sealed: SealedCall,
     payload: string,
     at: number,
-    healed: boolean
-  ) => Effect.Effect<{ readonly id: string; readonly queue: string } | undefined, SqlError>
+    healed: boolean,
+    entries: (task: { readonly id: string; readonly queue: string }) => ReadonlyArray<LogEntry>
+  ) => Effect.Effect<{ readonly id: string; readonly queue: string; readonly logged: boolean } | undefined, SqlError>
   /** Locks the running inner chords of a chord (skipping rows another transaction holds: the sweep retries). */
   readonly lockInner: (chordId: string) => Effect.Effect<ReadonlyArray<ChordRow>, SqlError>
   /** Moves the body tasks still pending or running to cancelled; the rows moved. */
@@ -430,17 +431,19 @@ const completeChord = (
     const sealed = JSON.parse(chord.callback) as SealedCall
     const at = Math.max(now, yield* Clock.currentTimeMillis)
     const payload = payloadText(sealed.args, "results", results)
-    const task = yield* ctx.statements.dispatch(ctx, chord, sealed, payload, at, healed)
-    // The guard: of all transactions that get here, only one sees the chord running and undispatched.
-    if (task === undefined) return false
-    yield* ctx.append([
+    const entries = (task: { readonly id: string; readonly queue: string }) => [
       chordEntry(chord, "chord.completed", "succeeded", at),
       chordEntry(chord, "chord.callback.enqueued", "succeeded", at, {
         id: task.id,
         name: sealed.request.name,
         queue: task.queue
       })
-    ])
+    ]
+    const task = yield* ctx.statements.dispatch(ctx, chord, sealed, payload, at, healed, entries)
+    // The guard: of all transactions that get here, only one sees the chord running and undispatched.
+    if (task === undefined) return false
+    // On Postgres the dispatch statement logged them itself (unless the callback was an existing task).
+    if (!task.logged) yield* ctx.append(entries(task))
     yield* Metric.increment(chordsCompleted)
     yield* recordDispatch(chord, at, healed)
     return true
@@ -623,7 +626,7 @@ export const sweepBody = (ctx: LedgerContext, chordId: string, now: number): Eff
 
 // ---- the dialects' statements, chosen once (makeLedgerContext) ----------------------------------------------------
 
-const pgStatements = (sql: SqlClient.SqlClient, channel: string): LedgerStatements => ({
+const pgStatements = (sql: SqlClient.SqlClient, channel: string, completions: string): LedgerStatements => ({
   lockRunning: (chordId) => sql<ChordRow>`SELECT * FROM baton_chords WHERE id = ${chordId} AND state = 'running'
     FOR UPDATE`,
   // When this count decides the chord, the full row comes back too (as JSON), saving the re-read.
@@ -633,14 +636,20 @@ const pgStatements = (sql: SqlClient.SqlClient, channel: string): LedgerStatemen
   quotedId: sql`to_json(id)::text`,
   // The task insert sent its NOTIFY itself.
   wakeInserted: () => Effect.void,
-  dispatch: (ctx, chord, sealed, payload, at, healed) =>
+  dispatch: (ctx, chord, sealed, payload, at, healed, entries) =>
     Effect.gen(function* () {
-      // The guard, the callback's insert (only if the guard won), its wake-up and the chord's pointer to it in ONE
-      // statement: this transaction holds the chord row, so its round trips are on the fan-in's critical path.
+      // The guard, the callback's insert (only if the guard won), its wake-up, the chord's pointer to it and the
+      // dispatch's log rows with their NOTIFY in ONE statement: this transaction holds the chord row, so its round
+      // trips are on the fan-in's critical path.
       const row = sealedRow(sealed, payload, at, chord)
       // The hand-off (`handoff.ts`): inserted already leased to the committing worker, without a wake-up.
       const lease = takeLease(yield* FiberRef.get(currentHandoff), row, at)
-      const [outcome] = yield* sql<{ won: number; inserted: string | null; state: string | null }>`WITH won AS (
+      const [outcome] = yield* sql<{
+        won: number
+        inserted: string | null
+        state: string | null
+        logged: number
+      }>`WITH won AS (
           UPDATE baton_chords SET state = 'completed', dispatched_at = ${at}, healed = ${healed ? 1 : 0},
             callback_task_id = ${row.id}
           WHERE id = ${chord.id} AND state = 'running' AND dispatched_at IS NULL RETURNING id
@@ -648,21 +657,30 @@ const pgStatements = (sql: SqlClient.SqlClient, channel: string): LedgerStatemen
           ${lease === undefined ? insertRecordPg(sql, row) : insertLeasedPg(sql, row, lease)}
           WHERE EXISTS (SELECT 1 FROM won)
           ON CONFLICT DO NOTHING RETURNING id, queue, state
+        ), log AS (
+          INSERT INTO baton_completions (kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at)
+          SELECT kind, task_id, task_name, queue, namespace, tags, outcome, chord_id, run_id, at
+          FROM json_populate_recordset(NULL::baton_completions, ${JSON.stringify(entries(row))}::json)
+          WHERE EXISTS (SELECT 1 FROM ins)
+          RETURNING seq
+        ), log_notified AS (
+          SELECT pg_notify(${completions}, max(seq)::text) AS n FROM log HAVING count(*) > 0
         )
         SELECT (SELECT count(*) FROM won) AS won, (SELECT id FROM ins) AS inserted,
           (SELECT state FROM ins) AS state,
-          (SELECT count(pg_notify(${channel}, queue)) FROM ins WHERE state = 'pending') AS notified`
+          (SELECT count(pg_notify(${channel}, queue)) FROM ins WHERE state = 'pending') AS notified,
+          (SELECT count(*) FROM log) AS logged, (SELECT count(*) FROM log_notified) AS log_notified`
       const handed = lease !== undefined && outcome?.inserted != null && outcome.state === "running"
       if (lease !== undefined && !handed) lease.offer.free++
       if (outcome === undefined || Number(outcome.won) === 0) return undefined
       if (outcome.inserted !== null) {
         if (handed) handOver(row, lease)
-        return { id: outcome.inserted, queue: row.queue }
+        return { id: outcome.inserted, queue: row.queue, logged: Number(outcome.logged) > 0 }
       }
       // The callback's idempotency key named an existing task: point the chord at that one.
       const task = yield* existingTask(ctx, row)
       yield* sql`UPDATE baton_chords SET callback_task_id = ${task.id} WHERE id = ${chord.id}`
-      return task
+      return { ...task, logged: false }
     }),
   lockInner: (chordId) => sql<ChordRow>`SELECT * FROM baton_chords WHERE parent_id = ${chordId} AND state = 'running'
     ORDER BY id FOR UPDATE SKIP LOCKED`,
@@ -692,7 +710,7 @@ const sqliteStatements = (sql: SqlClient.SqlClient, wake: ReturnType<typeof make
         if (leased === undefined) lease.offer.free++
         else lease.offer.handed.push(toClaimed(leased))
       }
-      return { id: task.id, queue: task.queue }
+      return { id: task.id, queue: task.queue, logged: false }
     }),
   lockInner: (chordId) => sql<ChordRow>`SELECT * FROM baton_chords WHERE parent_id = ${chordId} AND state = 'running'
     ORDER BY id`,
@@ -710,7 +728,7 @@ export const makeLedgerContext = (
   append: makeAppendLog(sql, dialect, channelPrefix),
   insertTasks: makeInsertTasks(sql, dialect, channelPrefix),
   statements: byDialect(dialect, {
-    pg: () => pgStatements(sql, tasksChannel(channelPrefix)),
+    pg: () => pgStatements(sql, tasksChannel(channelPrefix), completionsChannel(channelPrefix)),
     sqlite: () => sqliteStatements(sql, makeWakeQueues(sql, dialect, channelPrefix))
   })
 })
