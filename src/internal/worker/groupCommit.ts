@@ -11,10 +11,11 @@
  *   failing for a whole lease duration leaves its tasks to expire and be reclaimed;
  * - a completion refused by the lease guard (the task ran twice) is logged and not counted;
  * - `flush` returns once every completion queued before it is committed (or its commit failed);
- * - while a batch commits, the next one starts at once only when a backlog of `pipelineMin` completions has built up
- *   (at most `maxInFlight` batches at a time, on separate connections), so under load one batch's round trip,
- *   planning and WAL flush overlap the next one's; otherwise it waits for the commit in flight, so at light load a
- *   worker's batches commit one after another, their completion events logged in the order its handlers finished.
+ * - up to `maxInFlight` batches commit at once, on separate connections, so under load one batch's round trip,
+ *   planning and WAL flush overlap the next one's: a batch starts while another commits if that one is large (at
+ *   least `pipelineMin` completions: a chord's last bodies do not wait behind it) or a backlog of `pipelineMin` has
+ *   built up; while a small batch commits, the next waits for it. At light load every batch is small, so a worker's
+ *   batches commit one after another, their completion events logged in the order its handlers finished.
  *   Batches committing at once lock disjoint task rows, and chord rows in id order: they cannot deadlock each other.
  *
  * @since 0.1.0
@@ -47,12 +48,14 @@ export interface Completions {
   awaitingBacklog: boolean
   /** Batches committing now. */
   inFlight: number
+  /** Of which smaller than `pipelineMin`. */
+  smallInFlight: number
 }
 
 /** Batches committing at once, at most (also the permits of the `leaseWrites` lock: the heartbeat takes them all). */
 export const maxInFlight = 2
 
-/** Completions waiting that start a batch while another commits. */
+/** A batch this large is "large"; this many completions waiting start a batch while a small one commits. */
 export const pipelineMin = 64
 
 /**
@@ -68,7 +71,8 @@ export const make = (concurrency: number): Effect.Effect<Completions> =>
       queue: yield* Queue.bounded<Completion>(Math.max(250, concurrency * 4)),
       changed: yield* Queue.sliding<void>(1),
       awaitingBacklog: false,
-      inFlight: 0
+      inFlight: 0,
+      smallInFlight: 0
     }
   })
 
@@ -173,18 +177,21 @@ export const run = (options: {
       }
       if (accepted > 0) yield* outcomes.record("succeeded", accepted)
     })
-  const ended = Effect.sync(() => {
-    completions.inFlight--
-    Queue.unsafeOffer(completions.changed, undefined)
-  })
+  const ended = (small: boolean) =>
+    Effect.sync(() => {
+      completions.inFlight--
+      if (small) completions.smallInFlight--
+      Queue.unsafeOffer(completions.changed, undefined)
+    })
   return Effect.gen(function* () {
     // Take one, yield once, then drain what queued meanwhile: handlers that end in the same instant as the first (a
     // chord's last bodies, a concurrency-1 worker's next task) join its batch instead of waiting behind its commit.
     const first = yield* Queue.take(completions.queue)
-    // A batch in flight: wait for its commit, or for a backlog worth a second commit at once.
+    // A small batch in flight: wait for its commit, or for a backlog worth a second commit at once. A large one in
+    // flight (or none): go (a chord's last bodies need not wait behind a big batch's commit).
     while (
       completions.inFlight >= maxInFlight ||
-      (completions.inFlight > 0 && Option.getOrElse(completions.queue.unsafeSize(), () => 0) + 1 < pipelineMin)
+      (completions.smallInFlight > 0 && Option.getOrElse(completions.queue.unsafeSize(), () => 0) + 1 < pipelineMin)
     ) {
       completions.awaitingBacklog = completions.inFlight < maxInFlight
       yield* Queue.take(completions.changed)
@@ -200,8 +207,10 @@ export const run = (options: {
       else flushes.push(item.done)
     }
     if (items.length > 0) {
+      const small = items.length < pipelineMin
       completions.inFlight++
-      yield* Effect.fork(Effect.ensuring(commitBatch(items), ended))
+      if (small) completions.smallInFlight++
+      yield* Effect.fork(Effect.ensuring(commitBatch(items), ended(small)))
     }
     // Everything queued before the markers is in the batches in flight (or this one): wait for all of them.
     if (flushes.length > 0) while (completions.inFlight > 0) yield* Queue.take(completions.changed)
