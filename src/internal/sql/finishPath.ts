@@ -118,9 +118,10 @@ export const makeFinishPath = (
       // NOTIFY with it.) `plainOnly` leaves chord body tasks alone.
       // The plan must reach the tasks through the primary key whatever the statistics say (a table that grew from
       // empty a second ago has none yet: autovacuum analyzes it a minute later). So there is no join for the planner
-      // to order: the request is one JSON object keyed by task id (`requestJson`), the tasks are picked by
-      // an `IN` list of their ids, and the guard's `state = 'running'` is compared with a subquery's value, not a
-      // constant (a constant matches the partial lease index, whose entries for finished tasks linger until vacuum).
+      // to order: the request is one JSON object keyed by task id (`requestJson`), the tasks are picked by an array of
+      // their ids (one parameter, `id = ANY(…)`), and the guard's `state = 'running'` is compared with a subquery's
+      // value, not a constant (a constant matches the partial lease index, whose entries for finished tasks linger
+      // until vacuum).
       // Joining a JSON recordset instead, with a stale estimate of one matching task, the planner drove a nested loop
       // from the tasks side and re-read every request row for each task: auto_explain in a 20,000-task drain showed
       // 9–34 ms per batch of 160–251 rows.
@@ -129,7 +130,7 @@ export const makeFinishPath = (
             UPDATE baton_tasks t SET state = 'succeeded', result = req.m -> t.id -> 'l' ->> t.lease_id,
               lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
             FROM req
-            WHERE t.id IN ${sql.in([...new Set(successes.map((s) => s.id))])}
+            WHERE t.id = ANY(${[...new Set(successes.map((s) => s.id))]}::text[])
               AND (req.m -> t.id -> 'l' ->> t.lease_id) IS NOT NULL AND t.state = (SELECT 'running')
               ${plainOnly ? sql`AND t.chord_id IS NULL` : sql``}
             RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id,
