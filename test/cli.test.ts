@@ -62,7 +62,9 @@ const assertExportIsExact = (jsonl: string, runId: string, size = batchSize, exp
   })
 }
 
-describe("baton CLI", () => {
+// The tests are independent (each has its own directory and database, the Postgres one its own schema): they run
+// concurrently, so one test's child processes use the CPU while another's wait (leases, kill points, Postgres).
+describe.concurrent("baton CLI", () => {
   it("bad arguments exit 2 with one line; errors exit 1 with one line; --verbose adds the trace", async () => {
     const env = { BATON_DB: path.join(tempDir(), "baton.db") }
     const usage = await Promise.all([
