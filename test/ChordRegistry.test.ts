@@ -103,7 +103,8 @@ const gateFile = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), "baton-ga
 const kinds: ReadonlyArray<"sqlite" | "pg"> = Backends.pgAvailable() ? ["sqlite", "pg"] : ["sqlite"]
 
 for (const kind of kinds) {
-  describe(`ChordRegistry across processes [${kind}]`, () => {
+  // Independent tests (a storage of their own each) that mostly wait on their child processes: run concurrently.
+  describe.concurrent(`ChordRegistry across processes [${kind}]`, () => {
     it.live(
       "the producer is SIGKILLed right after chord returns: workers in other processes still run the callback",
       () => {
