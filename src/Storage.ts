@@ -8,7 +8,8 @@
  * - `layerMemory`: SQLite `:memory:` — the same code path as the file backend, private to the process.
  *
  * Guarantees: the layer is built only once the database answered and every migration ran (under an advisory
- * lock on Postgres, so concurrent processes do not race); a malformed URL, an unreachable server or a failed
+ * lock on Postgres, so concurrent processes do not race; on SQLite a process that finds another one migrating the
+ * file waits for it); a malformed URL, an unreachable server or a failed
  * migration fails the layer with a `StorageError` that names what was wrong, within `connectTimeout`.
  *
  * @since 0.1.0
