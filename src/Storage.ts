@@ -8,7 +8,8 @@
  * - `layerMemory`: SQLite `:memory:` — the same code path as the file backend, private to the process.
  *
  * Guarantees: the layer is built only once the database answered and every migration ran (under an advisory
- * lock on Postgres, so concurrent processes do not race); a malformed URL, an unreachable server or a failed
+ * lock on Postgres, so concurrent processes do not race; on SQLite a process that finds another one migrating the
+ * file waits for it); a malformed URL, an unreachable server or a failed
  * migration fails the layer with a `StorageError` that names what was wrong, within `connectTimeout`.
  *
  * @since 0.1.0
@@ -24,6 +25,7 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redacted from "effect/Redacted"
+import * as Schedule from "effect/Schedule"
 import * as Schema from "effect/Schema"
 import type * as Pg from "pg"
 import * as MigrationSql from "./internal/sql/migrationSql.js"
@@ -219,7 +221,26 @@ const runMigrations = (dialect: Dialect) =>
         })
       )
     } else {
-      yield* migrate
+      // Migrator takes a failed claim of the migration rows (another process is migrating this file: a constraint
+      // violation or SQLITE_BUSY) for "already running" and returns at once, so this process would start on a
+      // schema that is missing or half made. Run it again until the file is at the latest migration: the other
+      // process's run has committed, or (if it died) this one applies the migrations.
+      const latest = Math.max(...Object.keys(sqliteMigrations).map((key) => parseInt(key, 10)))
+      const applied = Effect.map(
+        sql<{ id: number | null }>`SELECT max(migration_id) AS id FROM ${sql(migrationsTable)}`,
+        (rows) => Number(rows[0]?.id ?? 0)
+      )
+      yield* Effect.zipRight(migrate, applied).pipe(
+        Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: (id) => id >= latest }),
+        Effect.timeoutFail({
+          duration: "30 seconds",
+          onTimeout: () =>
+            new Migrator.MigrationError({
+              reason: "locked",
+              message: "another process's migration of this SQLite file did not finish within 30 s"
+            })
+        })
+      )
     }
   }).pipe(
     Effect.mapError(

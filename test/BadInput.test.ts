@@ -645,8 +645,10 @@ describe("bad inputs: the baton CLI", () => {
           [["status", "--database-url", "postgres://nobody@127.0.0.1:1/x"], 1, /127.0.0.1:1\/x: connection refused/],
           [["export", "'; DROP TABLE baton_runs; --", "--db", db], 1, /no run with id "'; DROP TABLE baton_runs; --"/]
         ]
-        for (const [args, code, message] of cases) {
-          const result = yield* baton(args)
+        // Independent processes (only `export` opens the database, to read it): run at once.
+        const results = yield* Effect.forEach(cases, ([args]) => baton(args), { concurrency: "unbounded" })
+        for (const [i, [args, code, message]] of cases.entries()) {
+          const result = results[i]!
           assert.strictEqual(result.code, code, `${args.join(" ")}: ${result.stderr}`)
           const lines = result.stderr.trim().split("\n")
           assert.strictEqual(lines.length, 1, `${args.join(" ")}: one line on stderr, got ${result.stderr}`)

@@ -69,7 +69,8 @@ const assertPassed = (result: { code: number | null; output: string }) => {
   assert.match(result.output, /kills {6}workers \d+ \(\d+ started\) · producers 1 of 2 · extraction drivers \d+/)
 }
 
-describe("chaos (reduced)", () => {
+// Each chaos run lasts a fixed time (--duration) on its own storage: the runs overlap.
+describe.concurrent("chaos (reduced)", () => {
   it("SQLite: worker, producer and driver processes SIGKILLed on one file; nothing lost, nothing doubled", async () => {
     const result = await runChaos([...small, "--sqlite", tempSqliteFile()])
     assertPassed(result)

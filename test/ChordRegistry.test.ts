@@ -103,7 +103,8 @@ const gateFile = () => path.join(fs.mkdtempSync(path.join(os.tmpdir(), "baton-ga
 const kinds: ReadonlyArray<"sqlite" | "pg"> = Backends.pgAvailable() ? ["sqlite", "pg"] : ["sqlite"]
 
 for (const kind of kinds) {
-  describe(`ChordRegistry across processes [${kind}]`, () => {
+  // Independent tests (a storage of their own each) that mostly wait on their child processes: run concurrently.
+  describe.concurrent(`ChordRegistry across processes [${kind}]`, () => {
     it.live(
       "the producer is SIGKILLed right after chord returns: workers in other processes still run the callback",
       () => {
@@ -117,8 +118,7 @@ for (const kind of kinds) {
           // Another process awaits it too (registered before any body task ran).
           const awaiter = yield* spawn("chord-awaiter.ts", descriptor, {}, [chordId])
           yield* line(awaiter, "waiting", 90_000)
-          yield* worker(descriptor, "w1")
-          yield* worker(descriptor, "w2")
+          yield* Effect.all([worker(descriptor, "w1"), worker(descriptor, "w2")], { concurrency: "unbounded" })
           const callbackId = yield* registry.await(chordId)
           assert.strictEqual(yield* line(awaiter, /^callback /), `callback ${callbackId}`)
           const done = yield* waitSucceeded(callbackId)
@@ -145,10 +145,12 @@ for (const kind of kinds) {
             callback: ChordRegistry.callback(Sum, { label: "race" })
           })
           // Child reconcilers run every 5 ms: they race the completions for the dispatch too.
-          const children: Array<Child> = []
-          for (let i = 0; i < 3; i++) {
-            children.push(yield* worker(descriptor, `proc-${i}`, { concurrency: 2, reconcileMs: 5 }))
-          }
+          // Started at once: each waits only for its own "ready".
+          const children = yield* Effect.forEach(
+            [0, 1, 2],
+            (i) => worker(descriptor, `proc-${i}`, { concurrency: 2, reconcileMs: 5 }),
+            { concurrency: "unbounded" }
+          )
           for (let i = 0; i < 8; i++) {
             yield* Worker.run({
               tasks: allTasks,

@@ -58,14 +58,9 @@ describe("examples/page-titles", () => {
       const db = path.join(dir, "pages.db")
       const urls = Array.from({ length: pageCount }, (_, i) => `${base}/page/${i}`)
 
-      const reference = await runMain([db, "ref", ...urls]).done
-      assert.strictEqual(reference.code, 0, reference.stderr)
-      assert.include(reference.stdout, `run ref succeeded: ${pageCount}/${pageCount} pages`)
-      const expected = await read(db, "ref")
-      assert.strictEqual(expected.pages.length, pageCount)
-      assert.deepStrictEqual(expected.pages[4], { item_index: 4, url: urls[4], title: "Page 4", bytes: html(4).length })
-      assert.strictEqual(expected.pages[3]!.title, null)
-      assert.strictEqual(expected.batches.length, pageCount / 5)
+      // The uninterrupted reference run has a database of its own, so that it runs while the victim is being killed.
+      const refDb = path.join(dir, "reference.db")
+      const referenceRun = runMain([refDb, "ref", ...urls]).done
 
       // Seeded kill points, the seed printed first: BATON_TEST_SEED=<seed> replays a failure.
       const { random, seed } = seededRandom("page-titles SIGKILL delays")
@@ -87,6 +82,14 @@ describe("examples/page-titles", () => {
         assert.strictEqual(last.code, 0, last.stderr)
       }
       assert.isAtLeast(kills, 3, `seed ${seed}`)
+      const reference = await referenceRun
+      assert.strictEqual(reference.code, 0, reference.stderr)
+      assert.include(reference.stdout, `run ref succeeded: ${pageCount}/${pageCount} pages`)
+      const expected = await read(refDb, "ref")
+      assert.strictEqual(expected.pages.length, pageCount)
+      assert.deepStrictEqual(expected.pages[4], { item_index: 4, url: urls[4], title: "Page 4", bytes: html(4).length })
+      assert.strictEqual(expected.pages[3]!.title, null)
+      assert.strictEqual(expected.batches.length, pageCount / 5)
       const actual = await read(db, "victim")
       assert.deepStrictEqual(actual.pages, expected.pages, `seed ${seed}`)
       assert.deepStrictEqual(actual.batches, expected.batches, `seed ${seed}`)

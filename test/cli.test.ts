@@ -62,7 +62,9 @@ const assertExportIsExact = (jsonl: string, runId: string, size = batchSize, exp
   })
 }
 
-describe("baton CLI", () => {
+// The tests are independent (each has its own directory and database, the Postgres one its own schema): they run
+// concurrently, so one test's child processes use the CPU while another's wait (leases, kill points, Postgres).
+describe.concurrent("baton CLI", () => {
   it("bad arguments exit 2 with one line; errors exit 1 with one line; --verbose adds the trace", async () => {
     const env = { BATON_DB: path.join(tempDir(), "baton.db") }
     const usage = await Promise.all([
@@ -221,18 +223,29 @@ describe("baton CLI", () => {
     const documents = 160
     const corpus = writeCorpus(path.join(dir, "corpus"), documents)
     const env = { BATON_DB: path.join(dir, "baton.db") }
+    // The uninterrupted reference run has a database of its own, so that it runs while the victim is being killed.
+    const refEnv = { BATON_DB: path.join(dir, "reference.db") }
     const size = 1
     const common = ["--batch-size", String(size), "--lease", "1"]
-    const reference = await baton(["run", "extract", corpus, ...common, "--run-id", "ref"], env)
-    assert.strictEqual(reference.code, 0, reference.stderr)
+    const reference = baton(["run", "extract", corpus, ...common, "--run-id", "ref"], refEnv)
+    const referenceExports = reference.then((result) =>
+      Promise.all([
+        result,
+        baton(["export", "ref"], refEnv),
+        baton(["export", "ref", "--what", "batches"], refEnv)
+      ] as const)
+    )
 
     // Seeded kill points, the seed printed first, so that a failure can be replayed: BATON_TEST_SEED=<seed>.
     const { random, seed } = seededRandom("SIGKILL delays")
     let kills = 0
     let finished = false
+    // Once the run exists it stays: asking (`baton export victim`) is needed only until a process has confirmed a batch.
+    let known = false
+    const victimExists = async () => (known ||= (await baton(["export", "victim"], env)).code === 0)
     const killedAt: Array<string> = []
     for (let i = 0; i < 10 && !finished; i++) {
-      const exists = i > 0 && (await baton(["export", "victim"], env)).code === 0
+      const exists = i > 0 && (await victimExists())
       const args = exists
         ? ["resume", "victim", "--lease", "1"]
         : ["run", "extract", corpus, ...common, "--run-id", "victim"]
@@ -251,25 +264,26 @@ describe("baton CLI", () => {
         .split("\n")
         .filter((line) => line.startsWith("batch "))
         .at(-1)
+      if (confirmed !== undefined) known = true
       killedAt.push(`${args[0]} +${delay}ms: ${confirmed?.split(" · ")[0] ?? "no batch confirmed yet"}`)
     }
     assert.isAtLeast(kills, 5, `seed ${seed}`)
     console.log(`SIGKILLed ${kills} times (seed ${seed}):\n  ${killedAt.join("\n  ")}`)
     if (!finished) {
-      const exists = (await baton(["export", "victim"], env)).code === 0
+      const exists = await victimExists()
       const last = await baton(
         exists ? ["resume", "victim", "--lease", "1"] : ["run", "extract", corpus, ...common, "--run-id", "victim"],
         env
       )
       assert.strictEqual(last.code, 0, last.stderr)
     }
-    const [victimDocs, referenceDocs, victimBatches, referenceBatches, status] = await Promise.all([
+    const [victimDocs, victimBatches, status, [referenceResult, referenceDocs, referenceBatches]] = await Promise.all([
       baton(["export", "victim"], env),
-      baton(["export", "ref"], env),
       baton(["export", "victim", "--what", "batches"], env),
-      baton(["export", "ref", "--what", "batches"], env),
-      baton(["status", "--json"], env)
+      baton(["status", "--json"], env),
+      referenceExports
     ])
+    assert.strictEqual(referenceResult.code, 0, referenceResult.stderr)
     assert.deepStrictEqual(
       withoutRunId(parseJsonl(victimDocs.stdout)),
       withoutRunId(parseJsonl(referenceDocs.stdout)),

@@ -10,6 +10,7 @@ import * as Option from "effect/Option"
 import { QueueControl } from "../QueueControl.js"
 import { Retention } from "../Retention.js"
 import * as Storage from "../Storage.js"
+import { taskSummaryJson } from "../internal/taskJson.js"
 import { type TaskInfo, type TaskNotFound, TaskQueue, type TaskState, type TaskSummary } from "../TaskQueue.js"
 import { print } from "./commands.js"
 
@@ -27,20 +28,7 @@ const found = <A, E, R>(id: string, effect: Effect.Effect<A, E | TaskNotFound, R
 const iso = (date: Date | undefined) => (date === undefined ? null : date.toISOString())
 
 /** A task as `tasks list --json` prints it. */
-export const summaryJson = (task: TaskSummary) => ({
-  id: task.id,
-  name: task.name,
-  queue: task.queue,
-  state: task.state,
-  attempts: task.attempts,
-  maxAttempts: task.maxAttempts,
-  error: Option.getOrNull(task.error),
-  chordId: task.chordId ?? null,
-  runId: task.runId ?? null,
-  createdAt: iso(task.createdAt),
-  updatedAt: iso(task.updatedAt),
-  finishedAt: iso(task.finishedAt)
-})
+export const summaryJson = (task: TaskSummary) => taskSummaryJson("iso", task)
 
 /** A task as `tasks show --json` prints it. */
 export const infoJson = (task: TaskInfo) => ({

@@ -17,6 +17,7 @@ import * as Option from "effect/Option"
 import * as BatchWorkflow from "../BatchWorkflow.js"
 import { type ChordInfo, ChordRegistry, ChordState } from "../ChordRegistry.js"
 import * as ExtractionWorkflow from "../extraction/ExtractionWorkflow.js"
+import { taskSummaryJson } from "../internal/taskJson.js"
 import { ReadModel } from "../ReadModel.js"
 import { type Run, type RunNotFound, RunService, RunState } from "../RunService.js"
 import { type TaskListFilter, type TaskNotFound, TaskQueue, TaskState } from "../TaskQueue.js"
@@ -285,20 +286,7 @@ export const make = Effect.gen(function* () {
       total: result.total,
       limit: page.limit,
       offset: page.offset,
-      items: result.items.map((task) => ({
-        id: task.id as string,
-        name: task.name,
-        queue: task.queue,
-        state: task.state,
-        attempts: task.attempts,
-        maxAttempts: task.maxAttempts,
-        error: Option.getOrNull(task.error),
-        chordId: task.chordId ?? null,
-        runId: task.runId ?? null,
-        createdAt: task.createdAt.getTime(),
-        updatedAt: task.updatedAt.getTime(),
-        finishedAt: task.finishedAt?.getTime() ?? null
-      }))
+      items: result.items.map((task) => taskSummaryJson("epoch", task))
     })).pipe(Effect.withSpan("Dashboard.listTasks"))
 
   /** Everything about one task: payload, result, attempts, its last error, its chord. */

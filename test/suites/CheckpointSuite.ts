@@ -611,9 +611,16 @@ export const durableCheckpointSuite = (backend: Backend) => {
           const coordinator = yield* CheckpointCoordinator
           const runId = freshRun()
           const token = yield* coordinator.createCheckpoint(runId, 4)
-          const encoded = JSON.stringify(yield* Schema.encode(CheckpointToken)(token))
-          const child = spawnFixture("checkpoint-await.ts", shared.descriptor, {}, [encoded])
+          const second = yield* coordinator.createCheckpoint(runId, 5)
+          // Both awaiting processes start at once (start-up is most of their time); each waits on its own checkpoint.
+          const child = spawnFixture("checkpoint-await.ts", shared.descriptor, {}, [
+            JSON.stringify(yield* Schema.encode(CheckpointToken)(token))
+          ])
           yield* Effect.addFinalizer(() => Effect.sync(() => child.kill()))
+          const child2 = spawnFixture("checkpoint-await.ts", shared.descriptor, {}, [
+            JSON.stringify(yield* Schema.encode(CheckpointToken)(second))
+          ])
+          yield* Effect.addFinalizer(() => Effect.sync(() => child2.kill()))
           // The child confirmed the checkpoint is pending and is now waiting on it.
           yield* Effect.promise(() => child.waitForLine("waiting"))
           yield* coordinator.completeCheckpoint(token, { from: "parent", n: 42 })
@@ -621,11 +628,6 @@ export const durableCheckpointSuite = (backend: Backend) => {
           assert.deepStrictEqual(JSON.parse(line.slice("result ".length)), { from: "parent", n: 42 })
           assert.strictEqual(yield* Effect.promise(() => child.exited), 0)
           // And a failure, through the same path.
-          const second = yield* coordinator.createCheckpoint(runId, 5)
-          const child2 = spawnFixture("checkpoint-await.ts", shared.descriptor, {}, [
-            JSON.stringify(yield* Schema.encode(CheckpointToken)(second))
-          ])
-          yield* Effect.addFinalizer(() => Effect.sync(() => child2.kill()))
           yield* Effect.promise(() => child2.waitForLine("waiting"))
           yield* coordinator.failCheckpoint(second, { reason: "parent says no" })
           const failedLine = yield* Effect.promise(() => child2.waitForLine(/^failed /))
