@@ -117,11 +117,11 @@ export const makeFinishPath = (
       // a column of the result on purpose: a join the result does not read from is removed by the planner, and its
       // NOTIFY with it.) `plainOnly` leaves chord body tasks alone.
       // The plan must reach the tasks through the primary key whatever the statistics say (a table that grew from
-      // empty a second ago has none yet: autovacuum analyzes it a minute later). So there is no join for the planner
-      // to order: the request is one JSON object keyed by task id (`requestJson`), the tasks are picked by an array of
-      // their ids (one parameter, `id = ANY(…)`), and the guard's `state = 'running'` is compared with a subquery's
-      // value, not a constant (a constant matches the partial lease index, whose entries for finished tasks linger
-      // until vacuum).
+      // empty a second ago has none until autovacuum analyzes it: a minute later by default, never where autovacuum
+      // is off, as on this project's CI server). So there is no join for the planner to order: the request is one
+      // JSON object keyed by task id (`requestJson`), the tasks are picked by an array of their ids (one parameter,
+      // `id = ANY(…)`), and the guard's `state = 'running'` is compared with a subquery's value, not a constant (a
+      // constant matches the partial lease index, whose entries for finished tasks linger until vacuum).
       // Joining a JSON recordset instead, with a stale estimate of one matching task, the planner drove a nested loop
       // from the tasks side and re-read every request row for each task: auto_explain in a 20,000-task drain showed
       // 9–34 ms per batch of 160–251 rows.
