@@ -10,6 +10,7 @@ import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
 import * as Storage from "../src/Storage.js"
 import { TaskQueue } from "../src/TaskQueue.js"
 import { pgAvailable, pgUrl, tempSqliteFile } from "./support/backends.js"
+import { startNode } from "./support/cli.js"
 
 const buildError = <A, E>(layer: Layer.Layer<A, E>) => Effect.flip(Effect.scoped(Layer.build(layer)))
 
@@ -194,4 +195,33 @@ describe("Storage", () => {
       ).pipe(Effect.provide(SqlTaskQueue.layer.pipe(Layer.provideMerge(storage()))))
     })
   )
+})
+
+describe("Storage: processes opening a new SQLite file together", () => {
+  // Each process opens the file through the storage layer and reads a Baton table at once. The Migrator answers a
+  // process that finds another one migrating "already running"; before the layer waited for the migration to finish,
+  // such a process started on a missing schema ("no such table": 1 of 5 rounds of 6 processes failed).
+  const script = [
+    'import * as Effect from "effect/Effect"',
+    'import * as SqlClient from "@effect/sql/SqlClient"',
+    'import * as Storage from "./dist/Storage.js"',
+    "const program = Effect.gen(function* () {",
+    "  const sql = yield* SqlClient.SqlClient",
+    "  const rows = yield* sql`SELECT count(*) AS n FROM baton_tasks`",
+    '  console.log("tables " + rows[0].n)',
+    "})",
+    "await Effect.runPromise(program.pipe(Effect.provide(Storage.layerSqlite({ filename: process.argv[1] }))))"
+  ].join("\n")
+
+  it("every process starts on the migrated schema (3 rounds of 6 processes on a fresh file)", async () => {
+    for (let round = 0; round < 3; round++) {
+      const file = tempSqliteFile()
+      const runs = Array.from({ length: 6 }, () => startNode(["--input-type=module", "-e", script, file]).done)
+      const results = await Promise.all(runs)
+      for (const result of results) {
+        assert.strictEqual(result.code, 0, result.stderr)
+        assert.strictEqual(result.stdout.trim(), "tables 0")
+      }
+    }
+  }, 60_000)
 })
