@@ -71,18 +71,7 @@ export const leaseColumns = ["lease_id", "lease_expires_at", "worker_id", "start
 /** Records a task inserted leased (its commit pending): the worker starts it once the transaction committed. */
 export const handOver = (row: InsertRow, lease: HandoffLease): void => {
   lease.offer.handed.push(
-    toClaimed({
-      ...row,
-      state: "running",
-      attempts: 1,
-      lease_id: lease.leaseId,
-      lease_expires_at: lease.expiresAt,
-      worker_id: lease.workerId,
-      result: null,
-      error: null,
-      started_at: lease.now,
-      finished_at: null
-    } as TaskRow)
+    toClaimed({ ...leasedRecord(row, lease), result: null, error: null, finished_at: null } as TaskRow)
   )
 }
 
