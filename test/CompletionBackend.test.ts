@@ -11,6 +11,7 @@ import * as PgListener from "../src/internal/sql/pgListener.js"
 import * as Storage from "../src/Storage.js"
 import { TaskQueue } from "../src/TaskQueue.js"
 import * as Backends from "./support/backends.js"
+import { query, rawClient } from "./support/pgRaw.js"
 import {
   completionBackendSuite,
   eventuallyEffect,
@@ -35,26 +36,6 @@ const isolatedPg = () => {
     storage: Storage.layerPg({ url: Backends.pgUrl(), schema, applicationName, maxConnections: 5 })
   }
 }
-
-/** A raw connection outside Baton's pool (a "foreign" committer, or an observer). */
-const rawClient = (schema?: string, database?: string) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const url = new URL(Backends.pgUrl())
-      if (database !== undefined) url.pathname = `/${database}`
-      const client = new pg.Client({
-        connectionString: url.toString(),
-        ...(schema !== undefined ? { options: `-c search_path=${schema}` } : {})
-      })
-      client.on("error", () => {})
-      await client.connect()
-      return client
-    }),
-    (client) => Effect.promise(() => client.end().catch(() => undefined))
-  )
-
-const query = <R extends pg.QueryResultRow>(client: pg.Client, text: string, values: ReadonlyArray<unknown> = []) =>
-  Effect.promise(() => client.query<R>(text, values as Array<unknown>)).pipe(Effect.map((result) => result.rows))
 
 const listenerPids = (observer: pg.Client, name: string) =>
   query<{ pid: number }>(observer, "SELECT pid FROM pg_stat_activity WHERE application_name = $1", [name]).pipe(

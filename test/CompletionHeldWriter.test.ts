@@ -23,29 +23,13 @@ import * as Task from "../src/Task.js"
 import { TaskQueue } from "../src/TaskQueue.js"
 import * as Schema from "effect/Schema"
 import * as Backends from "./support/backends.js"
+import { query, rawClient } from "./support/pgRaw.js"
 import { eventuallyEffect, finish, layerFor, prng, tasks } from "./suites/CompletionBackendSuite.js"
 
 let counter = 0
 const freshSchema = () => `bt_hw_${process.pid}_${Date.now().toString(36)}_${counter++}`
 const storageFor = (schema: string, maxConnections = 4) =>
   Storage.layerPg({ url: Backends.pgUrl(), schema, maxConnections })
-
-const rawClient = (schema?: string) =>
-  Effect.acquireRelease(
-    Effect.promise(async () => {
-      const client = new pg.Client({
-        connectionString: Backends.pgUrl(),
-        ...(schema !== undefined ? { options: `-c search_path=${schema}` } : {})
-      })
-      client.on("error", () => {})
-      await client.connect()
-      return client
-    }),
-    (client) => Effect.promise(() => client.end().catch(() => undefined))
-  )
-
-const query = <R extends pg.QueryResultRow>(client: pg.Client, text: string, values: ReadonlyArray<unknown> = []) =>
-  Effect.promise(() => client.query<R>(text, values as Array<unknown>)).pipe(Effect.map((result) => result.rows))
 
 /** A log row the way a completing transaction writes it (row + NOTIFY), in the client's current transaction. */
 const appendRaw = (client: pg.Client, schema: string, taskId: string) =>
