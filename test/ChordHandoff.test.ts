@@ -22,7 +22,7 @@ import * as Worker from "../src/Worker.js"
 import { Square, Sum } from "./fixtures/chord-tasks.js"
 import { Hold } from "./fixtures/handoff-tasks.js"
 import * as Backends from "./support/backends.js"
-import { type Child, spawnFixture } from "./support/process.js"
+import { spawnScoped as spawn, waitLine as line } from "./support/process.js"
 
 const fast = { pollInterval: { min: "1 millis", max: "10 millis" } } as const
 
@@ -67,15 +67,6 @@ const waitState = (id: string, state: string) =>
     )
     return yield* queue.get(id)
   })
-
-const spawn = (...args: Parameters<typeof spawnFixture>) =>
-  Effect.acquireRelease(
-    Effect.sync(() => spawnFixture(...args)),
-    (child) => Effect.sync(() => child.kill("SIGKILL"))
-  )
-
-const line = (child: Child, match: string | RegExp, timeoutMs?: number) =>
-  Effect.promise(() => child.waitForLine(match, timeoutMs))
 
 const kinds: ReadonlyArray<"sqlite" | "pg"> = Backends.pgAvailable() ? ["sqlite", "pg"] : ["sqlite"]
 

@@ -22,7 +22,7 @@ import { TaskQueue } from "../src/TaskQueue.js"
 import * as Worker from "../src/Worker.js"
 import { allTasks, Square, Sum } from "./fixtures/chord-tasks.js"
 import * as Backends from "./support/backends.js"
-import { type Child, spawnFixture } from "./support/process.js"
+import { spawnScoped as spawn, waitLine as line } from "./support/process.js"
 import { chordSuite } from "./suites/ChordSuite.js"
 
 for (const backend of Backends.all()) chordSuite(backend)
@@ -46,16 +46,6 @@ const shared = (
     )
   }
 }
-
-/** Spawns a fixture and kills it when the test's scope closes. */
-const spawn = (...args: Parameters<typeof spawnFixture>) =>
-  Effect.acquireRelease(
-    Effect.sync(() => spawnFixture(...args)),
-    (child) => Effect.sync(() => child.kill("SIGKILL"))
-  )
-
-const line = (child: Child, match: string | RegExp, timeoutMs?: number) =>
-  Effect.promise(() => child.waitForLine(match, timeoutMs))
 
 const worker = (
   descriptor: Backends.BackendDescriptor,

@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
+import * as Effect from "effect/Effect"
 import * as Storage from "../../src/Storage.js"
 import type { BackendDescriptor } from "./backends.js"
 
@@ -95,3 +96,14 @@ export const storageFromDescriptor = (descriptor: BackendDescriptor) =>
   descriptor.kind === "sqlite"
     ? Storage.layerSqlite({ filename: descriptor.filename })
     : Storage.layerPg({ url: descriptor.url, schema: descriptor.schema, maxConnections: 5 })
+
+/** `spawnFixture` as a scoped resource: the child is SIGKILLed when the test's scope closes. */
+export const spawnScoped = (...args: Parameters<typeof spawnFixture>) =>
+  Effect.acquireRelease(
+    Effect.sync(() => spawnFixture(...args)),
+    (child) => Effect.sync(() => child.kill("SIGKILL"))
+  )
+
+/** Waits (as an Effect) for the child's first line matching `match`, failing after `timeoutMs`. */
+export const waitLine = (child: Child, match: string | RegExp, timeoutMs?: number) =>
+  Effect.promise(() => child.waitForLine(match, timeoutMs))
