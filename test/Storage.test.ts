@@ -188,6 +188,8 @@ describe("Storage", () => {
         yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_id`
         yield* sql`ALTER TABLE baton_chords DROP COLUMN parent_index`
         yield* sql`DELETE FROM baton_migrations WHERE name = 'nested_chords'`
+        yield* sql`DROP FUNCTION baton_succeed_bodies`
+        yield* sql`DELETE FROM baton_migrations WHERE name = 'succeed_bodies'`
         yield* oldRows(sql)
       }).pipe(Effect.provide(storage()))
       yield* Effect.flatMap(SqlClient.SqlClient, (sql) =>

@@ -142,6 +142,59 @@ export const chordSuite = (backend: Backend) => {
       }).pipe(Effect.scoped, Effect.provide(chordLayer(backend)))
     )
 
+    it.live("a callback whose idempotency key another task holds: the chord completes pointing at that task", () =>
+      Effect.gen(function* () {
+        const registry = yield* ChordRegistry.ChordRegistry
+        const queue = yield* TaskQueue
+        const existing = yield* queue.enqueue(
+          Sum,
+          { label: "first", results: [] },
+          { idempotencyKey: "sum-once", delay: "1 hour" }
+        )
+        const handle = yield* registry.chord({
+          body: [Task.call(Square, { n: 2 }), Task.call(Square, { n: 3 })],
+          callback: ChordRegistry.callback(Sum, { label: "second" }, { idempotencyKey: "sum-once" })
+        })
+        yield* runWorker()
+        assert.strictEqual(yield* handle.await, existing)
+        const info = yield* registry.get(handle.chordId)
+        assert.strictEqual(info.state, "completed")
+        assert.deepStrictEqual([info.succeeded, info.failed], [2, 0])
+        assert.strictEqual(yield* tasksNamed(Sum.name), 1)
+        assert.deepStrictEqual(
+          (yield* chordEvents(handle.chordId)).map((e) => [e.kind, e.task_id]),
+          [
+            ["chord.completed", null],
+            ["chord.callback.enqueued", existing]
+          ]
+        )
+      }).pipe(Effect.scoped, Effect.provide(chordLayer(backend)))
+    )
+
+    it.live("a chord sealed without a dispatch template (before migration 0012) completes the same way", () =>
+      Effect.gen(function* () {
+        const registry = yield* ChordRegistry.ChordRegistry
+        const queue = yield* TaskQueue
+        const sql = yield* SqlClient.SqlClient
+        const handle = yield* registry.chord({
+          body: [1, 2, 3].map((n) => Task.call(Square, { n })),
+          callback: ChordRegistry.callback(Sum, { label: "old" }, { priority: 3 })
+        })
+        const [row] = yield* sql<{ callback: string }>`SELECT callback FROM baton_chords WHERE id = ${handle.chordId}`
+        const sealed = JSON.parse(row!.callback) as Record<string, unknown>
+        assert.isDefined(sealed.fast)
+        delete sealed.fast
+        yield* sql`UPDATE baton_chords SET callback = ${JSON.stringify(sealed)} WHERE id = ${handle.chordId}`
+        yield* runWorker()
+        const callbackId = yield* handle.await
+        const callback = yield* queue.get(callbackId)
+        assert.deepStrictEqual(callback.payload, { label: "old", results: [1, 4, 9] })
+        assert.strictEqual(callback.priority, 3)
+        const done = yield* waitTask(callbackId, ["succeeded"])
+        assert.deepStrictEqual(Option.getOrThrow(done.result), { label: "old", sum: 14, count: 3 })
+      }).pipe(Effect.scoped, Effect.provide(chordLayer(backend)))
+    )
+
     it.effect("an invalid body or callback payload fails before anything is written", () =>
       Effect.gen(function* () {
         const registry = yield* ChordRegistry.ChordRegistry

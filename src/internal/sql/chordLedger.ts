@@ -55,6 +55,7 @@ import {
   type InsertTasks,
   insertRecordPg,
   makeInsertTasks,
+  type TaskRow,
   toClaimed,
   toInsertRow
 } from "./taskRows.js"
@@ -113,7 +114,80 @@ export interface SealedCall {
   readonly delayMs?: number | undefined
   /** The encoded payload fields other than `results` / `failure`. */
   readonly args: Readonly<Record<string, unknown>>
+  /**
+   * A callback's dispatch template, for the one-call finish of a batch of body tasks on Postgres
+   * (`baton_succeed_bodies`, migration 0012): absent in onError calls and in chords sealed before it.
+   */
+  readonly fast?: DispatchTemplate | undefined
 }
+
+/**
+ * The callback's task row as `sealedRow` builds it, minus what is known only at dispatch (id, payload, run_at,
+ * created_at, updated_at), and how to finish those: the payload is `{"results":[…]` + `suffix`.
+ */
+export interface DispatchTemplate {
+  readonly row: Omit<InsertRow, "id" | "payload" | "run_at" | "created_at" | "updated_at">
+  readonly suffix: string
+  /** An absolute `runAt` of the callback's request, else null: dispatch time + `delayMs`. */
+  readonly runAt: number | null
+  readonly delayMs: number
+}
+
+/** The dispatch template of a callback sealed for a chord (`slot`: an inner chord's place in its outer chord). */
+export const dispatchTemplate = (
+  sealed: SealedCall,
+  slot: Pick<ChordRow, "parent_id" | "parent_index">
+): DispatchTemplate => {
+  const {
+    id: _id,
+    payload,
+    run_at: _runAt,
+    created_at: _created,
+    updated_at: _updated,
+    ...row
+  } = sealedRow(sealed, "[]", 0, slot)
+  void payload
+  return {
+    row,
+    suffix: payloadText(sealed.args, "results", "[]").slice('{"results":[]'.length),
+    runAt: sealed.request.runAt ?? null,
+    delayMs: sealed.delayMs ?? 0
+  }
+}
+
+/** A chord that `baton_succeed_bodies` dispatched: what the metrics and the hand-off need of it. */
+export interface FastDispatch {
+  readonly chord: string
+  readonly name: string
+  readonly expected: number
+  readonly created_at: number
+  readonly last_body_at: number | null
+  /** Inserted leased to the committing worker (its offer fitted). */
+  readonly leased: boolean
+  /** The callback task row as inserted. */
+  readonly task: TaskRow
+}
+
+/**
+ * After `baton_succeed_bodies` committed: the metrics of each chord it dispatched, and its callback started by this
+ * worker when it was handed over (the offer's room taken).
+ */
+export const recordFastDispatches = (dispatched: ReadonlyArray<FastDispatch>, now: number) =>
+  Effect.gen(function* () {
+    const offer = yield* FiberRef.get(currentHandoff)
+    for (const d of dispatched) {
+      if (d.leased && offer !== undefined) {
+        offer.free--
+        offer.handed.push(toClaimed(d.task))
+      }
+      yield* Metric.increment(chordsCompleted)
+      yield* recordDispatch({ created_at: d.created_at, last_body_at: d.last_body_at }, now, false).pipe(
+        Effect.withSpan("ChordRegistry.dispatch", {
+          attributes: { chordId: d.chord, callback: d.name, expected: d.expected, healed: false }
+        })
+      )
+    }
+  })
 
 /** A `baton_chords` row. */
 export interface ChordRow {
@@ -409,7 +483,7 @@ const chordEntry = (
   at
 })
 
-const recordDispatch = (chord: ChordRow, at: number, healed: boolean) =>
+const recordDispatch = (chord: Pick<ChordRow, "created_at" | "last_body_at">, at: number, healed: boolean) =>
   Effect.zipRight(
     Effect.zipRight(
       chord.last_body_at === null

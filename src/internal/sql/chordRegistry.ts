@@ -42,6 +42,7 @@ import {
   type LedgerContext,
   lockRunning,
   makeLedgerContext,
+  dispatchTemplate,
   type SealedCall,
   settleChord
 } from "./chordLedger.js"
@@ -306,7 +307,14 @@ export const make = (
           failed: 0,
           cancelled: 0,
           callback_name: spec.callback.task.name,
-          callback: JSON.stringify(callback),
+          // With its dispatch template: the one-call finish of body tasks on Postgres dispatches from it.
+          callback: JSON.stringify({
+            ...callback,
+            fast: dispatchTemplate(callback, {
+              parent_id: parent?.chordId ?? null,
+              parent_index: parent?.index ?? null
+            })
+          }),
           on_error: onError === undefined ? null : JSON.stringify(onError),
           healed: 0,
           body_open: 0,

@@ -20,12 +20,20 @@ import type * as SqlClient from "@effect/sql/SqlClient"
 import type { SqlError } from "@effect/sql/SqlError"
 import type * as Statement from "@effect/sql/Statement"
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import type { Dialect } from "../../Storage.js"
-import { type LedgerContext, recordBodies } from "./chordLedger.js"
+import { type FastDispatch, type LedgerContext, recordBodies, recordFastDispatches } from "./chordLedger.js"
 import { taskEntries } from "./completionLog.js"
 import { byDialect } from "./dialect.js"
 import { type FinishedTask, guardedFinish } from "./taskRows.js"
-import { completionsChannel } from "./wakes.js"
+import { currentHandoff } from "./handoff.js"
+import { completionsChannel, tasksChannel } from "./wakes.js"
+
+/** What `baton_succeed_bodies` returns. */
+interface BodiesResult {
+  readonly done: ReadonlyArray<FinishedTask>
+  readonly dispatched: ReadonlyArray<FastDispatch>
+}
 
 /** A claimed task to mark succeeded: its id, the lease it was claimed under, and its encoded result. */
 export interface Success {
@@ -47,6 +55,17 @@ export interface FinishPath {
    */
   readonly succeedPlain:
     | ((successes: ReadonlyArray<Success>, now: number) => Effect.Effect<ReadonlyArray<FinishedTask>, SqlError>)
+    | undefined
+  /**
+   * Postgres only (undefined on SQLite): marks tasks succeeded, chord body tasks among them, steps 1–4 in ONE
+   * autocommitted call (`baton_succeed_bodies`, migration 0012) when every chord it decides completes with all its
+   * body tasks succeeded; undefined (nothing written) when a chord needs the general path (`succeed` in a transaction).
+   */
+  readonly succeedBodies:
+    | ((
+        successes: ReadonlyArray<Success>,
+        now: number
+      ) => Effect.Effect<ReadonlyArray<FinishedTask> | undefined, SqlError>)
     | undefined
   /** Any terminal transition: `UPDATE … SET set WHERE where` as step 1, then steps 2–4. Run inside a transaction. */
   readonly finish: (
@@ -145,10 +164,43 @@ export const makeFinishPath = (
           )
           SELECT id, name, queue, namespace, tags, chord_id, chord_index, run_id,
             (SELECT count(*) FROM notified) AS notified FROM done`
+      const tasks = tasksChannel(channelPrefix)
+      const succeedBodies = (successes: ReadonlyArray<Success>, now: number) =>
+        Effect.gen(function* () {
+          const offer = yield* FiberRef.get(currentHandoff)
+          const offerJson =
+            offer === undefined
+              ? null
+              : JSON.stringify({
+                  w: offer.workerId,
+                  ms: offer.leaseMs,
+                  names: [...offer.names],
+                  queues: [...offer.queues],
+                  free: offer.free
+                })
+          const rows = yield* sql<{
+            r: string | BodiesResult
+          }>`SELECT baton_succeed_bodies(${requestJson(successes)}::jsonb,
+              ${[...new Set(successes.map((s) => s.id))]}::text[], ${now}, ${channel}, ${tasks},
+              ${offerJson}::jsonb)::text AS r`.pipe(
+            Effect.map((rows) => rows as ReadonlyArray<{ r: string | BodiesResult } | undefined>),
+            // SQLSTATE BTN01: a chord this batch decides needs the general path; the call rolled back whole.
+            Effect.catchIf(
+              (error) => (error.cause as { code?: unknown } | undefined)?.code === "BTN01",
+              () => Effect.succeed(undefined)
+            )
+          )
+          if (rows === undefined) return undefined
+          const raw = rows[0]?.r
+          const result: BodiesResult = typeof raw === "string" ? (JSON.parse(raw) as BodiesResult) : raw!
+          if (result.dispatched.length > 0) yield* recordFastDispatches(result.dispatched, now)
+          return result.done
+        })
       return {
         succeed: (successes, now) =>
           Effect.tap(updateAndLog(successes, now, false), (rows) => countChordBodies(rows, "succeeded", now)),
         succeedPlain: (successes, now) => updateAndLog(successes, now, true),
+        succeedBodies,
         finish
       }
     },
@@ -168,6 +220,7 @@ export const makeFinishPath = (
             (rows) => afterUpdate(rows, "succeeded", now)
           ),
         succeedPlain: undefined,
+        succeedBodies: undefined,
         finish
       }
     }

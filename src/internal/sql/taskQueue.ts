@@ -420,15 +420,21 @@ export const make = Effect.gen(function* () {
       if (completions.length === 0) return []
       const now = yield* Clock.currentTimeMillis
       const done = new Set<string>()
-      const succeedPlain = finishPath.succeedPlain
+      const { succeedPlain, succeedBodies } = finishPath
+      // Postgres: one autocommitted call for chord body tasks (counting, and dispatching the chords it completes);
+      // the transaction when a chord it decides needs the general path (it then wrote nothing).
+      const succeedRest = (rest: ReadonlyArray<Completion>) =>
+        Effect.flatMap(succeedBodies === undefined ? Effect.succeed(undefined) : succeedBodies(rest, now), (rows) =>
+          rows === undefined ? succeedInTransaction(rest, now) : Effect.succeed(rows)
+        )
       if (succeedPlain !== undefined && completions.every((c) => c.chordId === undefined)) {
-        // No chord body task announced (Postgres): one autocommitted statement (a round trip, not four), which skips
-        // any chord body task after all; those (and tasks whose lease was lost) go through the transaction below.
+        // No chord body task announced (Postgres): one autocommitted statement, which skips any chord body task after
+        // all; those (and tasks whose lease was lost) go through the finish of body tasks below.
         for (const row of yield* succeedPlain(completions, now)) done.add(row.id)
         const rest = completions.filter((c) => !done.has(c.id))
-        if (rest.length > 0) for (const row of yield* succeedInTransaction(rest, now)) done.add(row.id)
+        if (rest.length > 0) for (const row of yield* succeedRest(rest)) done.add(row.id)
       } else {
-        for (const row of yield* succeedInTransaction(completions, now)) done.add(row.id)
+        for (const row of yield* succeedRest(completions)) done.add(row.id)
       }
       return completions.map((c) => done.has(c.id))
     })

@@ -10,6 +10,7 @@ import m0008 from "./pg/0008_trace_context.js"
 import m0009 from "./pg/0009_ops.js"
 import m0010 from "./pg/0010_progress_workers.js"
 import m0011 from "./pg/0011_nested_chords.js"
+import m0012 from "./pg/0012_succeed_bodies.js"
 
 export const pgMigrations = {
   "0001_tasks": m0001,
@@ -22,5 +23,6 @@ export const pgMigrations = {
   "0008_trace_context": m0008,
   "0009_ops": m0009,
   "0010_progress_workers": m0010,
-  "0011_nested_chords": m0011
+  "0011_nested_chords": m0011,
+  "0012_succeed_bodies": m0012
 }
