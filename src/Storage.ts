@@ -30,6 +30,7 @@ import * as Schema from "effect/Schema"
 import type * as Pg from "pg"
 import * as MigrationSql from "./internal/sql/migrationSql.js"
 import { pgMigrations } from "./internal/sql/migrations/pg.js"
+import * as Prepared from "./internal/sql/prepared.js"
 import { sqliteMigrations } from "./internal/sql/migrations/sqlite.js"
 
 /** The dialect a storage layer speaks. */
@@ -315,11 +316,13 @@ const makePg = (options: PgOptions) =>
         })
       )
     }
+    let created: Pg.Pool | undefined
     const client = yield* PgClient.fromPool({
       acquire: Effect.acquireRelease(
         Effect.tryPromise({
           try: async () => {
             const pool = new Pg.Pool({ ...clientConfig, max: options.maxConnections ?? 10 })
+            created = pool
             pool.on("error", () => {})
             try {
               await pool.query("SELECT 1")
@@ -344,6 +347,8 @@ const makePg = (options: PgOptions) =>
       Effect.map(failedEndIsFailure),
       Effect.mapError((error) => new StorageError({ message: error.message, cause: error.cause }))
     )
+    // Hot autocommitted statements run as named prepared statements on this pool (`internal/sql/prepared.ts`).
+    if (created !== undefined) Prepared.registerPool(client, created as unknown as Prepared.PoolLike)
     const channelPrefix = `baton_${schema ?? "public"}`
     const storage = Storage.of({
       dialect: "pg",

@@ -50,6 +50,7 @@ import { type LogEntry, makeAppendLog } from "./completionLog.js"
 import { byDialect } from "./dialect.js"
 import { completionsChannel } from "./wakes.js"
 import { Storage } from "../../Storage.js"
+import * as Prepared from "./prepared.js"
 
 /** Options of the SQL coordinator. */
 export interface Options {
@@ -180,13 +181,19 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       const id = crypto.randomUUID()
       const lazy = asyncCreate && !(yield* inTransaction)
       const inserted = lazy
-        ? yield* sql<TokenRow>`INSERT INTO baton_checkpoints (id, run_id, batch_index, status, created_at)
-            SELECT ${id}, ${runId}, ${batchIndex}::int, 'pending', ${now}::bigint
-            FROM (SELECT set_config('synchronous_commit', 'off', true)) AS local_setting
-            ON CONFLICT (run_id, batch_index) DO NOTHING RETURNING id, run_id, batch_index`
-        : yield* sql<TokenRow>`INSERT INTO baton_checkpoints (id, run_id, batch_index, status, created_at)
-            VALUES (${id}, ${runId}, ${batchIndex}, 'pending', ${now})
-            ON CONFLICT (run_id, batch_index) DO NOTHING RETURNING id, run_id, batch_index`
+        ? yield* Prepared.run(
+            sql,
+            sql<TokenRow>`INSERT INTO baton_checkpoints (id, run_id, batch_index, status, created_at)
+              SELECT ${id}, ${runId}, ${batchIndex}::int, 'pending', ${now}::bigint
+              FROM (SELECT set_config('synchronous_commit', 'off', true)) AS local_setting
+              ON CONFLICT (run_id, batch_index) DO NOTHING RETURNING id, run_id, batch_index`
+          )
+        : yield* Prepared.run(
+            sql,
+            sql<TokenRow>`INSERT INTO baton_checkpoints (id, run_id, batch_index, status, created_at)
+              VALUES (${id}, ${runId}, ${batchIndex}, 'pending', ${now})
+              ON CONFLICT (run_id, batch_index) DO NOTHING RETURNING id, run_id, batch_index`
+          )
       const row = inserted[0] ?? (yield* readToken(runId, batchIndex))[0]
       if (row === undefined) {
         // Only possible when the conflicting row is invisible to this transaction's snapshot (REPEATABLE READ).
@@ -252,7 +259,9 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
   const settlePg = (token: CheckpointToken, status: "completed" | "failed", text: string, now: number) =>
     Effect.gen(function* () {
       const entry = logEntry(status, token.runId, now)
-      const rows = yield* sql<{ updated: number } & { [K in keyof StateRow]: StateRow[K] | null }>`WITH cur AS (
+      const rows = yield* Prepared.run(
+        sql,
+        sql<{ updated: number } & { [K in keyof StateRow]: StateRow[K] | null }>`WITH cur AS (
           SELECT status, result, error FROM baton_checkpoints WHERE id = ${token.id}
         ), upd AS (
           UPDATE baton_checkpoints SET status = ${status},
@@ -270,6 +279,7 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
             HAVING count(*) > 0) AS notified,
           cur.status, cur.result, cur.error
         FROM (SELECT 1) AS one LEFT JOIN cur ON true`
+      )
       const row = rows[0]
       if (row !== undefined && row.updated > 0) return true
       const before: StateRow | undefined =

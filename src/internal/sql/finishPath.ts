@@ -28,6 +28,7 @@ import { byDialect } from "./dialect.js"
 import { type FinishedTask, guardedFinish } from "./taskRows.js"
 import { currentHandoff } from "./handoff.js"
 import { completionsChannel, tasksChannel } from "./wakes.js"
+import * as Prepared from "./prepared.js"
 
 /** What `baton_succeed_bodies` returns. */
 interface BodiesResult {
@@ -145,7 +146,9 @@ export const makeFinishPath = (
       // from the tasks side and re-read every request row for each task: auto_explain in a 20,000-task drain showed
       // 9–34 ms per batch of 160–251 rows.
       const updateAndLog = (successes: ReadonlyArray<Success>, now: number, plainOnly: boolean) =>
-        sql<FinishedTask>`WITH req AS (SELECT ${requestJson(successes)}::jsonb AS m), done AS (
+        Prepared.run(
+          sql,
+          sql<FinishedTask>`WITH req AS (SELECT ${requestJson(successes)}::jsonb AS m), done AS (
             UPDATE baton_tasks t SET state = 'succeeded', result = req.m -> t.id -> 'l' ->> t.lease_id,
               lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
             FROM req
@@ -164,6 +167,7 @@ export const makeFinishPath = (
           )
           SELECT id, name, queue, namespace, tags, chord_id, chord_index, run_id,
             (SELECT count(*) FROM notified) AS notified FROM done`
+        )
       const tasks = tasksChannel(channelPrefix)
       const succeedBodies = (successes: ReadonlyArray<Success>, now: number) =>
         Effect.gen(function* () {
@@ -178,11 +182,12 @@ export const makeFinishPath = (
                   queues: [...offer.queues],
                   free: offer.free
                 })
-          const rows = yield* sql<{
-            r: string | BodiesResult
-          }>`SELECT baton_succeed_bodies(${requestJson(successes)}::jsonb,
+          const rows = yield* Prepared.run(
+            sql,
+            sql<{ r: string | BodiesResult }>`SELECT baton_succeed_bodies(${requestJson(successes)}::jsonb,
               ${[...new Set(successes.map((s) => s.id))]}::text[], ${now}, ${channel}, ${tasks},
-              ${offerJson}::jsonb)::text AS r`.pipe(
+              ${offerJson}::jsonb)::text AS r`
+          ).pipe(
             Effect.map((rows) => rows as ReadonlyArray<{ r: string | BodiesResult } | undefined>),
             // SQLSTATE BTN01: a chord this batch decides needs the general path; the call rolled back whole.
             Effect.catchIf(

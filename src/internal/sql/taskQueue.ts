@@ -62,6 +62,7 @@ import {
 } from "./taskRows.js"
 import { onEnqueued, tasksChannel } from "./wakes.js"
 import { liveWorkers } from "./workerRows.js"
+import * as Prepared from "./prepared.js"
 
 /** Builds the service. Requires the `SqlClient` and `Storage` of a storage layer. */
 export const make = Effect.gen(function* () {
@@ -656,20 +657,26 @@ const pgStatements = (sql: SqlClient.SqlClient, channelPrefix: string): QueueSta
     notifyQueues: (queues) =>
       Effect.forEach(new Set(queues), (queue) => sql`SELECT pg_notify(${channel}, ${queue})`, { discard: true }),
     insertIsAtomic: true,
-    claim: (set, queues, now, limit, skipControlled) => sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
-        SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(queues)}
-          AND run_at <= ${now}${skipControlled ? notControlled : empty}
-        ORDER BY priority DESC, run_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
-      ) AND ${asyncCommit} RETURNING ${sql.literal(claimedColumns)}`,
+    claim: (set, queues, now, limit, skipControlled) =>
+      Prepared.run(
+        sql,
+        sql<TaskRow>`UPDATE baton_tasks SET ${set} WHERE id IN (
+          SELECT id FROM baton_tasks WHERE state = 'pending' AND queue IN ${sql.in(queues)}
+            AND run_at <= ${now}${skipControlled ? notControlled : empty}
+          ORDER BY priority DESC, run_at LIMIT ${limit} FOR UPDATE SKIP LOCKED
+        ) AND ${asyncCommit} RETURNING ${sql.literal(claimedColumns)}`
+      ),
     // SKIP LOCKED, so a heartbeat never waits on (or deadlocks with) a completion batch holding some of the same
     // rows; a row being completed needs no extension.
-    heartbeat: (leaseIds, now, leaseMs) => sql<{
-      id: string
-    }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
-        updated_at = ${now} WHERE id IN (
-          SELECT id FROM baton_tasks WHERE state = 'running' AND lease_id IN ${sql.in(leaseIds)}
-          ORDER BY id FOR UPDATE SKIP LOCKED
-        ) AND ${asyncCommit} RETURNING id`
+    heartbeat: (leaseIds, now, leaseMs) =>
+      Prepared.run(
+        sql,
+        sql<{ id: string }>`UPDATE baton_tasks SET lease_expires_at = ${now + leaseMs},
+          updated_at = ${now} WHERE id IN (
+            SELECT id FROM baton_tasks WHERE state = 'running' AND lease_id = ANY(${[...leaseIds]}::text[])
+            ORDER BY id FOR UPDATE SKIP LOCKED
+          ) AND ${asyncCommit} RETURNING id`
+      )
   }
 }
 

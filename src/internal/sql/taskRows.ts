@@ -25,6 +25,7 @@ import {
 import { defaultBackoff } from "../request.js"
 import { byDialect } from "./dialect.js"
 import { tasksChannel } from "./wakes.js"
+import * as Prepared from "./prepared.js"
 
 /** A whole `baton_tasks` row as read back. */
 export interface TaskRow {
@@ -321,18 +322,22 @@ export const makeInsertTasks = (sql: SqlClient.SqlClient, dialect: Dialect, chan
             m integer, t integer, b text, a bigint, k text, c text, x integer, u text, o text)`
         if (!keyed) {
           const queues = JSON.stringify([...new Set(rows.map((row) => row.queue))])
-          return sql`WITH ins AS (INSERT INTO baton_tasks ${pgColumns} ${select})
-            SELECT pg_notify(${channel}, q) FROM json_array_elements_text(${queues}::json) AS q`.pipe(
-            Effect.as(rows.map((row) => row.id))
-          )
+          return Prepared.run(
+            sql,
+            sql`WITH ins AS (INSERT INTO baton_tasks ${pgColumns} ${select})
+              SELECT pg_notify(${channel}, q) FROM json_array_elements_text(${queues}::json) AS q`
+          ).pipe(Effect.as(rows.map((row) => row.id)))
         }
-        return sql<{ id: string }>`WITH ins AS (
-            INSERT INTO baton_tasks ${pgColumns} ${select} ON CONFLICT DO NOTHING RETURNING id, queue
-          ), notified AS (
-            SELECT count(pg_notify(${channel}, queue)) AS n
-            FROM (SELECT DISTINCT queue FROM ins) q
-          )
-          SELECT ins.id FROM ins CROSS JOIN notified`.pipe(Effect.map((result) => result.map((row) => row.id)))
+        return Prepared.run(
+          sql,
+          sql<{ id: string }>`WITH ins AS (
+              INSERT INTO baton_tasks ${pgColumns} ${select} ON CONFLICT DO NOTHING RETURNING id, queue
+            ), notified AS (
+              SELECT count(pg_notify(${channel}, queue)) AS n
+              FROM (SELECT DISTINCT queue FROM ins) q
+            )
+            SELECT ins.id FROM ins CROSS JOIN notified`
+        ).pipe(Effect.map((result) => result.map((row) => row.id)))
       }
     },
     sqlite: () => {
