@@ -3,8 +3,8 @@
  *
  * Effect's Postgres client sends every statement unnamed: Postgres parses and plans it on every call (the claim:
  * parse 0.18 + bind 0.23 ms; the completion: 0.21 + 0.29 ms, idle server), and the client stack adds ~55 µs of Node
- * CPU per statement (`scratchpad/sql-overhead.ts`). A named statement is parsed once per connection and, after five custom
- * plans, runs on Postgres' cached generic plan when that is no costlier.
+ * CPU per statement (`scratchpad/sql-overhead.ts`). A named statement is parsed once per connection and, after five
+ * custom plans, runs on Postgres' cached generic plan when that is no costlier.
  *
  * `run(sql, statement)` takes the same `Statement` the caller would have run (built with the same `sql` tag, so the
  * text and parameters are exactly what `@effect/sql` would send) and:
