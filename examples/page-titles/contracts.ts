@@ -21,7 +21,9 @@ export const FetchPage = Task.contract("page-titles.fetch", {
   payload: Schema.Struct({ url: Schema.String }),
   success: Page,
   failure: FetchFailed,
-  maxAttempts: 3,
+  // A crash of the process running a fetch counts as an attempt (its lease expires): room for a few crashes on top
+  // of the retries of a failing fetch.
+  maxAttempts: 6,
   timeout: "30 seconds",
   backoff: { base: "100 millis", factor: 2, max: "2 seconds" }
 })
