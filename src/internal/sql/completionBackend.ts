@@ -51,6 +51,7 @@ import * as PgListener from "./pgListener.js"
 import * as Validate from "../validate.js"
 import { Storage } from "../../Storage.js"
 import { InvalidInput, type TaskId } from "../../TaskQueue.js"
+import * as Prepared from "./prepared.js"
 
 /** Settings of the SQL completion backend. */
 export interface Options {
@@ -405,7 +406,10 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
       if (draining !== undefined) conditions.push(sql`pg_visible_in_snapshot(c.xid, ${draining.snapshot}::pg_snapshot)`)
       const rows = rowsAfter(draining?.after ?? cursor, seen, and(conditions), limit)
       // The meta row is MATERIALIZED: computed once, not once per returned row.
-      return sql<ReadRow>`WITH meta AS MATERIALIZED (
+      // A named prepared statement (`prepared.ts`): planning this statement took 0.3–2 ms of every read.
+      return Prepared.run(
+        sql,
+        sql<ReadRow>`WITH meta AS MATERIALIZED (
           SELECT s.snap::text AS snap, (${horizon})::text AS horizon,
             p.xid AS pruned_xid, p.seq AS pruned_seq, p.max_seq AS pruned_max_seq
           FROM (SELECT pg_current_snapshot() AS snap) s CROSS JOIN baton_completions_pruned p
@@ -413,7 +417,8 @@ export const make = Effect.fnUntraced(function* (options: Options = {}) {
         )
         SELECT meta.snap, meta.horizon, meta.pruned_xid, meta.pruned_seq, meta.pruned_max_seq, r.*
         FROM meta LEFT JOIN LATERAL (${rows}) r ON TRUE
-        ORDER BY r.xid, r.seq`.pipe(
+        ORDER BY r.xid, r.seq`
+      ).pipe(
         Effect.map((result): Batch => {
           const first = result[0]
           const watermark = toWatermark(first, pgWatermark)
