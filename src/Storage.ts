@@ -98,6 +98,13 @@ export interface PgOptions {
   readonly connectTimeout?: Duration.DurationInput | undefined
   /** `application_name` reported to Postgres (default "baton"). */
   readonly applicationName?: string | undefined
+  /**
+   * Run Baton's hot statements (claim, lease heartbeat, task insert, completions, checkpoint create / complete,
+   * completion-stream reads) as named prepared statements on a second pool of up to `maxConnections` connections
+   * (default true; docs/operations.md, "Connections"). `false`: every statement unnamed on the one pool — for a
+   * connection pooler in transaction mode that does not carry prepared statements across transactions.
+   */
+  readonly preparedStatements?: boolean | undefined
 }
 
 /** Options of the SQLite backend. */
@@ -316,13 +323,11 @@ const makePg = (options: PgOptions) =>
         })
       )
     }
-    let created: Pg.Pool | undefined
     const client = yield* PgClient.fromPool({
       acquire: Effect.acquireRelease(
         Effect.tryPromise({
           try: async () => {
             const pool = new Pg.Pool({ ...clientConfig, max: options.maxConnections ?? 10 })
-            created = pool
             pool.on("error", () => {})
             try {
               await pool.query("SELECT 1")
@@ -347,8 +352,26 @@ const makePg = (options: PgOptions) =>
       Effect.map(failedEndIsFailure),
       Effect.mapError((error) => new StorageError({ message: error.message, cause: error.cause }))
     )
-    // Hot autocommitted statements run as named prepared statements on this pool (`internal/sql/prepared.ts`).
-    if (created !== undefined) Prepared.registerPool(client, created as unknown as Prepared.PoolLike)
+    if (options.preparedStatements !== false) {
+      // Hot autocommitted statements run as named prepared statements (`internal/sql/prepared.ts`) on a pool of their
+      // own, whose sessions have `enable_seqscan = off`: a named statement's cached generic plan is chosen once (after
+      // five custom plans) and kept while its table grows, and a table that was small then (a queue's grows from empty
+      // in a second, and may never be analyzed: autovacuum can be off) would keep a sequential scan. These statements
+      // all have an index to use; the setting never reaches the application's queries (they use the other pool).
+      const statementPool = yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const pool = new Pg.Pool({
+            ...clientConfig,
+            options: `-c enable_seqscan=off${schema !== undefined ? ` -c search_path=${schema}` : ""}`,
+            max: options.maxConnections ?? 10
+          })
+          pool.on("error", () => {})
+          return pool
+        }),
+        (pool) => Effect.promise(() => pool.end().catch(() => undefined))
+      )
+      Prepared.registerPool(client, statementPool as unknown as Prepared.PoolLike)
+    }
     const channelPrefix = `baton_${schema ?? "public"}`
     const storage = Storage.of({
       dialect: "pg",

@@ -15,6 +15,9 @@
  * idempotency key held by another task, a chord sealed before this migration) raises SQLSTATE `BTN01`: the call rolls
  * back whole and the caller runs the general path in a transaction (`taskQueue.ts`), which handles every case.
  *
+ * `enable_seqscan = off` while it runs: plpgsql caches its statements' plans, and a generic plan chosen while the tables
+ * were small (a sequential scan) would be kept while they grow; every statement here has an index to use.
+ *
  * The request is the one of the plain completion statement: `{ id: { o: position, l: { leaseId: result } } }`.
  * Returns `{ done: [finished rows], dispatched: [{ chord, created_at, last_body_at, leased, task }] }`.
  */
@@ -25,7 +28,7 @@ export default Effect.gen(function* () {
   const sql = yield* SqlClient.SqlClient
   yield* sql.unsafe(`CREATE FUNCTION baton_succeed_bodies(
       p_req jsonb, p_ids text[], p_now bigint, p_completions text, p_tasks text, p_offer jsonb
-    ) RETURNS jsonb LANGUAGE plpgsql AS $fn$
+    ) RETURNS jsonb LANGUAGE plpgsql SET enable_seqscan = off AS $fn$
 DECLARE
   v_done jsonb;
   v_max bigint;
