@@ -6,6 +6,7 @@ import * as Layer from "effect/Layer"
 import * as Migrator from "@effect/sql/Migrator"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { sqliteMigrations } from "../src/internal/sql/migrations/sqlite.js"
+import * as Prepared from "../src/internal/sql/prepared.js"
 import * as SqlTaskQueue from "../src/SqlTaskQueue.js"
 import * as Storage from "../src/Storage.js"
 import { TaskQueue } from "../src/TaskQueue.js"
@@ -103,6 +104,37 @@ describe("Storage", () => {
       assert.isTrue(values.every((n) => n === values[0]))
     })
   )
+  // Hot statements go to a pool of their own whose sessions cannot keep a sequential scan in a cached plan; with
+  // `preparedStatements: false` they run unnamed on the one pool. Either way a task is enqueued, claimed, completed.
+  it.live.skipIf(!pgAvailable())("Postgres: hot statements on their own pool (enable_seqscan off), or none", () =>
+    Effect.gen(function* () {
+      for (const preparedStatements of [true, false]) {
+        const schema = `bt_prep_${process.pid}_${preparedStatements ? "on" : "off"}`
+        const storage = Storage.layerPg({ url: pgUrl(), schema, maxConnections: 2, preparedStatements })
+        yield* Effect.gen(function* () {
+          const sql = yield* SqlClient.SqlClient
+          const setting = sql<{ v: string }>`SELECT current_setting('enable_seqscan') AS v`
+          assert.strictEqual((yield* setting)[0]!.v, "on")
+          assert.strictEqual((yield* Prepared.run(sql, setting))[0]!.v, preparedStatements ? "off" : "on")
+          // Inside a transaction a hot statement joins it (it must see the transaction's writes).
+          const inTransaction = yield* sql.withTransaction(Prepared.run(sql, setting))
+          assert.strictEqual(inTransaction[0]!.v, "on")
+          const queue = yield* TaskQueue
+          const [id] = yield* queue.enqueueRaw([{ name: "t", payload: 1 }])
+          const claimed = yield* queue.claim({ queues: ["default"], limit: 5, leaseMs: 30_000, workerId: "w" })
+          assert.deepStrictEqual(
+            claimed.map((task) => task.id),
+            [id]
+          )
+          const done = yield* queue.complete([{ id: id!, leaseId: claimed[0]!.leaseId, result: 2 }])
+          assert.deepStrictEqual(done, [true])
+          assert.strictEqual((yield* queue.get(id!)).state, "succeeded")
+          yield* sql`DROP SCHEMA ${sql(schema)} CASCADE`
+        }).pipe(Effect.provide(SqlTaskQueue.layer.pipe(Layer.provideMerge(storage))))
+      }
+    })
+  )
+
   // Migration 0006 rebuilds SQLite's task table (to drop a table constraint) and swaps indexes on both dialects: an
   // existing database keeps its tasks, and idempotency keeps holding, across the upgrade.
   const upgradeKeepsTasks = (sql: SqlClient.SqlClient, dialect: "pg" | "sqlite") =>
