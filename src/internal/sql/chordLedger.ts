@@ -183,6 +183,7 @@ export const recordFastDispatches = (dispatched: ReadonlyArray<FastDispatch>, no
       yield* Metric.increment(chordsCompleted)
       yield* recordDispatch({ created_at: d.created_at, last_body_at: d.last_body_at }, now, false).pipe(
         Effect.withSpan("ChordRegistry.dispatch", {
+          captureStackTrace: false,
           attributes: { chordId: d.chord, callback: d.name, expected: d.expected, healed: false }
         })
       )

@@ -130,7 +130,9 @@ export const make = Effect.gen(function* () {
       const ids = yield* statements.insertIsAtomic && rows.length <= chunk ? insertAll : sql.withTransaction(insertAll)
       yield* Effect.forEach(new Set(rows.map((row) => row.queue as string)), (queue) => PubSub.publish(wakeHub, queue))
       return ids.map((id) => TaskId.make(id))
-    }).pipe(Effect.withSpan("TaskQueue.enqueueRaw", { attributes: { count: requests.length } }))
+    }).pipe(
+      Effect.withSpan("TaskQueue.enqueueRaw", { captureStackTrace: false, attributes: { count: requests.length } })
+    )
 
   // A repeated idempotency key with `replace` / `debounce`: only a task still pending changes (a claimed one is
   // running its payload already). Its workers are woken in case the run-at moved earlier.
@@ -162,7 +164,7 @@ export const make = Effect.gen(function* () {
       const request = yield* encodeCall(task, payload, options, now)
       const ids = yield* enqueueRaw([request])
       return ids[0]!
-    }).pipe(Effect.withSpan("TaskQueue.enqueue", { attributes: { task: task.name } }))
+    }).pipe(Effect.withSpan("TaskQueue.enqueue", { captureStackTrace: false, attributes: { task: task.name } }))
 
   const findRow = (taskId: string) =>
     sql<TaskRow>`SELECT * FROM baton_tasks WHERE id = ${taskId}`.pipe(
@@ -547,7 +549,7 @@ export const make = Effect.gen(function* () {
           return true
         })
       )
-    }).pipe(Effect.withSpan("TaskQueue.progress", { attributes: { taskId: id } }))
+    }).pipe(Effect.withSpan("TaskQueue.progress", { captureStackTrace: false, attributes: { taskId: id } }))
 
   const registerWorker = (worker: WorkerRegistration) =>
     Effect.gen(function* () {
