@@ -140,13 +140,12 @@ export const dispatchTemplate = (
 ): DispatchTemplate => {
   const {
     id: _id,
-    payload,
+    payload: _payload,
     run_at: _runAt,
     created_at: _created,
     updated_at: _updated,
     ...row
   } = sealedRow(sealed, "[]", 0, slot)
-  void payload
   return {
     row,
     suffix: payloadText(sealed.args, "results", "[]").slice('{"results":[]'.length),

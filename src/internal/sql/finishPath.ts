@@ -98,6 +98,9 @@ const requestJson = (successes: ReadonlyArray<Success>) => {
   return JSON.stringify(request)
 }
 
+/** The distinct task ids of a request (one array parameter). */
+const idsOf = (successes: ReadonlyArray<Success>): Array<string> => [...new Set(successes.map((s) => s.id))]
+
 /**
  * The rows in the order of the request (RETURNING gives no order): a batch's log rows, and so its completion events,
  * follow the order its handlers finished in.
@@ -158,7 +161,7 @@ export const makeFinishPath = (
             UPDATE baton_tasks t SET state = 'succeeded', result = req.m -> t.id -> 'l' ->> t.lease_id,
               lease_id = NULL, lease_expires_at = NULL, finished_at = ${now}, updated_at = ${now}
             FROM req
-            WHERE t.id = ANY(${[...new Set(successes.map((s) => s.id))]}::text[])
+            WHERE t.id = ANY(${idsOf(successes)}::text[])
               AND (req.m -> t.id -> 'l' ->> t.lease_id) IS NOT NULL AND t.state = (SELECT 'running')
               ${plainOnly ? sql`AND t.chord_id IS NULL` : sql``}
             RETURNING t.id, t.name, t.queue, t.namespace, t.tags, t.chord_id, t.chord_index, t.run_id,
@@ -187,22 +190,22 @@ export const makeFinishPath = (
                   queues: [...offer.queues],
                   free: offer.free
                 })
-          const rows = yield* Prepared.run(
+          // The function's jsonb comes back as text: one JSON.parse, whatever the driver's type parsers.
+          const result = yield* Prepared.run(
             sql,
-            sql<{ r: string | BodiesResult }>`SELECT baton_succeed_bodies(${requestJson(successes)}::jsonb,
-              ${[...new Set(successes.map((s) => s.id))]}::text[], ${now}, ${channel}, ${tasks},
-              ${offerJson}::jsonb)::text AS r`
+            sql<{
+              r: string
+            }>`SELECT baton_succeed_bodies(${requestJson(successes)}::jsonb, ${idsOf(successes)}::text[],
+              ${now}, ${channel}, ${tasks}, ${offerJson}::jsonb)::text AS r`
           ).pipe(
-            Effect.map((rows) => rows as ReadonlyArray<{ r: string | BodiesResult } | undefined>),
+            Effect.map((rows): BodiesResult | undefined => JSON.parse(rows[0]!.r) as BodiesResult),
             // SQLSTATE BTN01: a chord this batch decides needs the general path; the call rolled back whole.
             Effect.catchIf(
               (error) => (error.cause as { code?: unknown } | undefined)?.code === "BTN01",
               () => Effect.succeed(undefined)
             )
           )
-          if (rows === undefined) return undefined
-          const raw = rows[0]?.r
-          const result: BodiesResult = typeof raw === "string" ? (JSON.parse(raw) as BodiesResult) : raw!
+          if (result === undefined) return undefined
           if (result.dispatched.length > 0) yield* recordFastDispatches(result.dispatched, now)
           return result.done
         })
